@@ -1,0 +1,1 @@
+//! Shared helpers for the UltraCore benchmarks (workload builders).

@@ -1,0 +1,2 @@
+//! Placeholder; written once the core compiles.
+fn main() {}

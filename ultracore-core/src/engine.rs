@@ -1,0 +1,400 @@
+//! The engine: drives a [`Ledger`] over any [`EventStore`] for an embedding application.
+//! Commands from concurrent callers are batched (group commit): one leader decides the whole
+//! batch, appends it in one durable write, and answers every caller.
+//!
+//! Runtime-agnostic (no tokio): it spawns nothing; the caller that finds no batch in flight
+//! becomes the leader and does the work, the others wait on a oneshot channel.
+//!
+//! Calling protocol:
+//! 1. [`Engine::open`] rebuilds the ledger from the store (replay) and is then the single
+//!    writer of that log. Run exactly one engine per log; a second one is fenced out by the
+//!    store (its appends fail with `PositionConflict`), never silently merged.
+//! 2. [`Engine::execute`] / [`Engine::execute_batch`] submit commands and return each
+//!    command's outcome once its batch is durable.
+//! 3. [`Engine::read`] runs a query on a consistent view that only ever contains durable events.
+//! 4. If an append fails, the batch's callers get the store error, and the engine rebuilds its
+//!    state from the store before deciding anything else.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_lock::RwLock;
+use futures_channel::oneshot;
+
+use crate::event::{DomainEvent, Envelope, Trace};
+use crate::ids::EventId;
+use crate::ledger::{
+    Command, Context, Decision, InvariantViolated, Ledger, LedgerConfig, LedgerEvent, Outcome,
+    Rejection,
+};
+use crate::limits::{COMMANDS_PER_BATCH_MAX, EVENTS_PER_READ_MAX};
+use crate::store::{AppendBatch, EventStore, StoreError};
+use crate::time::{Clock, EffectiveAt, RecordedAt, Timestamp};
+
+/// Why a command got no outcome.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The ledger refused it (the caller's problem; do not retry as-is).
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The store failed; the command may or may not have been recorded. Retrying with the same
+    /// id is safe (idempotent).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A bug: the batch was refused and the state rebuilt.
+    #[error(transparent)]
+    Invariant(#[from] InvariantViolated),
+    /// Too many commands in one call.
+    #[error("at most {COMMANDS_PER_BATCH_MAX} commands per batch")]
+    BatchTooLarge,
+    /// The engine could not rebuild its state after a failure; it refuses work until
+    /// [`Engine::recover`] succeeds.
+    #[error("engine is recovering from a store failure; retry later")]
+    Recovering,
+}
+
+/// Engine settings.
+#[derive(Clone, Debug, Default)]
+pub struct EngineConfig {
+    /// Ledger rules.
+    pub ledger: LedgerConfig,
+    /// Id of this log (goes into event ids).
+    pub log_id: u64,
+}
+
+type Reply = oneshot::Sender<Vec<Result<Outcome, EngineError>>>;
+
+struct Pending {
+    commands: Vec<(Command, Trace)>,
+    reply: Reply,
+}
+
+/// Statistics of the last batches, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Batches appended.
+    pub batches: u64,
+    /// Commands decided.
+    pub commands: u64,
+    /// Events appended.
+    pub events: u64,
+    /// Commands in the last batch.
+    pub last_batch_commands: u64,
+}
+
+/// Drives the ledger: batching, deciding, appending, answering.
+pub struct Engine<S> {
+    state: RwLock<Ledger>,
+    store: S,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+    queue: Mutex<Vec<Pending>>,
+    leading: AtomicBool,
+    poisoned: AtomicBool,
+    stats: Mutex<EngineStats>,
+}
+
+impl<S: EventStore<LedgerEvent>> Engine<S> {
+    /// Rebuilds the ledger from `store` and returns an engine that writes to it.
+    pub async fn open(
+        store: S,
+        clock: Arc<dyn Clock>,
+        config: EngineConfig,
+    ) -> Result<Self, EngineError> {
+        let ledger = replay(&store, config.ledger.clone(), |_| {}).await?;
+        Ok(Engine {
+            state: RwLock::new(ledger),
+            store,
+            clock,
+            config,
+            queue: Mutex::new(Vec::new()),
+            leading: AtomicBool::new(false),
+            poisoned: AtomicBool::new(false),
+            stats: Mutex::new(EngineStats::default()),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Batch statistics so far.
+    pub fn stats(&self) -> EngineStats {
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the ledger as of the last durable batch.
+    pub async fn read<R>(&self, f: impl FnOnce(&Ledger) -> R) -> R {
+        let g = self.state.read().await;
+        f(&g)
+    }
+
+    /// Executes one command.
+    pub async fn execute(&self, command: Command, trace: Trace) -> Result<Outcome, EngineError> {
+        self.execute_batch(vec![(command, trace)])
+            .await
+            .pop()
+            .unwrap_or(Err(EngineError::Recovering))
+    }
+
+    /// Executes commands in order; each gets its own outcome. They are decided in one batch
+    /// (possibly with other callers' commands) and made durable by one append.
+    pub async fn execute_batch(
+        &self,
+        commands: Vec<(Command, Trace)>,
+    ) -> Vec<Result<Outcome, EngineError>> {
+        if commands.len() > COMMANDS_PER_BATCH_MAX {
+            return commands
+                .iter()
+                .map(|_| Err(EngineError::BatchTooLarge))
+                .collect();
+        }
+        let n = commands.len();
+        let (tx, rx) = oneshot::channel();
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Pending {
+                commands,
+                reply: tx,
+            });
+        self.lead_if_idle().await;
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => (0..n).map(|_| Err(EngineError::Recovering)).collect(),
+        }
+    }
+
+    /// Becomes the leader if no one is, and processes batches until the queue is empty.
+    async fn lead_if_idle(&self) {
+        loop {
+            if self
+                .leading
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                return; // someone else leads and will see our request
+            }
+            // If this future is dropped mid-batch (a cancelled request), the state may be ahead
+            // of the log: the guard marks it for rebuilding and hands the lead back.
+            let mut guard = LeadGuard {
+                engine: self,
+                done: false,
+            };
+            loop {
+                let batch = self.take_batch();
+                if batch.is_empty() {
+                    break;
+                }
+                self.process(batch).await;
+            }
+            guard.done = true;
+            drop(guard);
+            // A request may have arrived between our last look and giving up the lead.
+            if self
+                .queue
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
+            {
+                return;
+            }
+        }
+    }
+
+    fn take_batch(&self) -> Vec<Pending> {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let mut count = 0;
+        let mut take = 0;
+        for p in q.iter() {
+            if take > 0 && count + p.commands.len() > COMMANDS_PER_BATCH_MAX {
+                break;
+            }
+            count += p.commands.len();
+            take += 1;
+        }
+        q.drain(..take).collect()
+    }
+
+    async fn process(&self, batch: Vec<Pending>) {
+        if self.poisoned.load(Ordering::Acquire) && self.recover().await.is_err() {
+            for p in batch {
+                let n = p.commands.len();
+                let _ = p
+                    .reply
+                    .send((0..n).map(|_| Err(EngineError::Recovering)).collect());
+            }
+            return;
+        }
+        let mut state = self.state.write().await;
+        let start = state.position();
+        let now = self.clock.now();
+        let mut events: Vec<Envelope<LedgerEvent>> = Vec::new();
+        let mut results: Vec<Vec<Result<Outcome, EngineError>>> = Vec::with_capacity(batch.len());
+        let mut failure: Option<EngineError> = None;
+        let mut commands = 0u64;
+        'outer: for p in &batch {
+            let mut out = Vec::with_capacity(p.commands.len());
+            for (cmd, trace) in &p.commands {
+                commands += 1;
+                match self.decide_apply(&mut state, cmd, trace, now, &mut events) {
+                    Ok(r) => out.push(r),
+                    Err(e) => {
+                        failure = Some(e.into());
+                        break 'outer;
+                    }
+                }
+            }
+            results.push(out);
+        }
+        let appended = if let Some(f) = failure {
+            Err(f)
+        } else if events.is_empty() {
+            Ok(())
+        } else {
+            let n = events.len() as u64;
+            let batch_req = AppendBatch {
+                expected_position: start,
+                expectations: Vec::new(),
+                events,
+            };
+            match self.store.append(batch_req).await {
+                Ok(_) => {
+                    let mut s = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+                    s.batches += 1;
+                    s.events += n;
+                    s.commands += commands;
+                    s.last_batch_commands = commands;
+                    Ok(())
+                }
+                Err(e) => Err(EngineError::Store(e)),
+            }
+        };
+        match appended {
+            Ok(()) => {
+                drop(state);
+                for (p, r) in batch.into_iter().zip(results) {
+                    let _ = p.reply.send(r);
+                }
+            }
+            Err(e) => {
+                // The in-memory state is ahead of the log: rebuild it before anyone reads it.
+                match replay(&self.store, self.config.ledger.clone(), |_| {}).await {
+                    Ok(fresh) => *state = fresh,
+                    Err(_) => self.poisoned.store(true, Ordering::Release),
+                }
+                drop(state);
+                for p in batch {
+                    let n = p.commands.len();
+                    let _ = p.reply.send((0..n).map(|_| Err(e.clone())).collect());
+                }
+            }
+        }
+    }
+
+    /// Decides one command, wraps and applies its events. `Err` only for a broken invariant.
+    fn decide_apply(
+        &self,
+        state: &mut Ledger,
+        cmd: &Command,
+        trace: &Trace,
+        now: Timestamp,
+        events: &mut Vec<Envelope<LedgerEvent>>,
+    ) -> Result<Result<Outcome, EngineError>, InvariantViolated> {
+        let ctx = Context {
+            now,
+            next_position: state.position() + 1,
+        };
+        let (payloads, answer) = match state.decide(cmd, &ctx) {
+            Decision::Accept(evs) => (evs, None),
+            Decision::AlreadyDone => (Vec::new(), None),
+            Decision::Reject { rejection, record } => {
+                (record.into_iter().collect(), Some(rejection))
+            }
+        };
+        let count = payloads.len();
+        for payload in payloads {
+            let env = self.envelope(state, payload, trace, now);
+            state.apply(&env)?;
+            events.push(env);
+        }
+        Ok(match answer {
+            Some(r) => Err(EngineError::Rejected(r)),
+            None if matches!(cmd, Command::ExpireHolds) => Ok(Outcome::HoldsExpired { count }),
+            None => state.outcome(cmd).map_err(EngineError::Rejected),
+        })
+    }
+
+    fn envelope(
+        &self,
+        state: &Ledger,
+        payload: LedgerEvent,
+        trace: &Trace,
+        now: Timestamp,
+    ) -> Envelope<LedgerEvent> {
+        let position = state.position() + 1;
+        // Transaction time is the clock's, but strictly increasing even if the clock is not.
+        let recorded_at = match state.recorded_at() {
+            Some(last) if last.0 >= now => last.0.saturating_add_micros(1),
+            _ => now,
+        };
+        let effective_at = payload.effective_at().unwrap_or(EffectiveAt(recorded_at));
+        Envelope {
+            event_id: EventId::from_log_position(self.config.log_id, position),
+            stream: payload.stream(),
+            stream_version: state.next_stream_version(&payload),
+            position,
+            recorded_at: RecordedAt(recorded_at),
+            effective_at,
+            trace: trace.clone(),
+            schema_version: <LedgerEvent as DomainEvent>::SCHEMA_VERSION,
+            payload,
+        }
+    }
+
+    /// Rebuilds the state from the store (after a failure, or on demand).
+    pub async fn recover(&self) -> Result<(), EngineError> {
+        let fresh = replay(&self.store, self.config.ledger.clone(), |_| {}).await?;
+        *self.state.write().await = fresh;
+        self.poisoned.store(false, Ordering::Release);
+        Ok(())
+    }
+}
+
+struct LeadGuard<'a, S> {
+    engine: &'a Engine<S>,
+    done: bool,
+}
+
+impl<S> Drop for LeadGuard<'_, S> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.engine.poisoned.store(true, Ordering::Release);
+        }
+        self.engine.leading.store(false, Ordering::Release);
+    }
+}
+
+/// Rebuilds a ledger by applying every event of `store` in order; `progress` is called with
+/// the position reached after each page.
+pub async fn replay<S: EventStore<LedgerEvent> + ?Sized>(
+    store: &S,
+    config: LedgerConfig,
+    mut progress: impl FnMut(u64),
+) -> Result<Ledger, EngineError> {
+    let mut ledger = Ledger::new(config);
+    loop {
+        let page = store
+            .read_all(ledger.position(), EVENTS_PER_READ_MAX)
+            .await?;
+        if page.is_empty() {
+            return Ok(ledger);
+        }
+        for env in &page {
+            ledger.apply(env)?;
+        }
+        progress(ledger.position());
+    }
+}

@@ -1,0 +1,155 @@
+//! Identifiers: client-chosen account and entry ids, stream ids, event ids.
+//!
+//! Account and entry ids are chosen by the client (that is what makes retries idempotent end
+//! to end). They are short, printable and validated once at the edge; inside the core they are
+//! reference-counted so cloning one into an event or an index costs a counter increment.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::limits::ID_LEN_MAX;
+
+/// Why an id was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid id: 1 to {ID_LEN_MAX} characters from A-Z a-z 0-9 . _ : @ -")]
+pub struct IdError;
+
+fn validate(s: &str) -> Result<(), IdError> {
+    let ok = !s.is_empty()
+        && s.len() <= ID_LEN_MAX
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'@' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(IdError)
+    }
+}
+
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Arc<str>);
+
+        impl $name {
+            /// Validates and builds the id.
+            pub fn new(s: &str) -> Result<Self, IdError> {
+                validate(s)?;
+                Ok($name(Arc::from(s)))
+            }
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:?})", stringify!($name), &*self.0)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, IdError> {
+                $name::new(s)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
+                $name::new(&s).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+string_id!(
+    /// An account's id, chosen by the client (or by the server on the client's behalf).
+    AccountId
+);
+string_id!(
+    /// A journal entry's id, chosen by the client: transfers, multi-leg entries, holds,
+    /// hold resolutions, reversals and corrections all carry one, and it is the idempotency key.
+    EntryId
+);
+string_id!(
+    /// The id of an event stream (an aggregate's history), such as `account-A1` or `entry-T9`.
+    StreamId
+);
+
+impl StreamId {
+    /// The stream of an account's lifecycle events.
+    pub fn for_account(id: &AccountId) -> StreamId {
+        StreamId(Arc::from(format!("account-{}", id.as_str())))
+    }
+    /// The stream of a journal entry (and its holds, corrections and resolutions).
+    pub fn for_entry(id: &EntryId) -> StreamId {
+        StreamId(Arc::from(format!("entry-{}", id.as_str())))
+    }
+}
+
+/// An event's id: unique within a deployment. The core derives it from the log id and the
+/// event's global position (ids are inputs to the core, never random).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EventId(pub u128);
+
+impl EventId {
+    /// The id of the event at `position` in log `log_id`.
+    pub const fn from_log_position(log_id: u64, position: u64) -> EventId {
+        EventId(((log_id as u128) << 64) | position as u128)
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl fmt::Debug for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EventId({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_validated() {
+        assert!(AccountId::new("acc-1.main@branch:7").is_ok());
+        assert!(AccountId::new("").is_err());
+        assert!(AccountId::new("has space").is_err());
+        assert!(AccountId::new("é").is_err());
+        assert!(AccountId::new(&"x".repeat(ID_LEN_MAX)).is_ok());
+        assert!(AccountId::new(&"x".repeat(ID_LEN_MAX + 1)).is_err());
+    }
+
+    #[test]
+    fn ids_round_trip_through_json() {
+        let id = EntryId::new("T-1").unwrap();
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, "\"T-1\"");
+        assert_eq!(serde_json::from_str::<EntryId>(&json).unwrap(), id);
+        assert!(serde_json::from_str::<EntryId>("\"bad id\"").is_err());
+    }
+}

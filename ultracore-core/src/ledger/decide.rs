@@ -1,0 +1,719 @@
+//! `decide`: the pure decision for each command. Reads state, never changes it; returns the
+//! events to record, "already done" for an idempotent repeat, or a rejection.
+
+use crate::bitemporal::timeline::{Deltas, TimelineKey};
+use crate::ids::EntryId;
+use crate::limits::{
+    HOLDS_EXPIRED_PER_COMMAND_MAX, POSTINGS_PER_ENTRY_MAX, VERSIONS_PER_ENTRY_MAX,
+};
+use crate::money::Currency;
+use crate::time::{EffectiveAt, Timestamp};
+
+use super::command::{
+    Command, Correct, OpenAccount, PlaceHold, PostEntry, PostHold, Reverse, VoidHold,
+};
+use super::event::LedgerEvent;
+use super::model::{validate_text, AccountStatus, Direction, EntryKind, Metadata, Posting};
+use super::{hold_place_changes, hold_resolve_changes, share, Ledger, Rejection};
+
+/// What `decide` needs from outside the state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Context {
+    /// The current time (default valid time; window and deadline checks).
+    pub now: Timestamp,
+    /// The log position the first event of this command will get.
+    pub next_position: u64,
+}
+
+/// The result of deciding one command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Record these events (in order), then answer with `Ledger::outcome`.
+    Accept(Vec<LedgerEvent>),
+    /// An idempotent repeat (or a no-op): nothing to record; answer with `Ledger::outcome`.
+    AlreadyDone,
+    /// Refused. `record`, when present, must be recorded so the id stays failed.
+    Reject {
+        /// Why.
+        rejection: Rejection,
+        /// The event that makes the failure sticky.
+        record: Option<LedgerEvent>,
+    },
+}
+
+type Changes = Vec<(u32, TimelineKey, Deltas)>;
+
+impl Ledger {
+    /// Decides `command` against the current state. Pure.
+    pub fn decide(&self, command: &Command, ctx: &Context) -> Decision {
+        let fingerprint = command.fingerprint();
+        if let Some(id) = command.entry_id() {
+            if let Some(d) = self.check_entry_id(id, fingerprint, command) {
+                return d;
+            }
+        }
+        let result = match command {
+            Command::OpenAccount(c) => self.decide_open(c, ctx, fingerprint),
+            Command::FreezeAccount { account } => {
+                self.decide_status(account, AccountStatus::Frozen)
+            }
+            Command::UnfreezeAccount { account } => {
+                self.decide_status(account, AccountStatus::Open)
+            }
+            Command::CloseAccount { account } => self.decide_close(account),
+            Command::SetAccountMetadata { account, metadata } => {
+                self.decide_metadata(account, metadata)
+            }
+            Command::PostEntry(c) => self.decide_post(c, ctx, fingerprint),
+            Command::PlaceHold(c) => self.decide_hold(c, ctx, fingerprint),
+            Command::PostHold(c) => self.decide_resolve(&c.hold, Some(c), None, ctx, fingerprint),
+            Command::VoidHold(c) => self.decide_resolve(&c.hold, None, Some(c), ctx, fingerprint),
+            Command::ExpireHolds => Ok(self.decide_expire(ctx)),
+            Command::Reverse(c) => self.decide_reverse(c, ctx, fingerprint),
+            Command::Correct(c) => self.decide_correct(c, ctx, fingerprint),
+        };
+        match result {
+            Ok(events) if events.is_empty() => Decision::AlreadyDone,
+            Ok(events) => Decision::Accept(events),
+            Err(rejection) => {
+                let record = command.entry_id().map(|id| LedgerEvent::EntryRejected {
+                    id: id.clone(),
+                    fingerprint,
+                    rejection: rejection.clone(),
+                });
+                Decision::Reject { rejection, record }
+            }
+        }
+    }
+
+    /// Idempotency: the id's earlier fate decides, if it has one.
+    fn check_entry_id(
+        &self,
+        id: &EntryId,
+        fingerprint: u64,
+        command: &Command,
+    ) -> Option<Decision> {
+        let conflict = || Decision::Reject {
+            rejection: Rejection::IdConflict { id: id.clone() },
+            record: None,
+        };
+        if let Some((fp, rejection)) = self.rejected.get(id) {
+            return Some(if *fp == fingerprint {
+                Decision::Reject {
+                    rejection: rejection.clone(),
+                    record: None,
+                }
+            } else {
+                conflict()
+            });
+        }
+        let same = match (self.entries.get(id), self.corrections.get(id)) {
+            (Some(e), _) => {
+                Some(e.fingerprint == fingerprint && !matches!(command, Command::Correct(_)))
+            }
+            (None, Some((_, _, fp))) => {
+                Some(*fp == fingerprint && matches!(command, Command::Correct(_)))
+            }
+            (None, None) => None,
+        };
+        match same {
+            Some(true) => Some(Decision::AlreadyDone),
+            Some(false) => Some(conflict()),
+            None => None,
+        }
+    }
+
+    fn effective(
+        &self,
+        given: Option<EffectiveAt>,
+        ctx: &Context,
+    ) -> Result<EffectiveAt, Rejection> {
+        let Some(e) = given else {
+            return Ok(EffectiveAt(ctx.now));
+        };
+        let earliest = ctx
+            .now
+            .saturating_add_micros(-self.config().backdate_window_micros);
+        let latest = ctx
+            .now
+            .saturating_add_micros(self.config().future_window_micros);
+        if e.0 < earliest || e.0 > latest {
+            return Err(Rejection::EffectiveAtOutsideWindow {
+                effective_at: e.0,
+                earliest,
+                latest,
+            });
+        }
+        Ok(e)
+    }
+
+    fn decide_open(
+        &self,
+        c: &OpenAccount,
+        ctx: &Context,
+        fingerprint: u64,
+    ) -> Result<Vec<LedgerEvent>, Rejection> {
+        if self.account_ix.contains_key(&c.id) {
+            // Same request again: same answer. Anything else under this id is a conflict.
+            return if self.open_fingerprint(&c.id) == Some(fingerprint) {
+                Ok(vec![])
+            } else {
+                Err(Rejection::AccountExists {
+                    account: c.id.clone(),
+                })
+            };
+        }
+        if let Some(owner) = &c.owner {
+            validate_text("owner", owner)?;
+        }
+        if let Some(branch) = &c.branch {
+            validate_text("branch", branch)?;
+        }
+        c.metadata.validate()?;
+        if let Some(limit) = c.constraints.overdraft_limit {
+            if limit.currency() != c.currency {
+                return Err(Rejection::CurrencyMismatch {
+                    account: c.id.clone(),
+                    expected: c.currency,
+                    found: limit.currency(),
+                });
+            }
+        }
+        let opened_at = self.effective(c.effective_at, ctx)?;
+        Ok(vec![LedgerEvent::AccountOpened {
+            id: c.id.clone(),
+            currency: c.currency,
+            kind: c.kind,
+            owner: c.owner.clone(),
+            branch: c.branch.clone(),
+            constraints: c.constraints,
+            metadata: c.metadata.clone(),
+            opened_at,
+            fingerprint,
+        }])
+    }
+
+    fn open_fingerprint(&self, id: &crate::ids::AccountId) -> Option<u64> {
+        self.open_fingerprints.get(id).copied()
+    }
+
+    fn account_state(&self, id: &crate::ids::AccountId) -> Result<&super::AccountState, Rejection> {
+        self.account_ix
+            .get(id)
+            .map(|&i| &self.accounts[i as usize])
+            .ok_or_else(|| Rejection::UnknownAccount {
+                account: id.clone(),
+            })
+    }
+
+    fn decide_status(
+        &self,
+        id: &crate::ids::AccountId,
+        to: AccountStatus,
+    ) -> Result<Vec<LedgerEvent>, Rejection> {
+        let st = self.account_state(id)?;
+        match (st.account.status, to) {
+            (AccountStatus::Closed, _) => Err(Rejection::AccountClosed {
+                account: id.clone(),
+            }),
+            (from, to) if from == to => Ok(vec![]),
+            (_, AccountStatus::Frozen) => Ok(vec![LedgerEvent::AccountFrozen {
+                account: id.clone(),
+            }]),
+            _ => Ok(vec![LedgerEvent::AccountUnfrozen {
+                account: id.clone(),
+            }]),
+        }
+    }
+
+    fn decide_close(&self, id: &crate::ids::AccountId) -> Result<Vec<LedgerEvent>, Rejection> {
+        let st = self.account_state(id)?;
+        if st.account.status == AccountStatus::Closed {
+            return Ok(vec![]);
+        }
+        let total = st.index.current().total();
+        let reason = if st.account.open_holds > 0 {
+            Some(format!("{} open holds", st.account.open_holds))
+        } else if !total.is_zero() {
+            Some("balance is not zero".to_string())
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(Rejection::AccountNotClosable {
+                account: id.clone(),
+                reason,
+            }),
+            None => Ok(vec![LedgerEvent::AccountClosed {
+                account: id.clone(),
+            }]),
+        }
+    }
+
+    fn decide_metadata(
+        &self,
+        id: &crate::ids::AccountId,
+        metadata: &Metadata,
+    ) -> Result<Vec<LedgerEvent>, Rejection> {
+        let st = self.account_state(id)?;
+        if st.account.status == AccountStatus::Closed {
+            return Err(Rejection::AccountClosed {
+                account: id.clone(),
+            });
+        }
+        metadata.validate()?;
+        if &st.account.metadata == metadata {
+            return Ok(vec![]);
+        }
+        Ok(vec![LedgerEvent::AccountMetadataSet {
+            account: id.clone(),
+            metadata: metadata.clone(),
+        }])
+    }
+
+    /// Validates postings: count, amounts, accounts usable at `effective_at`, currencies,
+    /// balance per currency.
+    fn validate_postings(
+        &self,
+        postings: &[Posting],
+        effective_at: EffectiveAt,
+    ) -> Result<(), Rejection> {
+        if postings.len() < 2 || postings.len() > POSTINGS_PER_ENTRY_MAX {
+            return Err(Rejection::PostingCount {
+                count: postings.len(),
+                max: POSTINGS_PER_ENTRY_MAX,
+            });
+        }
+        // (currency, debits, credits); entries rarely hold more than one or two currencies.
+        let mut sums: Vec<(Currency, i128, i128)> = Vec::with_capacity(2);
+        for p in postings {
+            if p.amount.is_zero() {
+                return Err(Rejection::ZeroAmount);
+            }
+            let st = self.account_state(&p.account)?;
+            self.check_usable(st, effective_at)?;
+            if p.amount.currency() != st.account.currency {
+                return Err(Rejection::CurrencyMismatch {
+                    account: p.account.clone(),
+                    expected: st.account.currency,
+                    found: p.amount.currency(),
+                });
+            }
+            let cur = p.amount.currency();
+            let slot = match sums.iter().position(|s| s.0 == cur) {
+                Some(i) => i,
+                None => {
+                    sums.push((cur, 0, 0));
+                    sums.len() - 1
+                }
+            };
+            let s = &mut sums[slot];
+            match p.direction {
+                Direction::Debit => {
+                    s.1 =
+                        s.1.checked_add(p.amount.minor())
+                            .ok_or(Rejection::Overflow)?
+                }
+                Direction::Credit => {
+                    s.2 =
+                        s.2.checked_add(p.amount.minor())
+                            .ok_or(Rejection::Overflow)?
+                }
+            }
+        }
+        for (currency, debits, credits) in sums {
+            if debits != credits {
+                return Err(Rejection::Unbalanced {
+                    currency,
+                    debits,
+                    credits,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn check_usable(
+        &self,
+        st: &super::AccountState,
+        effective_at: EffectiveAt,
+    ) -> Result<(), Rejection> {
+        let a = &st.account;
+        match a.status {
+            AccountStatus::Open => {}
+            AccountStatus::Frozen => {
+                return Err(Rejection::AccountFrozen {
+                    account: a.id.clone(),
+                })
+            }
+            AccountStatus::Closed => {
+                return Err(Rejection::AccountClosed {
+                    account: a.id.clone(),
+                })
+            }
+        }
+        if effective_at < a.opened_at {
+            return Err(Rejection::BeforeAccountOpened {
+                account: a.id.clone(),
+                effective_at: effective_at.0,
+                opened_at: a.opened_at.0,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks every constrained account touched by `changes` along its whole timeline.
+    fn check_limits(&self, changes: &Changes) -> Result<(), Rejection> {
+        let mut i = 0;
+        // Group by account without allocating for the common case of one change per account.
+        let mut seen: Vec<u32> = Vec::with_capacity(changes.len());
+        while i < changes.len() {
+            let acc = changes[i].0;
+            i += 1;
+            if seen.contains(&acc) {
+                continue;
+            }
+            seen.push(acc);
+            let st = &self.accounts[acc as usize];
+            let (lower, upper) = st.bounds;
+            if lower.is_none() && upper.is_none() {
+                continue;
+            }
+            let mine: Vec<(TimelineKey, Deltas)> = changes
+                .iter()
+                .filter(|c| c.0 == acc)
+                .map(|c| (c.1, c.2))
+                .collect();
+            if let Err(v) = st.index.check(&mine, lower, upper) {
+                return Err(Rejection::LimitExceeded {
+                    account: st.account.id.clone(),
+                    at: Timestamp::from_micros(v.at.0).unwrap_or(Timestamp::MIN),
+                    balance: v.value,
+                    bound: v.bound,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn decide_post(
+        &self,
+        c: &PostEntry,
+        ctx: &Context,
+        fingerprint: u64,
+    ) -> Result<Vec<LedgerEvent>, Rejection> {
+        let effective_at = self.effective(c.effective_at, ctx)?;
+        self.validate_postings(&c.postings, effective_at)?;
+        c.metadata.validate()?;
+        let changes = self.posting_changes(&c.postings, effective_at, ctx.next_position, 1)?;
+        self.check_limits(&changes)?;
+        Ok(vec![LedgerEvent::EntryPosted {
+            id: c.id.clone(),
+            postings: share(c.postings.clone()),
+            effective_at,
+            metadata: c.metadata.clone(),
+            reversal_of: None,
+            fingerprint,
+        }])
+    }
+
+    fn decide_hold(
+        &self,
+        c: &PlaceHold,
+        ctx: &Context,
+        fingerprint: u64,
+    ) -> Result<Vec<LedgerEvent>, Rejection> {
+        let effective_at = self.effective(c.effective_at, ctx)?;
+        if c.debit_account == c.credit_account {
+            return Err(Rejection::SameAccount);
+        }
+        if let Some(exp) = c.expires_at {
+            if exp <= effective_at.0 || exp <= ctx.now {
+                return Err(Rejection::ExpiryNotAfterEffective);
+            }
+        }
+        let postings = vec![
+            Posting {
+                account: c.debit_account.clone(),
+                direction: Direction::Debit,
+                amount: c.amount,
+            },
+            Posting {
+                account: c.credit_account.clone(),
+                direction: Direction::Credit,
+                amount: c.amount,
+            },
+        ];
+        self.validate_postings(&postings, effective_at)?;
+        c.metadata.validate()?;
+        let debit = self.account_ix[&c.debit_account];
+        let credit = self.account_ix[&c.credit_account];
+        let changes = hold_place_changes(
+            debit,
+            credit,
+            c.amount.minor(),
+            effective_at,
+            c.expires_at,
+            ctx.next_position,
+        );
+        self.check_limits(&changes)?;
+        Ok(vec![LedgerEvent::HoldPlaced {
+            id: c.id.clone(),
+            postings: share(postings),
+            amount: c.amount,
+            effective_at,
+            expires_at: c.expires_at,
+            metadata: c.metadata.clone(),
+            fingerprint,
+        }])
+    }
+
+    fn decide_resolve(
+        &self,
+        hold: &EntryId,
+        post: Option<&PostHold>,
+        void: Option<&VoidHold>,
+        ctx: &Context,
+        fingerprint: u64,
+    ) -> Result<Vec<LedgerEvent>, Rejection> {
+        let e = self
+            .entries
+            .get(hold)
+            .ok_or_else(|| Rejection::UnknownEntry {
+                entry: hold.clone(),
+            })?;
+        let EntryKind::Hold {
+            expires_at,
+            amount,
+            resolution,
+        } = &e.kind
+        else {
+            return Err(Rejection::NotAHold {
+                entry: hold.clone(),
+            });
+        };
+        if resolution.is_some() {
+            return if self.resolutions.get(hold) == Some(&fingerprint) {
+                Ok(vec![])
+            } else {
+                Err(Rejection::HoldAlreadyResolved { hold: hold.clone() })
+            };
+        }
+        let requested_at = post
+            .and_then(|p| p.effective_at)
+            .or(void.and_then(|v| v.effective_at));
+        let effective_at = self.effective(requested_at, ctx)?;
+        if let Some(exp) = expires_at {
+            if ctx.now >= *exp || effective_at.0 >= *exp {
+                return Err(Rejection::HoldExpired {
+                    hold: hold.clone(),
+                    expires_at: *exp,
+                });
+            }
+        }
+        if effective_at < e.current.effective_at {
+            return Err(Rejection::ResolutionBeforeHold);
+        }
+        let (debit, credit) =
+            self.hold_accounts(&e.current.postings)
+                .map_err(|_| Rejection::NotAHold {
+                    entry: hold.clone(),
+                })?;
+        let posted = match post {
+            Some(p) => {
+                let x = p.amount.unwrap_or(*amount);
+                if x.currency() != amount.currency() {
+                    return Err(Rejection::CurrencyMismatch {
+                        account: e.current.postings[0].account.clone(),
+                        expected: amount.currency(),
+                        found: x.currency(),
+                    });
+                }
+                if x.is_zero() {
+                    return Err(Rejection::ZeroAmount);
+                }
+                if x.minor() > amount.minor() {
+                    return Err(Rejection::PostExceedsHold {
+                        held: amount.minor(),
+                        requested: x.minor(),
+                    });
+                }
+                for acc in [debit, credit] {
+                    self.check_usable(&self.accounts[acc as usize], effective_at)?;
+                }
+                Some(x)
+            }
+            None => None,
+        };
+        let changes = hold_resolve_changes(
+            debit,
+            credit,
+            amount.minor(),
+            posted.map(|x| x.minor()),
+            effective_at,
+            *expires_at,
+            e.current.position,
+            ctx.next_position,
+        );
+        self.check_limits(&changes)?;
+        Ok(vec![match posted {
+            Some(amount) => LedgerEvent::HoldPosted {
+                hold: hold.clone(),
+                amount,
+                effective_at,
+                fingerprint,
+            },
+            None => LedgerEvent::HoldVoided {
+                hold: hold.clone(),
+                effective_at,
+                fingerprint,
+            },
+        }])
+    }
+
+    fn decide_expire(&self, ctx: &Context) -> Vec<LedgerEvent> {
+        self.hold_deadlines
+            .iter()
+            .take_while(|(deadline, _)| *deadline <= ctx.now)
+            .take(HOLDS_EXPIRED_PER_COMMAND_MAX)
+            .map(|(_, hold)| LedgerEvent::HoldExpired { hold: hold.clone() })
+            .collect()
+    }
+
+    /// The entry a reversal or correction targets, if it can still be changed.
+    fn changeable(
+        &self,
+        id: &EntryId,
+        kinds_ok: fn(&EntryKind) -> bool,
+    ) -> Result<&super::Entry, Rejection> {
+        let e = self
+            .entries
+            .get(id)
+            .ok_or_else(|| Rejection::UnknownEntry { entry: id.clone() })?;
+        let refuse = |reason: &str| Rejection::EntryNotChangeable {
+            entry: id.clone(),
+            reason: reason.to_string(),
+        };
+        if !kinds_ok(&e.kind) {
+            return Err(refuse(
+                "holds are posted or voided, not reversed or corrected; reversals are final",
+            ));
+        }
+        if e.reversed_by.is_some() {
+            return Err(refuse("it has been reversed"));
+        }
+        if e.current.cancelled {
+            return Err(refuse("it has been cancelled"));
+        }
+        Ok(e)
+    }
+
+    fn decide_reverse(
+        &self,
+        c: &Reverse,
+        ctx: &Context,
+        fingerprint: u64,
+    ) -> Result<Vec<LedgerEvent>, Rejection> {
+        let original = self.changeable(&c.entry, |k| matches!(k, EntryKind::Posted))?;
+        let effective_at = self.effective(c.effective_at, ctx)?;
+        if effective_at < original.current.effective_at {
+            return Err(Rejection::EntryNotChangeable {
+                entry: c.entry.clone(),
+                reason: "a reversal cannot take effect before the entry it reverses".into(),
+            });
+        }
+        c.metadata.validate()?;
+        let postings: Vec<Posting> = original
+            .current
+            .postings
+            .iter()
+            .map(|p| Posting {
+                direction: p.direction.opposite(),
+                ..p.clone()
+            })
+            .collect();
+        self.validate_postings(&postings, effective_at)?;
+        let changes = self.posting_changes(&postings, effective_at, ctx.next_position, 1)?;
+        self.check_limits(&changes)?;
+        Ok(vec![LedgerEvent::EntryPosted {
+            id: c.id.clone(),
+            postings: share(postings),
+            effective_at,
+            metadata: c.metadata.clone(),
+            reversal_of: Some(c.entry.clone()),
+            fingerprint,
+        }])
+    }
+
+    fn decide_correct(
+        &self,
+        c: &Correct,
+        ctx: &Context,
+        fingerprint: u64,
+    ) -> Result<Vec<LedgerEvent>, Rejection> {
+        let e = self.changeable(&c.entry, |k| matches!(k, EntryKind::Posted))?;
+        let invalid = |reason: &str| Rejection::InvalidCorrection {
+            reason: reason.to_string(),
+        };
+        if c.reason.trim().is_empty() {
+            return Err(invalid("a reason is required"));
+        }
+        validate_text("reason", &c.reason)?;
+        let version = e.current.version + 1;
+        if version > VERSIONS_PER_ENTRY_MAX {
+            return Err(Rejection::TooManyVersions {
+                entry: c.entry.clone(),
+            });
+        }
+        let cur = &e.current;
+        let (postings, effective_at) = if c.cancel {
+            if c.amount.is_some() || c.postings.is_some() || c.effective_at.is_some() {
+                return Err(invalid("cancel excludes amount, postings and effective_at"));
+            }
+            (Vec::new(), cur.effective_at)
+        } else {
+            let effective_at = match c.effective_at {
+                Some(_) => self.effective(c.effective_at, ctx)?,
+                None => cur.effective_at,
+            };
+            let postings: Vec<Posting> = match (&c.amount, &c.postings) {
+                (Some(_), Some(_)) => return Err(invalid("give amount or postings, not both")),
+                (Some(a), None) => {
+                    if cur.postings.len() != 2 {
+                        return Err(invalid(
+                            "amount applies to two-posting entries; give postings",
+                        ));
+                    }
+                    cur.postings
+                        .iter()
+                        .map(|p| Posting {
+                            amount: *a,
+                            ..p.clone()
+                        })
+                        .collect()
+                }
+                (None, Some(p)) => p.clone(),
+                (None, None) => cur.postings.to_vec(),
+            };
+            if postings.as_slice() == &*cur.postings && effective_at == cur.effective_at {
+                return Err(invalid("the correction changes nothing"));
+            }
+            self.validate_postings(&postings, effective_at)?;
+            (postings, effective_at)
+        };
+        let mut changes =
+            self.posting_changes(&cur.postings, cur.effective_at, cur.position, -1)?;
+        changes.extend(self.posting_changes(&postings, effective_at, ctx.next_position, 1)?);
+        self.check_limits(&changes)?;
+        Ok(vec![LedgerEvent::EntryCorrected {
+            entry: c.entry.clone(),
+            correction_id: c.id.clone(),
+            version,
+            postings: share(postings),
+            effective_at,
+            cancelled: c.cancel,
+            reason: c.reason.clone(),
+            fingerprint,
+        }])
+    }
+}

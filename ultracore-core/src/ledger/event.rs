@@ -1,0 +1,200 @@
+//! The ledger's events: the only thing ever written. State is a fold over them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::DomainEvent;
+use crate::ids::{AccountId, EntryId, StreamId};
+use crate::money::{Amount, Currency};
+use crate::time::{EffectiveAt, Timestamp};
+
+use super::command::Postings;
+use super::model::{AccountKind, Constraints, Metadata};
+use super::rejection::Rejection;
+
+/// Something that happened to the ledger. Schema version: `<LedgerEvent as DomainEvent>::SCHEMA_VERSION`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type", deny_unknown_fields)]
+pub enum LedgerEvent {
+    /// An account was opened.
+    AccountOpened {
+        /// Its id.
+        id: AccountId,
+        /// Its currency.
+        currency: Currency,
+        /// Its kind.
+        kind: AccountKind,
+        /// Owning customer.
+        owner: Option<String>,
+        /// Servicing branch.
+        branch: Option<String>,
+        /// Limits.
+        constraints: Constraints,
+        /// Descriptive data.
+        metadata: Metadata,
+        /// Valid time from which it exists.
+        opened_at: EffectiveAt,
+        /// Fingerprint of the opening request.
+        fingerprint: u64,
+    },
+    /// An account was frozen.
+    AccountFrozen {
+        /// The account.
+        account: AccountId,
+    },
+    /// An account was unfrozen.
+    AccountUnfrozen {
+        /// The account.
+        account: AccountId,
+    },
+    /// An account was closed.
+    AccountClosed {
+        /// The account.
+        account: AccountId,
+    },
+    /// An account's metadata was replaced.
+    AccountMetadataSet {
+        /// The account.
+        account: AccountId,
+        /// The new metadata.
+        metadata: Metadata,
+    },
+    /// A journal entry was posted (a reversal too, with `reversal_of`).
+    EntryPosted {
+        /// The entry id.
+        id: EntryId,
+        /// Its postings.
+        postings: Postings,
+        /// Valid time.
+        effective_at: EffectiveAt,
+        /// Descriptive data.
+        metadata: Metadata,
+        /// The entry this one reverses, if it is a reversal.
+        reversal_of: Option<EntryId>,
+        /// Fingerprint of the request.
+        fingerprint: u64,
+    },
+    /// Funds were reserved.
+    HoldPlaced {
+        /// The hold's id.
+        id: EntryId,
+        /// The two postings (debit then credit) of the held amount.
+        postings: Postings,
+        /// Held amount.
+        amount: Amount,
+        /// Valid time the reservation starts.
+        effective_at: EffectiveAt,
+        /// Deadline.
+        expires_at: Option<Timestamp>,
+        /// Descriptive data.
+        metadata: Metadata,
+        /// Fingerprint of the request.
+        fingerprint: u64,
+    },
+    /// A hold was posted (fully or partly).
+    HoldPosted {
+        /// The hold.
+        hold: EntryId,
+        /// Amount posted.
+        amount: Amount,
+        /// Valid time of the posting.
+        effective_at: EffectiveAt,
+        /// Fingerprint of the request.
+        fingerprint: u64,
+    },
+    /// A hold was released.
+    HoldVoided {
+        /// The hold.
+        hold: EntryId,
+        /// Valid time of the release.
+        effective_at: EffectiveAt,
+        /// Fingerprint of the request.
+        fingerprint: u64,
+    },
+    /// A hold reached its deadline.
+    HoldExpired {
+        /// The hold.
+        hold: EntryId,
+    },
+    /// An entry was corrected: a new version supersedes the current one.
+    EntryCorrected {
+        /// The corrected entry.
+        entry: EntryId,
+        /// The correction's own id.
+        correction_id: EntryId,
+        /// The new version number.
+        version: u32,
+        /// The new postings (empty when cancelled).
+        postings: Postings,
+        /// The new valid time.
+        effective_at: EffectiveAt,
+        /// Whether the entry is cancelled.
+        cancelled: bool,
+        /// Why.
+        reason: String,
+        /// Fingerprint of the request.
+        fingerprint: u64,
+    },
+    /// A command carrying a client id was refused; recorded so the id stays failed.
+    EntryRejected {
+        /// The id.
+        id: EntryId,
+        /// Fingerprint of the refused request.
+        fingerprint: u64,
+        /// Why it was refused.
+        rejection: Rejection,
+    },
+}
+
+impl DomainEvent for LedgerEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            LedgerEvent::AccountOpened { .. } => "account_opened",
+            LedgerEvent::AccountFrozen { .. } => "account_frozen",
+            LedgerEvent::AccountUnfrozen { .. } => "account_unfrozen",
+            LedgerEvent::AccountClosed { .. } => "account_closed",
+            LedgerEvent::AccountMetadataSet { .. } => "account_metadata_set",
+            LedgerEvent::EntryPosted { .. } => "entry_posted",
+            LedgerEvent::HoldPlaced { .. } => "hold_placed",
+            LedgerEvent::HoldPosted { .. } => "hold_posted",
+            LedgerEvent::HoldVoided { .. } => "hold_voided",
+            LedgerEvent::HoldExpired { .. } => "hold_expired",
+            LedgerEvent::EntryCorrected { .. } => "entry_corrected",
+            LedgerEvent::EntryRejected { .. } => "entry_rejected",
+        }
+    }
+
+    const SCHEMA_VERSION: u16 = 1;
+
+    fn stream(&self) -> StreamId {
+        match self {
+            LedgerEvent::AccountOpened { id, .. } => StreamId::for_account(id),
+            LedgerEvent::AccountFrozen { account }
+            | LedgerEvent::AccountUnfrozen { account }
+            | LedgerEvent::AccountClosed { account }
+            | LedgerEvent::AccountMetadataSet { account, .. } => StreamId::for_account(account),
+            LedgerEvent::EntryPosted { id, .. }
+            | LedgerEvent::HoldPlaced { id, .. }
+            | LedgerEvent::EntryRejected { id, .. } => StreamId::for_entry(id),
+            LedgerEvent::HoldPosted { hold, .. }
+            | LedgerEvent::HoldVoided { hold, .. }
+            | LedgerEvent::HoldExpired { hold } => StreamId::for_entry(hold),
+            LedgerEvent::EntryCorrected { entry, .. } => StreamId::for_entry(entry),
+        }
+    }
+
+    fn effective_at(&self) -> Option<EffectiveAt> {
+        match self {
+            LedgerEvent::AccountOpened { opened_at, .. } => Some(*opened_at),
+            LedgerEvent::EntryPosted { effective_at, .. }
+            | LedgerEvent::HoldPlaced { effective_at, .. }
+            | LedgerEvent::HoldPosted { effective_at, .. }
+            | LedgerEvent::HoldVoided { effective_at, .. }
+            | LedgerEvent::EntryCorrected { effective_at, .. } => Some(*effective_at),
+            _ => None,
+        }
+    }
+
+    fn upcasters() -> &'static [crate::event::Upcaster] {
+        &[]
+    }
+}

@@ -1,0 +1,770 @@
+//! The ledger aggregate: state, `decide` (pure, one function per command) and `apply`
+//! (the fold), plus the bitemporal queries.
+//!
+//! Calling protocol (what the engine does, and what an embedding app that drives the ledger by
+//! hand must do):
+//! 1. `let decision = ledger.decide(&command, &Context { now, next_position })` — pure; reads
+//!    state, never changes it. `next_position` is the log position the first event will get.
+//! 2. For [`Decision::Accept`], wrap each event in an [`Envelope`] (positions from
+//!    `next_position` on, strictly increasing `recorded_at`) and `ledger.apply(&envelope)`
+//!    each, in order, before deciding the next command, so a batch sees its own effects.
+//! 3. Append the envelopes durably. If the append fails, the in-memory state is ahead of the
+//!    log: rebuild the ledger from the log before deciding anything else.
+//! 4. Answer with `ledger.outcome(&command)` (or the rejection).
+
+mod command;
+mod decide;
+mod event;
+mod model;
+mod query;
+mod rejection;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+pub use command::{
+    AccountReceipt, Command, Correct, EntryReceipt, EntryStatus, OpenAccount, Outcome, PlaceHold,
+    PostEntry, PostHold, Postings, Reverse, VoidHold,
+};
+pub use decide::{Context, Decision};
+pub use event::LedgerEvent;
+pub use model::{
+    Account, AccountKind, AccountStatus, BalanceView, Basis, Constraints, Direction, Entry,
+    EntryKind, EntryVersion, HoldResolution, KnownAt, Metadata, Posting,
+};
+pub use query::{EntryView, QueryError, Restatement, RestatementChange, Statement, StatementLine};
+pub use rejection::Rejection;
+
+use crate::bitemporal::index::BitemporalIndex;
+use crate::bitemporal::timeline::{Deltas, TimelineKey};
+use crate::event::Envelope;
+use crate::ids::{AccountId, EntryId};
+use crate::time::{EffectiveAt, RecordedAt, Timestamp};
+
+/// Settings of a ledger instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerConfig {
+    /// How far before now `effective_at` may be, in microseconds.
+    pub backdate_window_micros: i64,
+    /// How far after now `effective_at` may be, in microseconds.
+    pub future_window_micros: i64,
+}
+
+impl Default for LedgerConfig {
+    /// Back-dating up to 400 days (a year's books plus a closing period), future-dating up to 400 days.
+    fn default() -> Self {
+        const DAY: i64 = 86_400_000_000;
+        LedgerConfig {
+            backdate_window_micros: 400 * DAY,
+            future_window_micros: 400 * DAY,
+        }
+    }
+}
+
+/// A broken internal invariant: a bug. The write that would break it is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invariant violated: {0}")]
+pub struct InvariantViolated(pub String);
+
+/// One account with its bitemporal balance index.
+#[derive(Clone, Debug)]
+pub(crate) struct AccountState {
+    pub(crate) account: Account,
+    pub(crate) index: BitemporalIndex,
+    /// (lower, upper) bounds on the index's series, from the constraints.
+    pub(crate) bounds: (Option<i128>, Option<i128>),
+    /// Log position of the account's latest own event.
+    pub(crate) position: u64,
+}
+
+/// What the ledger remembers about each log position (for statements, diffs and `known_at`).
+#[derive(Clone, Debug)]
+pub(crate) struct PositionMeta {
+    pub(crate) recorded_at: i64,
+    pub(crate) entry: Option<EntryId>,
+    pub(crate) event_type: &'static str,
+}
+
+/// The ledger's state: everything needed to decide commands and answer queries, rebuilt by
+/// applying events in log order.
+#[derive(Clone, Debug)]
+pub struct Ledger {
+    config: LedgerConfig,
+    pub(crate) accounts: Vec<AccountState>,
+    pub(crate) account_ix: HashMap<AccountId, u32>,
+    /// Fingerprint of each account's opening request (idempotent re-opening).
+    pub(crate) open_fingerprints: HashMap<AccountId, u64>,
+    pub(crate) entries: HashMap<EntryId, Entry>,
+    /// Correction id → (corrected entry, version produced, fingerprint).
+    pub(crate) corrections: HashMap<EntryId, (EntryId, u32, u64)>,
+    /// Hold id → fingerprint of the command that resolved it.
+    pub(crate) resolutions: HashMap<EntryId, u64>,
+    /// Refused ids → (fingerprint, why).
+    pub(crate) rejected: HashMap<EntryId, (u64, Rejection)>,
+    /// Open holds with a deadline, by deadline.
+    pub(crate) hold_deadlines: BTreeSet<(Timestamp, EntryId)>,
+    pub(crate) positions: Vec<PositionMeta>,
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Ledger::new(LedgerConfig::default())
+    }
+}
+
+impl Ledger {
+    /// An empty ledger.
+    pub fn new(config: LedgerConfig) -> Ledger {
+        Ledger {
+            config,
+            accounts: Vec::new(),
+            account_ix: HashMap::new(),
+            open_fingerprints: HashMap::new(),
+            entries: HashMap::new(),
+            corrections: HashMap::new(),
+            resolutions: HashMap::new(),
+            rejected: HashMap::new(),
+            hold_deadlines: BTreeSet::new(),
+            positions: Vec::new(),
+        }
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &LedgerConfig {
+        &self.config
+    }
+
+    /// The last log position applied (0 when empty).
+    pub fn position(&self) -> u64 {
+        self.positions.len() as u64
+    }
+
+    /// Transaction time of the last applied event.
+    pub fn recorded_at(&self) -> Option<RecordedAt> {
+        self.positions
+            .last()
+            .and_then(|m| Timestamp::from_micros(m.recorded_at))
+            .map(RecordedAt)
+    }
+
+    /// The account, as known now.
+    pub fn account(&self, id: &AccountId) -> Option<&Account> {
+        self.account_ix
+            .get(id)
+            .map(|&i| &self.accounts[i as usize].account)
+    }
+
+    /// Every account, in opening order.
+    pub fn accounts(&self) -> impl Iterator<Item = &Account> {
+        self.accounts.iter().map(|a| &a.account)
+    }
+
+    /// The entry (with all its versions), as known now.
+    pub fn entry_record(&self, id: &EntryId) -> Option<&Entry> {
+        self.entries.get(id)
+    }
+
+    /// Number of entries (all kinds).
+    pub fn entry_count(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Approximate heap bytes used by the balance indexes (for capacity planning).
+    pub fn index_memory_bytes(&self) -> usize {
+        self.accounts.iter().map(|a| a.index.memory_bytes()).sum()
+    }
+
+    /// The version the event's stream will have once `event` is appended to it.
+    pub fn next_stream_version(&self, event: &LedgerEvent) -> u64 {
+        let account_version = |id: &AccountId| {
+            self.account_ix
+                .get(id)
+                .map_or(0, |&i| self.accounts[i as usize].account.stream_version)
+        };
+        let entry_version = |id: &EntryId| self.entries.get(id).map_or(0, |e| e.stream_version);
+        1 + match event {
+            LedgerEvent::AccountOpened { .. }
+            | LedgerEvent::EntryPosted { .. }
+            | LedgerEvent::HoldPlaced { .. }
+            | LedgerEvent::EntryRejected { .. } => 0,
+            LedgerEvent::AccountFrozen { account }
+            | LedgerEvent::AccountUnfrozen { account }
+            | LedgerEvent::AccountClosed { account }
+            | LedgerEvent::AccountMetadataSet { account, .. } => account_version(account),
+            LedgerEvent::HoldPosted { hold, .. }
+            | LedgerEvent::HoldVoided { hold, .. }
+            | LedgerEvent::HoldExpired { hold } => entry_version(hold),
+            LedgerEvent::EntryCorrected { entry, .. } => entry_version(entry),
+        }
+    }
+
+    /// Applies one recorded event. Events must come in log order, each exactly once.
+    ///
+    /// Fails only on a broken invariant (a bug, or an event that `decide` would never have
+    /// produced); the ledger is then unusable and must be rebuilt from the log.
+    pub fn apply(&mut self, env: &Envelope<LedgerEvent>) -> Result<(), InvariantViolated> {
+        let expected = self.position() + 1;
+        if env.position != expected {
+            return Err(InvariantViolated(format!(
+                "event at position {} applied when {} was expected",
+                env.position, expected
+            )));
+        }
+        if let Some(last) = self.positions.last() {
+            if env.recorded_at.0.as_micros() <= last.recorded_at {
+                return Err(InvariantViolated("recorded_at did not increase".into()));
+            }
+        }
+        let entry = self.apply_payload(env)?;
+        self.positions.push(PositionMeta {
+            recorded_at: env.recorded_at.0.as_micros(),
+            entry,
+            event_type: crate::event::DomainEvent::event_type(&env.payload),
+        });
+        Ok(())
+    }
+
+    fn account_mut(&mut self, id: &AccountId) -> Result<&mut AccountState, InvariantViolated> {
+        match self.account_ix.get(id) {
+            Some(&i) => Ok(&mut self.accounts[i as usize]),
+            None => Err(InvariantViolated(format!(
+                "event names unknown account {id}"
+            ))),
+        }
+    }
+
+    fn entry_mut(&mut self, id: &EntryId) -> Result<&mut Entry, InvariantViolated> {
+        self.entries
+            .get_mut(id)
+            .ok_or_else(|| InvariantViolated(format!("event names unknown entry {id}")))
+    }
+
+    /// Applies index changes computed by [`Ledger::money_changes`].
+    fn apply_changes(
+        &mut self,
+        position: u64,
+        changes: &[(u32, TimelineKey, Deltas)],
+    ) -> Result<(), InvariantViolated> {
+        for &(acc, key, d) in changes {
+            self.accounts[acc as usize]
+                .index
+                .apply(position, key, d)
+                .map_err(|e| InvariantViolated(format!("balance index: {e:?}")))?;
+        }
+        Ok(())
+    }
+
+    fn apply_payload(
+        &mut self,
+        env: &Envelope<LedgerEvent>,
+    ) -> Result<Option<EntryId>, InvariantViolated> {
+        let pos = env.position;
+        match &env.payload {
+            LedgerEvent::AccountOpened {
+                id,
+                currency,
+                kind,
+                owner,
+                branch,
+                constraints,
+                metadata,
+                opened_at,
+                fingerprint,
+            } => {
+                if self.account_ix.contains_key(id) {
+                    return Err(InvariantViolated(format!("account {id} opened twice")));
+                }
+                let account = Account {
+                    id: id.clone(),
+                    currency: *currency,
+                    kind: *kind,
+                    owner: owner.clone(),
+                    branch: branch.clone(),
+                    constraints: *constraints,
+                    metadata: metadata.clone(),
+                    status: AccountStatus::Open,
+                    opened_at: *opened_at,
+                    recorded_at: env.recorded_at,
+                    stream_version: 1,
+                    open_holds: 0,
+                };
+                let ix = u32::try_from(self.accounts.len())
+                    .map_err(|_| InvariantViolated("too many accounts".into()))?;
+                self.accounts.push(AccountState {
+                    bounds: constraints.bounds(*kind),
+                    account,
+                    index: BitemporalIndex::new(),
+                    position: pos,
+                });
+                self.account_ix.insert(id.clone(), ix);
+                self.open_fingerprints.insert(id.clone(), *fingerprint);
+                Ok(None)
+            }
+            LedgerEvent::AccountFrozen { account } => {
+                self.account_event(account, pos, |a| a.status = AccountStatus::Frozen)
+            }
+            LedgerEvent::AccountUnfrozen { account } => {
+                self.account_event(account, pos, |a| a.status = AccountStatus::Open)
+            }
+            LedgerEvent::AccountClosed { account } => {
+                self.account_event(account, pos, |a| a.status = AccountStatus::Closed)
+            }
+            LedgerEvent::AccountMetadataSet { account, metadata } => {
+                self.account_event(account, pos, |a| a.metadata = metadata.clone())
+            }
+            LedgerEvent::EntryPosted {
+                id,
+                postings,
+                effective_at,
+                metadata,
+                reversal_of,
+                fingerprint,
+            } => {
+                let changes = self
+                    .posting_changes(postings, *effective_at, pos, 1)
+                    .map_err(|r| InvariantViolated(format!("entry {id}: {r}")))?;
+                self.apply_changes(pos, &changes)?;
+                if let Some(of) = reversal_of {
+                    self.entry_mut(of)?.reversed_by = Some(id.clone());
+                }
+                let kind = match reversal_of {
+                    Some(of) => EntryKind::Reversal { of: of.clone() },
+                    None => EntryKind::Posted,
+                };
+                self.insert_entry(
+                    env,
+                    id,
+                    kind,
+                    postings,
+                    *effective_at,
+                    metadata,
+                    *fingerprint,
+                )?;
+                Ok(Some(id.clone()))
+            }
+            LedgerEvent::HoldPlaced {
+                id,
+                postings,
+                amount,
+                effective_at,
+                expires_at,
+                metadata,
+                fingerprint,
+            } => {
+                let (debit, credit) = self.hold_accounts(postings)?;
+                let changes = hold_place_changes(
+                    debit,
+                    credit,
+                    amount.minor(),
+                    *effective_at,
+                    *expires_at,
+                    pos,
+                );
+                self.apply_changes(pos, &changes)?;
+                self.accounts[debit as usize].account.open_holds += 1;
+                self.accounts[credit as usize].account.open_holds += 1;
+                if let Some(deadline) = expires_at {
+                    self.hold_deadlines.insert((*deadline, id.clone()));
+                }
+                let kind = EntryKind::Hold {
+                    expires_at: *expires_at,
+                    amount: *amount,
+                    resolution: None,
+                };
+                self.insert_entry(
+                    env,
+                    id,
+                    kind,
+                    postings,
+                    *effective_at,
+                    metadata,
+                    *fingerprint,
+                )?;
+                Ok(Some(id.clone()))
+            }
+            LedgerEvent::HoldPosted {
+                hold,
+                amount,
+                effective_at,
+                fingerprint,
+            } => {
+                let resolution = HoldResolution::Posted {
+                    amount: *amount,
+                    effective_at: *effective_at,
+                    position: pos,
+                };
+                self.resolve_hold(hold, Some(amount.minor()), *effective_at, resolution, pos)?;
+                self.resolutions.insert(hold.clone(), *fingerprint);
+                Ok(Some(hold.clone()))
+            }
+            LedgerEvent::HoldVoided {
+                hold,
+                effective_at,
+                fingerprint,
+            } => {
+                let resolution = HoldResolution::Voided {
+                    effective_at: *effective_at,
+                    position: pos,
+                };
+                self.resolve_hold(hold, None, *effective_at, resolution, pos)?;
+                self.resolutions.insert(hold.clone(), *fingerprint);
+                Ok(Some(hold.clone()))
+            }
+            LedgerEvent::HoldExpired { hold } => {
+                // The reservation already ends at the deadline in valid time (recorded when the
+                // hold was placed); expiry only settles the hold's status.
+                let (postings, deadline) = {
+                    let e = self.entry_mut(hold)?;
+                    let deadline = match &mut e.kind {
+                        EntryKind::Hold {
+                            expires_at: Some(d),
+                            resolution: r @ None,
+                            ..
+                        } => {
+                            *r = Some(HoldResolution::Expired { position: pos });
+                            *d
+                        }
+                        _ => return Err(InvariantViolated(format!("{hold} cannot expire"))),
+                    };
+                    e.stream_version += 1;
+                    (e.current.postings.clone(), deadline)
+                };
+                let (debit, credit) = self.hold_accounts(&postings)?;
+                self.accounts[debit as usize].account.open_holds -= 1;
+                self.accounts[credit as usize].account.open_holds -= 1;
+                self.hold_deadlines.remove(&(deadline, hold.clone()));
+                Ok(Some(hold.clone()))
+            }
+            LedgerEvent::EntryCorrected {
+                entry,
+                correction_id,
+                version,
+                postings,
+                effective_at,
+                cancelled,
+                reason,
+                fingerprint,
+            } => {
+                let old = self
+                    .entries
+                    .get(entry)
+                    .ok_or_else(|| InvariantViolated(format!("unknown entry {entry}")))?
+                    .current
+                    .clone();
+                let mut changes = self
+                    .posting_changes(&old.postings, old.effective_at, old.position, -1)
+                    .map_err(|r| InvariantViolated(r.to_string()))?;
+                changes.extend(
+                    self.posting_changes(postings, *effective_at, pos, 1)
+                        .map_err(|r| InvariantViolated(r.to_string()))?,
+                );
+                self.apply_changes(pos, &changes)?;
+                let e = self.entry_mut(entry)?;
+                let mut prev = std::mem::replace(
+                    &mut e.current,
+                    EntryVersion {
+                        version: *version,
+                        postings: postings.clone(),
+                        effective_at: *effective_at,
+                        position: pos,
+                        recorded_at: env.recorded_at,
+                        superseded_at: None,
+                        correction_id: Some(correction_id.clone()),
+                        reason: Some(reason.clone()),
+                        cancelled: *cancelled,
+                    },
+                );
+                prev.superseded_at = Some((pos, env.recorded_at));
+                e.previous.push(prev);
+                e.stream_version += 1;
+                self.corrections.insert(
+                    correction_id.clone(),
+                    (entry.clone(), *version, *fingerprint),
+                );
+                Ok(Some(entry.clone()))
+            }
+            LedgerEvent::EntryRejected {
+                id,
+                fingerprint,
+                rejection,
+            } => {
+                self.rejected
+                    .insert(id.clone(), (*fingerprint, rejection.clone()));
+                Ok(Some(id.clone()))
+            }
+        }
+    }
+
+    fn account_event(
+        &mut self,
+        id: &AccountId,
+        pos: u64,
+        f: impl FnOnce(&mut Account),
+    ) -> Result<Option<EntryId>, InvariantViolated> {
+        let st = self.account_mut(id)?;
+        f(&mut st.account);
+        st.account.stream_version += 1;
+        st.position = pos;
+        Ok(None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn insert_entry(
+        &mut self,
+        env: &Envelope<LedgerEvent>,
+        id: &EntryId,
+        kind: EntryKind,
+        postings: &Postings,
+        effective_at: EffectiveAt,
+        metadata: &Metadata,
+        fingerprint: u64,
+    ) -> Result<(), InvariantViolated> {
+        let entry = Entry {
+            id: id.clone(),
+            kind,
+            metadata: metadata.clone(),
+            current: EntryVersion {
+                version: 1,
+                postings: postings.clone(),
+                effective_at,
+                position: env.position,
+                recorded_at: env.recorded_at,
+                superseded_at: None,
+                correction_id: None,
+                reason: None,
+                cancelled: false,
+            },
+            previous: Vec::new(),
+            reversed_by: None,
+            fingerprint,
+            stream_version: 1,
+        };
+        if self.entries.insert(id.clone(), entry).is_some() {
+            return Err(InvariantViolated(format!("entry {id} recorded twice")));
+        }
+        Ok(())
+    }
+
+    /// The (debit, credit) account indexes of a hold's two postings.
+    pub(crate) fn hold_accounts(
+        &self,
+        postings: &[Posting],
+    ) -> Result<(u32, u32), InvariantViolated> {
+        let ix = |p: &Posting| {
+            self.account_ix
+                .get(&p.account)
+                .copied()
+                .ok_or_else(|| InvariantViolated(format!("unknown account {}", p.account)))
+        };
+        match postings {
+            [d, c] if d.direction == Direction::Debit && c.direction == Direction::Credit => {
+                Ok((ix(d)?, ix(c)?))
+            }
+            _ => Err(InvariantViolated(
+                "a hold has one debit and one credit posting".into(),
+            )),
+        }
+    }
+
+    fn resolve_hold(
+        &mut self,
+        hold: &EntryId,
+        posted: Option<i128>,
+        effective_at: EffectiveAt,
+        resolution: HoldResolution,
+        pos: u64,
+    ) -> Result<(), InvariantViolated> {
+        let (postings, held, expires_at, placed_at) = {
+            let e = self.entry_mut(hold)?;
+            let placed_at = e.current.position;
+            match &mut e.kind {
+                EntryKind::Hold {
+                    expires_at,
+                    amount,
+                    resolution: r @ None,
+                } => {
+                    *r = Some(resolution);
+                    e.stream_version += 1;
+                    (
+                        e.current.postings.clone(),
+                        amount.minor(),
+                        *expires_at,
+                        placed_at,
+                    )
+                }
+                _ => return Err(InvariantViolated(format!("{hold} is not an open hold"))),
+            }
+        };
+        let (debit, credit) = self.hold_accounts(&postings)?;
+        let changes = hold_resolve_changes(
+            debit,
+            credit,
+            held,
+            posted,
+            effective_at,
+            expires_at,
+            placed_at,
+            pos,
+        );
+        self.apply_changes(pos, &changes)?;
+        self.accounts[debit as usize].account.open_holds -= 1;
+        self.accounts[credit as usize].account.open_holds -= 1;
+        if let Some(d) = expires_at {
+            self.hold_deadlines.remove(&(d, hold.clone()));
+        }
+        Ok(())
+    }
+
+    /// Index changes of a set of postings at (effective_at, seq), merged per account;
+    /// `sign` is +1 to add the version, -1 to take it back.
+    pub(crate) fn posting_changes(
+        &self,
+        postings: &[Posting],
+        effective_at: EffectiveAt,
+        seq: u64,
+        sign: i128,
+    ) -> Result<Vec<(u32, TimelineKey, Deltas)>, Rejection> {
+        let key = (effective_at.0.as_micros(), seq);
+        let mut out: Vec<(u32, TimelineKey, Deltas)> = Vec::with_capacity(postings.len());
+        for p in postings {
+            let acc =
+                *self
+                    .account_ix
+                    .get(&p.account)
+                    .ok_or_else(|| Rejection::UnknownAccount {
+                        account: p.account.clone(),
+                    })?;
+            let signed = match p.direction {
+                Direction::Credit => p.amount.minor(),
+                Direction::Debit => -p.amount.minor(),
+            } * sign;
+            match out.iter_mut().find(|(a, _, _)| *a == acc) {
+                Some((_, _, d)) => {
+                    d.posted = d.posted.checked_add(signed).ok_or(Rejection::Overflow)?;
+                }
+                None => out.push((
+                    acc,
+                    key,
+                    Deltas {
+                        posted: signed,
+                        ..Deltas::ZERO
+                    },
+                )),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Index changes of placing a hold: the reservation starts at `effective_at` and, if there is
+/// a deadline, ends there (both recorded now, keyed by the hold's position).
+pub(crate) fn hold_place_changes(
+    debit: u32,
+    credit: u32,
+    amount: i128,
+    effective_at: EffectiveAt,
+    expires_at: Option<Timestamp>,
+    pos: u64,
+) -> Vec<(u32, TimelineKey, Deltas)> {
+    let start = (effective_at.0.as_micros(), pos);
+    let mut v = vec![
+        (
+            debit,
+            start,
+            Deltas {
+                pending_debit: amount,
+                ..Deltas::ZERO
+            },
+        ),
+        (
+            credit,
+            start,
+            Deltas {
+                pending_credit: amount,
+                ..Deltas::ZERO
+            },
+        ),
+    ];
+    if let Some(end) = expires_at {
+        let end = (end.as_micros(), pos);
+        v.push((
+            debit,
+            end,
+            Deltas {
+                pending_debit: -amount,
+                ..Deltas::ZERO
+            },
+        ));
+        v.push((
+            credit,
+            end,
+            Deltas {
+                pending_credit: -amount,
+                ..Deltas::ZERO
+            },
+        ));
+    }
+    v
+}
+
+/// Index changes of resolving a hold at `effective_at` (log position `pos`): the reservation
+/// now ends there instead of at its deadline, and `posted` (if any) becomes posted money.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn hold_resolve_changes(
+    debit: u32,
+    credit: u32,
+    held: i128,
+    posted: Option<i128>,
+    effective_at: EffectiveAt,
+    expires_at: Option<Timestamp>,
+    placed_at: u64,
+    pos: u64,
+) -> Vec<(u32, TimelineKey, Deltas)> {
+    let at = (effective_at.0.as_micros(), pos);
+    let x = posted.unwrap_or(0);
+    let mut v = vec![
+        (
+            debit,
+            at,
+            Deltas {
+                posted: -x,
+                pending_debit: -held,
+                pending_credit: 0,
+            },
+        ),
+        (
+            credit,
+            at,
+            Deltas {
+                posted: x,
+                pending_debit: 0,
+                pending_credit: -held,
+            },
+        ),
+    ];
+    if let Some(end) = expires_at {
+        let end = (end.as_micros(), placed_at);
+        v.push((
+            debit,
+            end,
+            Deltas {
+                pending_debit: held,
+                ..Deltas::ZERO
+            },
+        ));
+        v.push((
+            credit,
+            end,
+            Deltas {
+                pending_credit: held,
+                ..Deltas::ZERO
+            },
+        ));
+    }
+    v
+}
+
+/// Shared so `Arc<[Posting]>` can be built from a `Vec` without naming `Arc` at call sites.
+pub(crate) fn share(postings: Vec<Posting>) -> Postings {
+    Arc::from(postings)
+}
