@@ -21,15 +21,13 @@ use std::sync::{Arc, Mutex};
 use async_lock::RwLock;
 use futures_channel::oneshot;
 
-use crate::event::{DomainEvent, Envelope, Trace};
-use crate::ids::EventId;
+use crate::event::{Envelope, Trace};
 use crate::ledger::{
-    Command, Context, Decision, InvariantViolated, Ledger, LedgerConfig, LedgerEvent, Outcome,
-    Rejection,
+    Command, InvariantViolated, Ledger, LedgerConfig, LedgerEvent, Outcome, Rejection,
 };
 use crate::limits::{COMMANDS_PER_BATCH_MAX, EVENTS_PER_READ_MAX};
 use crate::store::{AppendBatch, EventStore, StoreError};
-use crate::time::{Clock, EffectiveAt, RecordedAt, Timestamp};
+use crate::time::Clock;
 
 /// Why a command got no outcome.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -239,8 +237,8 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
             let mut out = Vec::with_capacity(p.commands.len());
             for (cmd, trace) in &p.commands {
                 commands += 1;
-                match self.decide_apply(&mut state, cmd, trace, now, &mut events) {
-                    Ok(r) => out.push(r),
+                match state.execute(cmd, trace, now, self.config.log_id, &mut events) {
+                    Ok(r) => out.push(r.map_err(EngineError::Rejected)),
                     Err(e) => {
                         failure = Some(e.into());
                         break 'outer;
@@ -291,66 +289,6 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
                     let _ = p.reply.send((0..n).map(|_| Err(e.clone())).collect());
                 }
             }
-        }
-    }
-
-    /// Decides one command, wraps and applies its events. `Err` only for a broken invariant.
-    fn decide_apply(
-        &self,
-        state: &mut Ledger,
-        cmd: &Command,
-        trace: &Trace,
-        now: Timestamp,
-        events: &mut Vec<Envelope<LedgerEvent>>,
-    ) -> Result<Result<Outcome, EngineError>, InvariantViolated> {
-        let ctx = Context {
-            now,
-            next_position: state.position() + 1,
-        };
-        let (payloads, answer) = match state.decide(cmd, &ctx) {
-            Decision::Accept(evs) => (evs, None),
-            Decision::AlreadyDone => (Vec::new(), None),
-            Decision::Reject { rejection, record } => {
-                (record.into_iter().collect(), Some(rejection))
-            }
-        };
-        let count = payloads.len();
-        for payload in payloads {
-            let env = self.envelope(state, payload, trace, now);
-            state.apply(&env)?;
-            events.push(env);
-        }
-        Ok(match answer {
-            Some(r) => Err(EngineError::Rejected(r)),
-            None if matches!(cmd, Command::ExpireHolds) => Ok(Outcome::HoldsExpired { count }),
-            None => state.outcome(cmd).map_err(EngineError::Rejected),
-        })
-    }
-
-    fn envelope(
-        &self,
-        state: &Ledger,
-        payload: LedgerEvent,
-        trace: &Trace,
-        now: Timestamp,
-    ) -> Envelope<LedgerEvent> {
-        let position = state.position() + 1;
-        // Transaction time is the clock's, but strictly increasing even if the clock is not.
-        let recorded_at = match state.recorded_at() {
-            Some(last) if last.0 >= now => last.0.saturating_add_micros(1),
-            _ => now,
-        };
-        let effective_at = payload.effective_at().unwrap_or(EffectiveAt(recorded_at));
-        Envelope {
-            event_id: EventId::from_log_position(self.config.log_id, position),
-            stream: payload.stream(),
-            stream_version: state.next_stream_version(&payload),
-            position,
-            recorded_at: RecordedAt(recorded_at),
-            effective_at,
-            trace: trace.clone(),
-            schema_version: <LedgerEvent as DomainEvent>::SCHEMA_VERSION,
-            payload,
         }
     }
 

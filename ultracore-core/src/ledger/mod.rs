@@ -37,8 +37,8 @@ pub use rejection::Rejection;
 
 use crate::bitemporal::index::BitemporalIndex;
 use crate::bitemporal::timeline::{Deltas, TimelineKey};
-use crate::event::Envelope;
-use crate::ids::{AccountId, EntryId};
+use crate::event::{DomainEvent, Envelope, Trace};
+use crate::ids::{AccountId, EntryId, EventId};
 use crate::time::{EffectiveAt, RecordedAt, Timestamp};
 
 /// Settings of a ledger instance.
@@ -172,6 +172,72 @@ impl Ledger {
     /// Approximate heap bytes used by the balance indexes (for capacity planning).
     pub fn index_memory_bytes(&self) -> usize {
         self.accounts.iter().map(|a| a.index.memory_bytes()).sum()
+    }
+
+    /// Decides `command`, wraps its events in envelopes (positions after the current one,
+    /// strictly increasing transaction times from `now`), applies them, and pushes them to
+    /// `out` for the caller to append. Returns the answer for the caller: the outcome, or the
+    /// rejection (whose record, if any, is among the events). This is steps 1, 2 and 4 of the
+    /// calling protocol in one call; the engine and the test harness both use it.
+    pub fn execute(
+        &mut self,
+        command: &Command,
+        trace: &Trace,
+        now: Timestamp,
+        log_id: u64,
+        out: &mut Vec<Envelope<LedgerEvent>>,
+    ) -> Result<Result<Outcome, Rejection>, InvariantViolated> {
+        let ctx = Context {
+            now,
+            next_position: self.position() + 1,
+        };
+        let (payloads, rejection) = match self.decide(command, &ctx) {
+            Decision::Accept(events) => (events, None),
+            Decision::AlreadyDone => (Vec::new(), None),
+            Decision::Reject { rejection, record } => {
+                (record.into_iter().collect(), Some(rejection))
+            }
+        };
+        let count = payloads.len();
+        for payload in payloads {
+            let env = self.envelope(payload, trace, now, log_id);
+            self.apply(&env)?;
+            out.push(env);
+        }
+        Ok(match rejection {
+            Some(r) => Err(r),
+            None if matches!(command, Command::ExpireHolds) => Ok(Outcome::HoldsExpired { count }),
+            None => self.outcome(command),
+        })
+    }
+
+    /// Wraps `payload` as the next event of this ledger's log: next position, next stream
+    /// version, and a transaction time that is `now` unless that would not be strictly after
+    /// the last one.
+    pub fn envelope(
+        &self,
+        payload: LedgerEvent,
+        trace: &Trace,
+        now: Timestamp,
+        log_id: u64,
+    ) -> Envelope<LedgerEvent> {
+        let position = self.position() + 1;
+        let recorded_at = match self.recorded_at() {
+            Some(last) if last.0 >= now => last.0.saturating_add_micros(1),
+            _ => now,
+        };
+        let effective_at = payload.effective_at().unwrap_or(EffectiveAt(recorded_at));
+        Envelope {
+            event_id: EventId::from_log_position(log_id, position),
+            stream: payload.stream(),
+            stream_version: self.next_stream_version(&payload),
+            position,
+            recorded_at: RecordedAt(recorded_at),
+            effective_at,
+            trace: trace.clone(),
+            schema_version: <LedgerEvent as DomainEvent>::SCHEMA_VERSION,
+            payload,
+        }
     }
 
     /// The version the event's stream will have once `event` is appended to it.
@@ -768,3 +834,6 @@ pub(crate) fn hold_resolve_changes(
 pub(crate) fn share(postings: Vec<Posting>) -> Postings {
     Arc::from(postings)
 }
+
+#[cfg(test)]
+mod tests;

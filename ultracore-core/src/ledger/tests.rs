@@ -1,0 +1,582 @@
+//! Scenario tests of the ledger through the given/when/then harness: each `when` also proves
+//! that replaying the log rebuilds the live state.
+
+use crate::ids::{AccountId, EntryId};
+use crate::ledger::*;
+use crate::money::{Amount, Currency};
+use crate::testing::gwt::Scenario;
+use crate::time::{EffectiveAt, Timestamp};
+
+fn t(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+fn day(d: u32) -> Timestamp {
+    t(&format!("2026-01-{d:02}T00:00:00Z"))
+}
+fn acc(s: &str) -> AccountId {
+    s.parse().unwrap()
+}
+fn eid(s: &str) -> EntryId {
+    s.parse().unwrap()
+}
+fn usd(s: &str) -> Amount {
+    Amount::parse(s, Currency::USD).unwrap()
+}
+fn open(id: &str, kind: AccountKind, constraints: Constraints) -> Command {
+    Command::OpenAccount(OpenAccount {
+        id: acc(id),
+        currency: Currency::USD,
+        kind,
+        owner: None,
+        branch: None,
+        constraints,
+        metadata: Metadata::new(),
+        effective_at: Some(EffectiveAt(day(1))),
+    })
+}
+fn no_overdraft() -> Constraints {
+    Constraints {
+        debits_must_not_exceed_credits: true,
+        ..Constraints::default()
+    }
+}
+fn transfer(id: &str, from: &str, to: &str, amount: &str, at: Option<Timestamp>) -> Command {
+    Command::PostEntry(PostEntry::transfer(
+        eid(id),
+        acc(from),
+        acc(to),
+        usd(amount),
+        at.map(EffectiveAt),
+    ))
+}
+fn posted(s: &Scenario, account: &str, at: Timestamp, known: KnownAt) -> String {
+    s.ledger()
+        .balance(&acc(account), at, known)
+        .unwrap()
+        .posted
+        .to_string()
+}
+
+/// A bank with cash (asset), alice and bob (deposits that may not go negative).
+fn bank(now: Timestamp) -> Scenario {
+    Scenario::new(now).given([
+        open("cash", AccountKind::Asset, Constraints::default()),
+        open("alice", AccountKind::Liability, no_overdraft()),
+        open("bob", AccountKind::Liability, no_overdraft()),
+    ])
+}
+
+#[test]
+fn deposit_and_transfer_move_balances_and_keep_the_books_balanced() {
+    let mut s = bank(day(10));
+    s.when(transfer("d1", "cash", "alice", "100.00", None))
+        .accepted();
+    s.when(transfer("t1", "alice", "bob", "30.25", None))
+        .accepted();
+    assert_eq!(posted(&s, "alice", day(10), KnownAt::Now), "69.75");
+    assert_eq!(posted(&s, "bob", day(10), KnownAt::Now), "30.25");
+    assert_eq!(posted(&s, "cash", day(10), KnownAt::Now), "100.00");
+}
+
+#[test]
+fn opening_twice_is_idempotent_but_different_attributes_conflict() {
+    let mut s = bank(day(10));
+    s.when(open("alice", AccountKind::Liability, no_overdraft()))
+        .no_events();
+    s.when(open("alice", AccountKind::Asset, no_overdraft()))
+        .rejected("account_exists");
+}
+
+#[test]
+fn malformed_entries_are_refused_with_typed_errors() {
+    let mut s = bank(day(10));
+    let unbalanced = Command::PostEntry(PostEntry {
+        id: eid("u1"),
+        postings: vec![
+            Posting {
+                account: acc("cash"),
+                direction: Direction::Debit,
+                amount: usd("10.00"),
+            },
+            Posting {
+                account: acc("alice"),
+                direction: Direction::Credit,
+                amount: usd("9.99"),
+            },
+        ],
+        effective_at: None,
+        metadata: Metadata::new(),
+    });
+    s.when(unbalanced).rejected("unbalanced_entry");
+    s.when(transfer("z1", "cash", "alice", "0.00", None))
+        .rejected("zero_amount");
+    s.when(transfer("n1", "cash", "nobody", "1.00", None))
+        .rejected("unknown_account");
+    let eur = Command::PostEntry(PostEntry::transfer(
+        eid("c1"),
+        acc("cash"),
+        acc("alice"),
+        Amount::parse("1.00", Currency::EUR).unwrap(),
+        None,
+    ));
+    s.when(eur).rejected("currency_mismatch");
+    let single = Command::PostEntry(PostEntry {
+        id: eid("s1"),
+        postings: vec![Posting {
+            account: acc("cash"),
+            direction: Direction::Debit,
+            amount: usd("1.00"),
+        }],
+        effective_at: None,
+        metadata: Metadata::new(),
+    });
+    s.when(single).rejected("posting_count");
+    // Nothing moved.
+    assert_eq!(posted(&s, "cash", day(10), KnownAt::Now), "0.00");
+}
+
+#[test]
+fn same_id_same_request_returns_the_original_answer_and_writes_nothing() {
+    let mut s = bank(day(10));
+    let first = s
+        .when(transfer("d1", "cash", "alice", "100.00", None))
+        .accepted()
+        .clone();
+    s.set_now(day(11));
+    let again = s.when(transfer("d1", "cash", "alice", "100.00", None));
+    again.no_events();
+    assert_eq!(again.accepted(), &first);
+    s.when(transfer("d1", "cash", "alice", "100.01", None))
+        .rejected("id_conflict");
+    assert_eq!(posted(&s, "alice", day(12), KnownAt::Now), "100.00");
+}
+
+#[test]
+fn a_failed_id_stays_failed_even_when_it_would_now_succeed() {
+    let mut s = bank(day(10));
+    s.when(transfer("w1", "alice", "cash", "5.00", None))
+        .rejected("limit_exceeded");
+    s.when(transfer("d1", "cash", "alice", "100.00", None))
+        .accepted();
+    let retry = s.when(transfer("w1", "alice", "cash", "5.00", None));
+    retry.rejected("limit_exceeded");
+    retry.no_events();
+    s.when(transfer("w1", "alice", "cash", "6.00", None))
+        .rejected("id_conflict");
+}
+
+#[test]
+fn back_dated_entry_that_breaks_a_later_balance_is_refused() {
+    // Formance issue 340: validating only the final balance is not enough.
+    let mut s = bank(day(20));
+    s.when(transfer("d1", "cash", "alice", "100.00", Some(day(5))))
+        .accepted();
+    s.when(transfer("w1", "alice", "bob", "80.00", Some(day(10))))
+        .accepted();
+    // Today alice has 20; a back-dated withdrawal of 50 on day 7 leaves 50 on day 7 but -30 on day 10.
+    let r = s.when(transfer("w2", "alice", "bob", "50.00", Some(day(7))));
+    match r.rejected("limit_exceeded") {
+        Rejection::LimitExceeded { at, balance, .. } => {
+            assert_eq!(*at, day(10));
+            assert_eq!(*balance, -3000);
+        }
+        other => panic!("{other:?}"),
+    }
+    s.when(transfer("w3", "alice", "bob", "20.00", Some(day(7))))
+        .accepted();
+    assert_eq!(posted(&s, "alice", day(7), KnownAt::Now), "80.00");
+    assert_eq!(posted(&s, "alice", day(20), KnownAt::Now), "0.00");
+}
+
+#[test]
+fn overdraft_limit_allows_going_that_far_and_no_further() {
+    let mut s = Scenario::new(day(10)).given([
+        open("cash", AccountKind::Asset, Constraints::default()),
+        open(
+            "carol",
+            AccountKind::Liability,
+            Constraints {
+                overdraft_limit: Some(usd("50.00")),
+                ..Constraints::default()
+            },
+        ),
+    ]);
+    s.when(transfer("w1", "carol", "cash", "50.00", None))
+        .accepted();
+    s.when(transfer("w2", "carol", "cash", "0.01", None))
+        .rejected("limit_exceeded");
+    assert_eq!(posted(&s, "carol", day(10), KnownAt::Now), "-50.00");
+}
+
+#[test]
+fn effective_time_outside_the_window_or_before_opening_is_refused() {
+    let mut s = bank(day(10));
+    s.when(transfer(
+        "e1",
+        "cash",
+        "alice",
+        "1.00",
+        Some(t("2020-01-01T00:00:00Z")),
+    ))
+    .rejected("effective_at_outside_window");
+    s.when(transfer(
+        "e2",
+        "cash",
+        "alice",
+        "1.00",
+        Some(t("2030-01-01T00:00:00Z")),
+    ))
+    .rejected("effective_at_outside_window");
+    s.when(transfer(
+        "e3",
+        "cash",
+        "alice",
+        "1.00",
+        Some(t("2025-12-31T00:00:00Z")),
+    ))
+    .rejected("before_account_opened");
+}
+
+fn hold(id: &str, from: &str, to: &str, amount: &str, expires: Option<Timestamp>) -> Command {
+    Command::PlaceHold(PlaceHold {
+        id: eid(id),
+        debit_account: acc(from),
+        credit_account: acc(to),
+        amount: usd(amount),
+        effective_at: None,
+        expires_at: expires,
+        metadata: Metadata::new(),
+    })
+}
+
+#[test]
+fn holds_reserve_funds_and_post_partially_releasing_the_rest() {
+    let mut s = bank(day(10));
+    s.when(transfer("d1", "cash", "alice", "100.00", None))
+        .accepted();
+    s.when(hold("h1", "alice", "bob", "60.00", None)).accepted();
+    let b = s
+        .ledger()
+        .balance(&acc("alice"), day(10), KnownAt::Now)
+        .unwrap();
+    assert_eq!(b.posted.to_string(), "100.00");
+    assert_eq!(b.pending_debits.to_string(), "60.00");
+    assert_eq!(b.available.to_string(), "40.00");
+    // The reservation blocks spending it elsewhere.
+    s.when(transfer("w1", "alice", "cash", "40.01", None))
+        .rejected("limit_exceeded");
+    s.set_now(day(11));
+    let post = Command::PostHold(PostHold {
+        hold: eid("h1"),
+        amount: Some(usd("25.00")),
+        effective_at: None,
+    });
+    s.when(post.clone()).accepted();
+    s.when(post).no_events(); // idempotent repeat
+    let b = s
+        .ledger()
+        .balance(&acc("alice"), day(11), KnownAt::Now)
+        .unwrap();
+    assert_eq!(b.posted.to_string(), "75.00");
+    assert_eq!(b.pending_debits.to_string(), "0.00");
+    assert_eq!(posted(&s, "bob", day(11), KnownAt::Now), "25.00");
+    // Each hold resolves once.
+    s.when(Command::VoidHold(VoidHold {
+        hold: eid("h1"),
+        effective_at: None,
+    }))
+    .rejected("hold_already_resolved");
+    // Valid time: on day 10 the hold was pending, as known now.
+    let b = s
+        .ledger()
+        .balance(&acc("alice"), day(10), KnownAt::Now)
+        .unwrap();
+    assert_eq!(b.pending_debits.to_string(), "60.00");
+}
+
+#[test]
+fn holds_cannot_be_posted_above_the_held_amount_or_after_expiry() {
+    let mut s = bank(day(10));
+    s.when(transfer("d1", "cash", "alice", "100.00", None))
+        .accepted();
+    s.when(hold("h1", "alice", "bob", "10.00", Some(day(12))))
+        .accepted();
+    let over = Command::PostHold(PostHold {
+        hold: eid("h1"),
+        amount: Some(usd("10.01")),
+        effective_at: None,
+    });
+    s.when(over).rejected("post_exceeds_hold");
+    s.set_now(day(13));
+    let post = Command::PostHold(PostHold {
+        hold: eid("h1"),
+        amount: None,
+        effective_at: None,
+    });
+    s.when(post).rejected("hold_expired");
+    let expire = s.when(Command::ExpireHolds);
+    assert_eq!(expire.accepted(), &Outcome::HoldsExpired { count: 1 });
+    assert_eq!(s.ledger().account(&acc("alice")).unwrap().open_holds, 0);
+    let b = s
+        .ledger()
+        .balance(&acc("alice"), day(13), KnownAt::Now)
+        .unwrap();
+    assert_eq!(b.available.to_string(), "100.00");
+    s.when(Command::ExpireHolds).no_events();
+}
+
+#[test]
+fn voided_hold_releases_funds() {
+    let mut s = bank(day(10));
+    s.when(transfer("d1", "cash", "alice", "100.00", None))
+        .accepted();
+    s.when(hold("h1", "alice", "bob", "100.00", None))
+        .accepted();
+    s.when(Command::VoidHold(VoidHold {
+        hold: eid("h1"),
+        effective_at: None,
+    }))
+    .accepted();
+    s.when(transfer("w1", "alice", "cash", "100.00", None))
+        .accepted();
+}
+
+#[test]
+fn reversal_undoes_an_entry_once_and_leaves_it_in_place() {
+    let mut s = bank(day(10));
+    s.when(transfer("d1", "cash", "alice", "100.00", None))
+        .accepted();
+    let rev = Command::Reverse(Reverse {
+        id: eid("r1"),
+        entry: eid("d1"),
+        effective_at: None,
+        metadata: Metadata::new(),
+    });
+    s.when(rev).accepted();
+    assert_eq!(posted(&s, "alice", day(10), KnownAt::Now), "0.00");
+    assert!(s.ledger().entry_record(&eid("d1")).is_some());
+    let again = Command::Reverse(Reverse {
+        id: eid("r2"),
+        entry: eid("d1"),
+        effective_at: None,
+        metadata: Metadata::new(),
+    });
+    s.when(again).rejected("entry_not_changeable");
+}
+
+fn correct_amount(id: &str, entry: &str, amount: &str) -> Command {
+    Command::Correct(Correct {
+        id: eid(id),
+        entry: eid(entry),
+        amount: Some(usd(amount)),
+        postings: None,
+        effective_at: None,
+        cancel: false,
+        reason: "keying error".into(),
+    })
+}
+
+#[test]
+fn corrections_are_seen_only_from_when_they_were_recorded() {
+    let mut s = bank(day(10));
+    s.when(transfer("d1", "cash", "alice", "100.00", Some(day(5))))
+        .accepted();
+    let before = s.ledger().position();
+    s.set_now(day(11));
+    s.when(correct_amount("c1", "d1", "90.00")).accepted();
+    // As known now, the deposit was always 90; as known before the correction, 100.
+    assert_eq!(posted(&s, "alice", day(6), KnownAt::Now), "90.00");
+    assert_eq!(
+        posted(&s, "alice", day(6), KnownAt::Position(before)),
+        "100.00"
+    );
+    assert_eq!(
+        posted(
+            &s,
+            "alice",
+            day(6),
+            KnownAt::Time(t("2026-01-10T12:00:00Z"))
+        ),
+        "100.00"
+    );
+    assert_eq!(posted(&s, "alice", day(4), KnownAt::Now), "0.00");
+    let history = s.ledger().entry_history(&eid("d1")).unwrap();
+    assert_eq!(history.len(), 2);
+    assert!(history[0].superseded_at.is_some());
+    assert_eq!(history[1].correction_id, Some(eid("c1")));
+    // Move it to day 8 and then cancel it.
+    let redate = Command::Correct(Correct {
+        id: eid("c2"),
+        entry: eid("d1"),
+        amount: None,
+        postings: None,
+        effective_at: Some(EffectiveAt(day(8))),
+        cancel: false,
+        reason: "value date was the 8th".into(),
+    });
+    s.when(redate).accepted();
+    assert_eq!(posted(&s, "alice", day(6), KnownAt::Now), "0.00");
+    assert_eq!(posted(&s, "alice", day(8), KnownAt::Now), "90.00");
+    let cancel = Command::Correct(Correct {
+        id: eid("c3"),
+        entry: eid("d1"),
+        amount: None,
+        postings: None,
+        effective_at: None,
+        cancel: true,
+        reason: "duplicate".into(),
+    });
+    s.when(cancel).accepted();
+    assert_eq!(posted(&s, "alice", day(9), KnownAt::Now), "0.00");
+    let v = s.ledger().entry(&eid("d1"), KnownAt::Now).unwrap();
+    assert_eq!(v.status, EntryStatus::Cancelled);
+    let v = s
+        .ledger()
+        .entry(&eid("d1"), KnownAt::Position(before))
+        .unwrap();
+    assert_eq!(v.version.version, 1);
+}
+
+#[test]
+fn a_correction_that_would_overdraw_later_is_refused() {
+    let mut s = bank(day(10));
+    s.when(transfer("d1", "cash", "alice", "100.00", Some(day(2))))
+        .accepted();
+    s.when(transfer("w1", "alice", "bob", "70.00", Some(day(5))))
+        .accepted();
+    s.when(correct_amount("c1", "d1", "60.00"))
+        .rejected("limit_exceeded");
+    s.when(correct_amount("c2", "d1", "70.00")).accepted();
+}
+
+#[test]
+fn restatement_names_the_events_that_changed_a_period() {
+    let mut s = bank(day(10));
+    s.when(transfer("d1", "cash", "alice", "100.00", Some(day(3))))
+        .accepted();
+    let t1 = s.ledger().position();
+    s.set_now(day(11));
+    s.when(correct_amount("c1", "d1", "120.00")).accepted();
+    s.when(transfer("d2", "cash", "alice", "5.00", Some(day(4))))
+        .accepted();
+    let t2 = s.ledger().position();
+    let r = s
+        .ledger()
+        .restatement(
+            &acc("alice"),
+            day(1),
+            day(9),
+            KnownAt::Position(t1),
+            KnownAt::Position(t2),
+        )
+        .unwrap();
+    assert_eq!(r.closing_before.posted.to_string(), "100.00");
+    assert_eq!(r.closing_after.posted.to_string(), "125.00");
+    let kinds: Vec<_> = r
+        .changes
+        .iter()
+        .map(|c| (c.caused_by_event_type.as_str(), c.posted_change.to_string()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("entry_corrected", "-100.00".to_string()),
+            ("entry_corrected", "120.00".to_string()),
+            ("entry_posted", "5.00".to_string())
+        ]
+    );
+}
+
+#[test]
+fn statement_has_a_running_balance_for_the_valid_period() {
+    let mut s = bank(day(20));
+    s.when(transfer("d1", "cash", "alice", "100.00", Some(day(2))))
+        .accepted();
+    s.when(transfer("d2", "cash", "alice", "50.00", Some(day(6))))
+        .accepted();
+    s.when(transfer("w1", "alice", "bob", "30.00", Some(day(8))))
+        .accepted();
+    let st = s
+        .ledger()
+        .statement(&acc("alice"), day(5), day(9), KnownAt::Now)
+        .unwrap();
+    assert_eq!(st.opening.posted.to_string(), "100.00");
+    let lines: Vec<_> = st
+        .lines
+        .iter()
+        .map(|l| (l.posted_change.to_string(), l.posted_balance.to_string()))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            ("50.00".into(), "150.00".into()),
+            ("-30.00".into(), "120.00".into())
+        ]
+    );
+    assert_eq!(st.closing.posted.to_string(), "120.00");
+    assert_eq!(st.lines[0].entry_id, Some(eid("d2")));
+}
+
+#[test]
+fn frozen_accounts_refuse_postings_and_closing_needs_zero_balance() {
+    let mut s = bank(day(10));
+    s.when(transfer("d1", "cash", "alice", "10.00", None))
+        .accepted();
+    s.when(Command::FreezeAccount {
+        account: acc("alice"),
+    })
+    .accepted();
+    s.when(Command::FreezeAccount {
+        account: acc("alice"),
+    })
+    .no_events();
+    s.when(transfer("w1", "alice", "bob", "1.00", None))
+        .rejected("account_frozen");
+    s.when(Command::UnfreezeAccount {
+        account: acc("alice"),
+    })
+    .accepted();
+    s.when(Command::CloseAccount {
+        account: acc("alice"),
+    })
+    .rejected("account_not_closable");
+    s.when(transfer("w2", "alice", "bob", "10.00", None))
+        .accepted();
+    s.when(Command::CloseAccount {
+        account: acc("alice"),
+    })
+    .accepted();
+    s.when(transfer("d2", "cash", "alice", "1.00", None))
+        .rejected("account_closed");
+}
+
+#[test]
+fn balance_before_opening_is_zero_and_bases_are_repeatable() {
+    let mut s = bank(day(10));
+    s.when(transfer("d1", "cash", "alice", "10.00", None))
+        .accepted();
+    let b = s
+        .ledger()
+        .balance(&acc("alice"), t("2025-06-01T00:00:00Z"), KnownAt::Now)
+        .unwrap();
+    assert_eq!(b.posted.to_string(), "0.00");
+    let now = s
+        .ledger()
+        .balance(&acc("alice"), day(10), KnownAt::Now)
+        .unwrap();
+    s.when(transfer("d2", "cash", "alice", "10.00", Some(day(9))))
+        .accepted();
+    let again = s
+        .ledger()
+        .balance(
+            &acc("alice"),
+            day(10),
+            KnownAt::Position(now.basis.position),
+        )
+        .unwrap();
+    assert_eq!(again.posted, now.posted);
+    assert!(s
+        .ledger()
+        .balance(&acc("alice"), day(10), KnownAt::Position(10_000))
+        .is_err());
+}
