@@ -1,1 +1,146 @@
-fn main() {}
+//! Criterion benchmarks of the in-memory core. Numbers and commands: docs/BENCHMARKS.md.
+//!
+//! Run: `cargo bench -p ultracore-benches --bench ledger`
+//! Scale the big-account benches with `UC_BENCH_ENTRIES` (default 1,000,000).
+#![allow(missing_docs)] // criterion's macros generate undocumented items
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use ultracore_benches::*;
+use ultracore_core::event::Trace;
+use ultracore_core::ledger::{KnownAt, Ledger};
+use ultracore_core::time::Timestamp;
+
+fn entries() -> usize {
+    std::env::var("UC_BENCH_ENTRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
+}
+
+/// decide + apply of two-posting transfers (no store): the state machine's throughput.
+fn transfers(c: &mut Criterion) {
+    const BATCH: usize = 10_000;
+    let mut g = c.benchmark_group("decide_apply_transfer");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    for (name, accounts) in [
+        ("uniform_10000_accounts", 10_000u64),
+        ("hotspot_10_accounts", 10),
+    ] {
+        let (base, _) = ledger_with_accounts(accounts as usize, false);
+        let mut round = 0u64;
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    round += 1;
+                    (
+                        base.clone(),
+                        random_transfers(BATCH, accounts, round * BATCH as u64, round),
+                    )
+                },
+                |(mut ledger, cmds): (Ledger, _)| {
+                    let mut out = Vec::with_capacity(BATCH);
+                    for cmd in &cmds {
+                        let r = ledger
+                            .execute(cmd, &Trace::default(), start(), 0, &mut out)
+                            .expect("no invariant breaks");
+                        debug_assert!(r.is_ok());
+                    }
+                    (ledger, out)
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+/// Balance at (valid_at, known_at) on one account with many entries.
+fn balances(c: &mut Criterion) {
+    let n = entries();
+    eprintln!("building one account with {n} entries…");
+    let (ledger, _) = one_account_with_entries(n);
+    let hot = "hot".parse().expect("valid id");
+    let mut g = c.benchmark_group(format!("balance_{n}_entries"));
+    let mut i = 0i64;
+    let at = |i: i64| Timestamp::from_secs(START_SECS + (i * 7919) % n as i64).expect("in range");
+    g.bench_function("known_now", |b| {
+        b.iter(|| {
+            i += 1;
+            ledger.balance(&hot, at(i), KnownAt::Now).expect("exists")
+        })
+    });
+    let last = ledger.position();
+    for pct in [99u64, 50, 1] {
+        let basis = last * pct / 100;
+        g.bench_function(format!("known_at_{pct}pct"), |b| {
+            b.iter(|| {
+                i += 1;
+                ledger
+                    .balance(&hot, at(i), KnownAt::Position(basis))
+                    .expect("exists")
+            })
+        });
+    }
+    g.finish();
+}
+
+/// A back-dated withdrawal before every existing entry: decide (with the whole-timeline
+/// constraint check) + apply.
+fn backdated(c: &mut Criterion) {
+    let n = entries();
+    let (base, _) = one_account_with_entries(n);
+    let clock = start().saturating_add_micros(n as i64 * 1_000_000 + 2_000_000);
+    let mut g = c.benchmark_group(format!("backdated_before_{n}_entries"));
+    let mut ledger = base;
+    let mut id = 10_000_000_000u64;
+    g.bench_function("decide_apply_with_constraint_check", |b| {
+        b.iter(|| {
+            id += 1;
+            // 1 cent out of `hot` at valid time start + 0.5 s: every later balance is re-checked.
+            let cmd = transfer(
+                id,
+                "hot",
+                "funding",
+                1,
+                Some(start().saturating_add_micros(500_000)),
+            );
+            let mut out = Vec::with_capacity(1);
+            ledger
+                .execute(&cmd, &Trace::default(), clock, 0, &mut out)
+                .expect("no invariant breaks")
+                .expect("accepted")
+        })
+    });
+    g.finish();
+}
+
+/// Replay: applying recorded events to an empty ledger.
+fn replay(c: &mut Criterion) {
+    let (mut ledger, mut events) = ledger_with_accounts(10_000, false);
+    for cmd in random_transfers(200_000, 10_000, 1, 7) {
+        ledger
+            .execute(&cmd, &Trace::default(), start(), 0, &mut events)
+            .expect("no invariant breaks")
+            .expect("accepted");
+    }
+    let mut g = c.benchmark_group("replay");
+    g.throughput(Throughput::Elements(events.len() as u64));
+    g.sample_size(10);
+    g.bench_function("apply_210k_events_10000_accounts", |b| {
+        b.iter(|| {
+            let mut l = Ledger::new(config());
+            for e in &events {
+                l.apply(e).expect("replays");
+            }
+            l
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20);
+    targets = transfers, balances, backdated, replay
+}
+criterion_main!(benches);

@@ -1,1 +1,142 @@
-//! Shared helpers for the UltraCore benchmarks (workload builders).
+//! Workload builders shared by the UltraCore benchmarks: ledgers with many accounts, one
+//! account with many entries, and pre-built command streams, so each bench measures only the
+//! operation it names.
+
+use ultracore_core::event::{Envelope, Trace};
+use ultracore_core::ledger::{
+    AccountKind, Command, Constraints, Ledger, LedgerConfig, LedgerEvent, Metadata, OpenAccount,
+    PostEntry,
+};
+use ultracore_core::money::{Amount, Currency};
+use ultracore_core::time::{EffectiveAt, Timestamp};
+
+/// 2026-01-01T00:00:00Z: the start of every benchmark's timeline.
+pub const START_SECS: i64 = 1_767_225_600;
+
+/// The benchmarks' epoch.
+pub fn start() -> Timestamp {
+    Timestamp::from_secs(START_SECS).expect("in range")
+}
+
+/// A ledger whose window admits the benches' timelines (10 years back and forward).
+pub fn config() -> LedgerConfig {
+    const DAY: i64 = 86_400_000_000;
+    LedgerConfig {
+        backdate_window_micros: 3_650 * DAY,
+        future_window_micros: 3_650 * DAY,
+    }
+}
+
+/// Opens `n` accounts `a0..a{n-1}` (liabilities, unconstrained) plus `funding` (asset).
+pub fn ledger_with_accounts(n: usize, constrained: bool) -> (Ledger, Vec<Envelope<LedgerEvent>>) {
+    let mut ledger = Ledger::new(config());
+    let mut log = Vec::new();
+    let now = start();
+    let mut cmds = vec![open("funding", AccountKind::Asset, Constraints::default())];
+    let c = Constraints {
+        debits_must_not_exceed_credits: constrained,
+        ..Constraints::default()
+    };
+    cmds.extend((0..n).map(|i| open(&format!("a{i}"), AccountKind::Liability, c)));
+    for cmd in &cmds {
+        ledger
+            .execute(cmd, &Trace::default(), now, 0, &mut log)
+            .expect("no invariant breaks")
+            .expect("accounts open");
+    }
+    (ledger, log)
+}
+
+/// An account-opening command.
+pub fn open(id: &str, kind: AccountKind, constraints: Constraints) -> Command {
+    Command::OpenAccount(OpenAccount {
+        id: id.parse().expect("valid id"),
+        currency: Currency::USD,
+        kind,
+        owner: None,
+        branch: None,
+        constraints,
+        metadata: Metadata::new(),
+        effective_at: Some(EffectiveAt(start())),
+    })
+}
+
+/// A transfer command of `minor` cents.
+pub fn transfer(id: u64, from: &str, to: &str, minor: i128, at: Option<Timestamp>) -> Command {
+    Command::PostEntry(PostEntry::transfer(
+        format!("t{id}").parse().expect("valid id"),
+        from.parse().expect("valid id"),
+        to.parse().expect("valid id"),
+        Amount::from_minor(minor, Currency::USD).expect("in range"),
+        at.map(EffectiveAt),
+    ))
+}
+
+/// A tiny deterministic PRNG (SplitMix64) so workloads are reproducible.
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    /// Next value.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in 0..n.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+/// `count` transfers between random pairs of `a0..a{accounts-1}` with ids from `first_id`.
+pub fn random_transfers(count: usize, accounts: u64, first_id: u64, seed: u64) -> Vec<Command> {
+    let mut rng = SplitMix(seed);
+    (0..count as u64)
+        .map(|i| {
+            let from = rng.below(accounts);
+            let to = (from + 1 + rng.below(accounts - 1)) % accounts;
+            transfer(
+                first_id + i,
+                &format!("a{from}"),
+                &format!("a{to}"),
+                1 + rng.below(10_000) as i128,
+                None,
+            )
+        })
+        .collect()
+}
+
+/// A ledger with one account (`hot`, constrained: no overdraft) holding `entries` deposits
+/// from `funding`, one per second of valid time from the start; returns it and its log.
+pub fn one_account_with_entries(entries: usize) -> (Ledger, Vec<Envelope<LedgerEvent>>) {
+    let mut ledger = Ledger::new(config());
+    let mut log = Vec::with_capacity(entries + 2);
+    let now = start();
+    let no_overdraft = Constraints {
+        debits_must_not_exceed_credits: true,
+        ..Constraints::default()
+    };
+    let setup = [
+        open("funding", AccountKind::Asset, Constraints::default()),
+        open("hot", AccountKind::Liability, no_overdraft),
+    ];
+    for cmd in &setup {
+        ledger
+            .execute(cmd, &Trace::default(), now, 0, &mut log)
+            .expect("no invariant breaks")
+            .expect("accounts open");
+    }
+    // The clock runs ahead of the entries so every entry is "now or earlier".
+    let clock = now.saturating_add_micros(entries as i64 * 1_000_000 + 1_000_000);
+    for i in 0..entries {
+        let at = now.saturating_add_micros(i as i64 * 1_000_000);
+        let cmd = transfer(i as u64, "funding", "hot", 100, Some(at));
+        ledger
+            .execute(&cmd, &Trace::default(), clock, 0, &mut log)
+            .expect("no invariant breaks")
+            .expect("deposit accepted");
+    }
+    (ledger, log)
+}

@@ -1,8 +1,15 @@
 //! Test utilities for the core, adapters and embedding applications (feature `test-util`):
-//! the given/when/then harness ([`gwt`]), and a state comparison used to prove that replaying
-//! the log rebuilds exactly the live state.
+//! the given/when/then harness ([`gwt`]), a seeded generator ([`rng`]) and workload
+//! ([`workload`]), a naive reference ledger used as an auditor ([`oracle`]), a fault-injecting
+//! store decorator ([`faulty`]), the store contract suite ([`contract`]), and a state
+//! comparison used to prove that replaying the log rebuilds exactly the live state.
 
+pub mod contract;
+pub mod faulty;
 pub mod gwt;
+pub mod oracle;
+pub mod rng;
+pub mod workload;
 
 use crate::ledger::Ledger;
 
