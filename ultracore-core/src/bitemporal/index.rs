@@ -1,67 +1,546 @@
-//! TEMPORARY naive stand-in.
-#![allow(missing_docs)]
-use super::timeline::*;
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+//! Both time axes of one account: [`BitemporalIndex`], the log of every change in transaction
+//! time (log position) with the current valid-time [`Timeline`] and summaries for as-of queries.
+//!
+//! # Structure
+//!
+//! * `log`: every [`Change`] in the order applied (positions non-decreasing).
+//! * `current`: the [`Timeline`] of all changes, for "as known now" questions.
+//! * `levels`: summaries of aligned blocks of the log. Level 0 summarises each block of
+//!   `block_len` consecutive changes (default [`SUMMARY_BLOCK_LEN_DEFAULT`]), level `i` each block of
+//!   `block_len * fanout^i` (default fan-out [`SUMMARY_FANOUT_DEFAULT`]). A summary holds the
+//!   block's net value per key (zeros dropped) in key order with running sums, so "sum of the
+//!   block's changes with `key.0 <= v`" is one binary search. A summary is built when its block
+//!   completes: level 0 from the raw log, level `i` by merging the `fanout` summaries below it.
+//!
+//! An as-of query at `known_at = T` finds `p`, the number of changes with position `<= T`, and
+//! covers the log prefix `0..p` greedily with the largest complete blocks, then the raw changes of
+//! the last, partial level-0 block. When fewer than `block_len` changes are newer than `T`, it
+//! instead takes the current answer and subtracts those changes.
+//!
+//! # Complexity (n changes, B = block_len, F = fanout, L = number of levels ≈ log_F(n / B) + 1)
+//!
+//! | operation | cost |
+//! | --- | --- |
+//! | `apply` | `Timeline::add` + O(1), plus amortised O(L log F) for summaries (a block of B·F^i is built at once, in O(B·F^i log F), when it completes) |
+//! | `balance(v, None)` | `Timeline::prefix`: O(log n) |
+//! | `balance(v, Some(T))` | O(log n) to find p, then at most n/(B·F^(L-1)) + (F-1)(L-1) summaries at O(log(B·F^i)) each, plus at most B raw changes; or `prefix` + at most B raw changes |
+//! | `entries(from, to, Some(T))` | the same covering, then O(m log m) for the m matching summary entries |
+//!
+//! With the defaults (B = 1024, F = 64) and 1,000,000 changes: L = 2, so at most 15 + 63
+//! binary searches and 1,023 raw changes.
+//!
+//! Memory: the log (80 bytes per change), the current timeline (~64 bytes per entry), and 64 bytes
+//! per (block, key) in each level: about 80 + 64 + 64·L bytes per change when keys rarely repeat.
+
+use super::timeline::{Deltas, Timeline, TimelineError, TimelineKey, Violation};
+
+/// Default number of changes summarised by one level-0 block.
+pub const SUMMARY_BLOCK_LEN_DEFAULT: usize = 1024;
+
+/// Default number of level-`i` blocks in one level-`i+1` block.
+pub const SUMMARY_FANOUT_DEFAULT: usize = 64;
+
+const _: () = assert!(SUMMARY_BLOCK_LEN_DEFAULT >= 1 && SUMMARY_FANOUT_DEFAULT >= 2);
+
+/// One recorded change: at log position `position`, `deltas` was added to the value at `key`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Change {
+    /// Transaction time: the log position that recorded the change.
     pub position: u64,
+    /// Valid-time key the change applies to.
     pub key: TimelineKey,
+    /// Amounts added.
     pub deltas: Deltas,
 }
-#[derive(Debug, Clone, Default)]
-pub struct BitemporalIndex {
-    cur: Timeline,
-    changes: Vec<Change>,
+
+/// Net value per key of one block of the log, in key order, with running sums.
+#[derive(Clone, Debug, Default)]
+struct Summary {
+    keys: Vec<TimelineKey>,
+    cums: Vec<Deltas>,
 }
-impl BitemporalIndex {
-    pub fn new() -> Self {
-        Self::default()
+
+impl Summary {
+    fn from_entries(entries: Vec<(TimelineKey, Deltas)>) -> Summary {
+        let net = net_by_key(entries);
+        let mut keys = Vec::with_capacity(net.len());
+        let mut cums = Vec::with_capacity(net.len());
+        let mut running = Deltas::ZERO;
+        for (key, d) in net {
+            running = running.plus(d);
+            keys.push(key);
+            cums.push(running);
+        }
+        Summary { keys, cums }
     }
+
+    fn before(&self, i: usize) -> Deltas {
+        if i == 0 {
+            Deltas::ZERO
+        } else {
+            self.cums[i - 1]
+        }
+    }
+
+    /// Sum of the block's changes with `key.0 <= valid_at`.
+    fn prefix(&self, valid_at: i64) -> Deltas {
+        self.before(self.keys.partition_point(|k| k.0 <= valid_at))
+    }
+
+    /// Appends the block's net entries with `from <= key.0 <= to` to `out`.
+    fn push_range(&self, from: i64, to: i64, out: &mut Vec<(TimelineKey, Deltas)>) {
+        let start = self.keys.partition_point(|k| k.0 < from);
+        let end = self.keys.partition_point(|k| k.0 <= to);
+        out.extend((start..end).map(|i| (self.keys[i], self.cums[i].minus(self.before(i)))));
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.keys.capacity() * size_of::<TimelineKey>() + self.cums.capacity() * size_of::<Deltas>()
+    }
+}
+
+/// Sorts by key (stably: equal keys keep their log order), sums equal keys and drops zeros.
+///
+/// Every partial sum of one key's entries in log order is that key's value at some point of the
+/// log, or (when subtracting the newest changes) differs from the current value by fewer than
+/// `block_len` changes, so the plain arithmetic stays in range.
+fn net_by_key(mut entries: Vec<(TimelineKey, Deltas)>) -> Vec<(TimelineKey, Deltas)> {
+    entries.sort_by_key(|e| e.0);
+    let mut out: Vec<(TimelineKey, Deltas)> = Vec::with_capacity(entries.len());
+    for (key, d) in entries {
+        match out.last_mut() {
+            Some((k, sum)) if *k == key => *sum = sum.plus(d),
+            _ => {
+                if out.last().is_some_and(|(_, sum)| sum.is_zero()) {
+                    out.pop();
+                }
+                out.push((key, d));
+            }
+        }
+    }
+    if out.last().is_some_and(|(_, sum)| sum.is_zero()) {
+        out.pop();
+    }
+    out
+}
+
+/// Summaries of aligned blocks of `block_len` changes.
+#[derive(Clone, Debug)]
+struct Level {
+    block_len: usize,
+    blocks: Vec<Summary>,
+}
+
+/// The bitemporal balance index of one account: every change by transaction time (log
+/// position) and valid time (key), answering "balance at valid time V as known at position T".
+///
+/// Calling protocol: `apply` each change in log order (positions non-decreasing; several changes
+/// may share a position); query at any time. See the module docs for structure and costs.
+#[derive(Clone, Debug)]
+pub struct BitemporalIndex {
+    current: Timeline,
+    log: Vec<Change>,
+    levels: Vec<Level>,
+    block_len: usize,
+    fanout: usize,
+}
+
+impl Default for BitemporalIndex {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BitemporalIndex {
+    /// An empty index with the default block sizes.
+    pub fn new() -> Self {
+        Self::with_block_len(SUMMARY_BLOCK_LEN_DEFAULT, SUMMARY_FANOUT_DEFAULT)
+    }
+
+    /// An empty index with level-0 blocks of `block_len` changes (at least 1) and `fanout` blocks
+    /// per next-level block (at least 2): for tests with few changes, and for tuning.
+    pub fn with_block_len(block_len: usize, fanout: usize) -> Self {
+        BitemporalIndex {
+            current: Timeline::new(),
+            log: Vec::new(),
+            levels: Vec::new(),
+            block_len: block_len.max(1),
+            fanout: fanout.max(2),
+        }
+    }
+
+    /// Same as [`BitemporalIndex::with_block_len`], with a current timeline of the given chunk
+    /// size (see [`Timeline::with_chunk_len_max`]).
+    pub fn with_sizes(block_len: usize, fanout: usize, chunk_len_max: usize) -> Self {
+        BitemporalIndex {
+            current: Timeline::with_chunk_len_max(chunk_len_max),
+            ..Self::with_block_len(block_len, fanout)
+        }
+    }
+
+    /// Records that at log position `position`, `d` was added to the value at `key`, and applies
+    /// it to the current timeline. On error nothing changed.
     pub fn apply(
         &mut self,
         position: u64,
         key: TimelineKey,
         d: Deltas,
     ) -> Result<(), TimelineError> {
-        self.cur.add(key, d)?;
-        self.changes.push(Change {
+        if let Some(last) = self.log.last() {
+            if position < last.position {
+                return Err(TimelineError::PositionOutOfOrder {
+                    last: last.position,
+                    given: position,
+                });
+            }
+        }
+        self.current.add(key, d)?;
+        self.log.push(Change {
             position,
             key,
             deltas: d,
         });
+        self.summarise_completed_blocks();
         Ok(())
     }
+
+    /// The valid-time timeline of everything known now.
     pub fn current(&self) -> &Timeline {
-        &self.cur
+        &self.current
     }
-    pub fn balance(&self, valid_at: i64, known_at: Option<u64>) -> Deltas {
-        self.changes
-            .iter()
-            .filter(|c| known_at.is_none_or(|k| c.position <= k) && c.key.0 <= valid_at)
-            .fold(Deltas::ZERO, |a, c| a.checked_add(&c.deltas).unwrap())
-    }
-    pub fn entries(&self, from: i64, to: i64, known_at: Option<u64>) -> Vec<(TimelineKey, Deltas)> {
-        let mut t = Timeline::new();
-        for c in self
-            .changes
-            .iter()
-            .filter(|c| known_at.is_none_or(|k| c.position <= k))
-        {
-            t.add(c.key, c.deltas).unwrap();
-        }
-        t.range(from, to).collect()
-    }
+
+    /// Every change recorded, in log order.
     pub fn changes(&self) -> &[Change] {
-        &self.changes
+        &self.log
     }
+
+    /// [`Timeline::check`] on the current timeline.
     pub fn check(
         &self,
         changes: &[(TimelineKey, Deltas)],
         lower: Option<i128>,
         upper: Option<i128>,
     ) -> Result<(), Violation> {
-        self.cur.check(changes, lower, upper)
+        self.current.check(changes, lower, upper)
     }
+
+    /// Sum of the changes with `position <= known_at` (`None`: all) and `key.0 <= valid_at`.
+    pub fn balance(&self, valid_at: i64, known_at: Option<u64>) -> Deltas {
+        let p = self.known_len(known_at);
+        let n = self.log.len();
+        if p == n {
+            return self.current.prefix(valid_at);
+        }
+        if n - p <= self.block_len {
+            let newer = self.log[p..].iter().filter(|c| c.key.0 <= valid_at);
+            return newer.fold(self.current.prefix(valid_at), |acc, c| acc.minus(c.deltas));
+        }
+        let mut acc = Deltas::ZERO;
+        let raw_from = self.for_each_summary(p, |s| acc = acc.plus(s.prefix(valid_at)));
+        let raw = self.log[raw_from..p].iter().filter(|c| c.key.0 <= valid_at);
+        raw.fold(acc, |acc, c| acc.plus(c.deltas))
+    }
+
+    /// The timeline entries with `from <= key.0 <= to` as known at `known_at` (`None`: now): the
+    /// net value per key, zeros omitted, in key order.
+    pub fn entries(&self, from: i64, to: i64, known_at: Option<u64>) -> Vec<(TimelineKey, Deltas)> {
+        if from > to {
+            return Vec::new();
+        }
+        let p = self.known_len(known_at);
+        let n = self.log.len();
+        let in_range = |c: &&Change| from <= c.key.0 && c.key.0 <= to;
+        if p == n {
+            return self.current.range(from, to).collect();
+        }
+        let mut out: Vec<(TimelineKey, Deltas)>;
+        if n - p <= self.block_len {
+            out = self.current.range(from, to).collect();
+            out.extend(
+                self.log[p..]
+                    .iter()
+                    .filter(in_range)
+                    .map(|c| (c.key, Deltas::ZERO.minus(c.deltas))),
+            );
+        } else {
+            out = Vec::new();
+            let raw_from = self.for_each_summary(p, |s| s.push_range(from, to, &mut out));
+            out.extend(
+                self.log[raw_from..p]
+                    .iter()
+                    .filter(in_range)
+                    .map(|c| (c.key, c.deltas)),
+            );
+        }
+        net_by_key(out)
+    }
+
+    /// Approximate heap bytes held.
     pub fn memory_bytes(&self) -> usize {
-        self.changes.len() * 64
+        let summaries: usize = self
+            .levels
+            .iter()
+            .map(|l| {
+                l.blocks.capacity() * size_of::<Summary>()
+                    + l.blocks.iter().map(Summary::memory_bytes).sum::<usize>()
+            })
+            .sum();
+        self.current.memory_bytes()
+            + self.log.capacity() * size_of::<Change>()
+            + self.levels.capacity() * size_of::<Level>()
+            + summaries
+    }
+
+    /// Number of changes with `position <= known_at`.
+    fn known_len(&self, known_at: Option<u64>) -> usize {
+        match known_at {
+            None => self.log.len(),
+            Some(t) => self.log.partition_point(|c| c.position <= t),
+        }
+    }
+
+    /// Calls `f` on summaries covering the log prefix `0..p` with the largest blocks, and returns
+    /// where the raw remainder (less than one level-0 block) starts.
+    fn for_each_summary(&self, p: usize, mut f: impl FnMut(&Summary)) -> usize {
+        let mut start = 0;
+        for level in self.levels.iter().rev() {
+            let bl = level.block_len;
+            // `start` is a multiple of every higher level's block length, hence of `bl`.
+            let (first, end) = (start / bl, p / bl);
+            for s in &level.blocks[first..end] {
+                f(s);
+            }
+            start = start.max(end * bl);
+        }
+        start
+    }
+
+    /// Builds the summary of every block that the last change completed.
+    fn summarise_completed_blocks(&mut self) {
+        let n = self.log.len();
+        let mut bl = self.block_len;
+        let mut level = 0;
+        while n % bl == 0 {
+            let entries: Vec<(TimelineKey, Deltas)> = if level == 0 {
+                self.log[n - bl..]
+                    .iter()
+                    .map(|c| (c.key, c.deltas))
+                    .collect()
+            } else {
+                let below = &self.levels[level - 1].blocks;
+                let mut v = Vec::new();
+                for s in &below[below.len() - self.fanout..] {
+                    s.push_range(i64::MIN, i64::MAX, &mut v);
+                }
+                v
+            };
+            if self.levels.len() == level {
+                self.levels.push(Level {
+                    block_len: bl,
+                    blocks: Vec::new(),
+                });
+            }
+            self.levels[level]
+                .blocks
+                .push(Summary::from_entries(entries));
+            level += 1;
+            match bl.checked_mul(self.fanout) {
+                Some(next) => bl = next,
+                None => break,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn d(posted: i128) -> Deltas {
+        Deltas::new(posted, 0, 0)
+    }
+
+    /// The oracle: fold every change known at `known_at` into a map, from scratch.
+    fn naive_state(log: &[Change], known_at: Option<u64>) -> BTreeMap<TimelineKey, Deltas> {
+        let mut map = BTreeMap::new();
+        for c in log
+            .iter()
+            .filter(|c| known_at.is_none_or(|t| c.position <= t))
+        {
+            let v: &mut Deltas = map.entry(c.key).or_default();
+            *v = v.checked_add(&c.deltas).unwrap();
+        }
+        map.retain(|_, v| !v.is_zero());
+        map
+    }
+
+    fn naive_balance(log: &[Change], valid_at: i64, known_at: Option<u64>) -> Deltas {
+        log.iter()
+            .filter(|c| known_at.is_none_or(|t| c.position <= t) && c.key.0 <= valid_at)
+            .fold(Deltas::ZERO, |a, c| a.checked_add(&c.deltas).unwrap())
+    }
+
+    #[test]
+    fn empty_index_answers_zero() {
+        let index = BitemporalIndex::new();
+        assert_eq!(index.balance(0, None), Deltas::ZERO);
+        assert_eq!(index.balance(0, Some(0)), Deltas::ZERO);
+        assert!(index.entries(i64::MIN, i64::MAX, Some(3)).is_empty());
+        assert!(index.changes().is_empty());
+        assert!(index.current().is_empty());
+    }
+
+    #[test]
+    fn back_dated_correction_is_visible_only_from_its_position() {
+        let mut index = BitemporalIndex::with_block_len(2, 2);
+        index.apply(1, (100, 0), d(50)).unwrap();
+        index.apply(2, (200, 0), d(-20)).unwrap();
+        // At position 3 the posting at 100 is superseded by one of 40 at 50.
+        index.apply(3, (100, 0), d(-50)).unwrap();
+        index.apply(3, (50, 0), d(40)).unwrap();
+        index.apply(4, (300, 0), d(1)).unwrap();
+        assert_eq!(index.balance(150, Some(2)), d(50));
+        assert_eq!(index.balance(150, Some(3)), d(40));
+        assert_eq!(index.balance(60, Some(2)), Deltas::ZERO);
+        assert_eq!(index.balance(60, None), d(40));
+        assert_eq!(
+            index.entries(0, 250, Some(2)),
+            vec![((100, 0), d(50)), ((200, 0), d(-20))]
+        );
+        assert_eq!(
+            index.entries(0, 250, Some(3)),
+            vec![((50, 0), d(40)), ((200, 0), d(-20))]
+        );
+        assert_eq!(index.balance(i64::MAX, Some(0)), Deltas::ZERO);
+        assert_eq!(index.changes().len(), 5);
+    }
+
+    #[test]
+    fn positions_must_not_go_backwards() {
+        let mut index = BitemporalIndex::new();
+        index.apply(5, (0, 0), d(1)).unwrap();
+        assert_eq!(
+            index.apply(4, (1, 0), d(1)),
+            Err(TimelineError::PositionOutOfOrder { last: 5, given: 4 })
+        );
+        assert_eq!(
+            index.apply(5, (1, 0), d(i128::MAX)),
+            Err(TimelineError::Overflow)
+        );
+        assert_eq!(index.changes().len(), 1);
+        assert_eq!(index.current().total(), d(1));
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Apply {
+            position_step: u64,
+            key: TimelineKey,
+            deltas: Deltas,
+        },
+        /// Supersede the `i`-th current entry (modulo the count).
+        Cancel { position_step: u64, i: usize },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let deltas =
+            (-20i128..20, -5i128..10, -5i128..10).prop_map(|(p, a, b)| Deltas::new(p, a, b));
+        prop_oneof![
+            3 => (0u64..3, (0i64..40, 0u64..3), deltas)
+                .prop_map(|(position_step, key, deltas)| Op::Apply { position_step, key, deltas }),
+            1 => (0u64..3, any::<usize>()).prop_map(|(position_step, i)| Op::Cancel { position_step, i }),
+        ]
+    }
+
+    fn run(
+        ops: &[Op],
+        (block_len, fanout, chunk_len_max): (usize, usize, usize),
+        queries: &[(i64, i64, u64)],
+    ) {
+        let mut index = BitemporalIndex::with_sizes(block_len, fanout, chunk_len_max);
+        let mut position = 0;
+        for op in ops {
+            let (step, key, deltas) = match *op {
+                Op::Apply {
+                    position_step,
+                    key,
+                    deltas,
+                } => (position_step, key, deltas),
+                Op::Cancel { position_step, i } => {
+                    let state = naive_state(index.changes(), None);
+                    match state.iter().nth(i % state.len().max(1)) {
+                        Some((k, v)) => (position_step, *k, Deltas::ZERO.minus(*v)),
+                        None => (position_step, (0, 0), d(1)),
+                    }
+                }
+            };
+            position += step;
+            index.apply(position, key, deltas).unwrap();
+        }
+        let log = index.changes().to_vec();
+        assert_eq!(log.len(), ops.len());
+        for t in (0..=position + 1).map(Some).chain([None]) {
+            for v in -1..=41 {
+                assert_eq!(
+                    index.balance(v, t),
+                    naive_balance(&log, v, t),
+                    "balance({v}, {t:?})"
+                );
+            }
+            for &(from, to, _) in queries {
+                let want: Vec<_> = naive_state(&log, t)
+                    .into_iter()
+                    .filter(|(k, _)| from <= k.0 && k.0 <= to)
+                    .collect();
+                assert_eq!(
+                    index.entries(from, to, t),
+                    want,
+                    "entries({from}, {to}, {t:?})"
+                );
+            }
+        }
+        assert_eq!(index.current().total(), naive_balance(&log, i64::MAX, None));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn index_matches_naive_fold(
+            ops in prop::collection::vec(op(), 0..150),
+            sizes in (1usize..6, 2usize..4, 4usize..9),
+            queries in prop::collection::vec((-2i64..42, -2i64..42, 0u64..1), 1..4),
+        ) {
+            run(&ops, sizes, &queries);
+        }
+
+        #[test]
+        fn index_matches_naive_fold_default_sizes(
+            ops in prop::collection::vec(op(), 0..60),
+            queries in prop::collection::vec((-2i64..42, -2i64..42, 0u64..1), 1..3),
+        ) {
+            run(&ops, (SUMMARY_BLOCK_LEN_DEFAULT, SUMMARY_FANOUT_DEFAULT, 256), &queries);
+        }
+    }
+
+    #[test]
+    fn many_levels_match_the_oracle() {
+        // 3 levels of blocks (4, 8, 16) and a raw remainder, with heavy key collisions.
+        let mut index = BitemporalIndex::with_sizes(4, 2, 4);
+        for i in 0..101u64 {
+            let key = (((i * 7) % 13) as i64, i % 2);
+            index
+                .apply(i / 3, key, Deltas::new(i as i128 - 50, (i % 5) as i128, 0))
+                .unwrap();
+        }
+        assert_eq!(index.levels.len(), 5);
+        let log = index.changes().to_vec();
+        for t in 0..40 {
+            for v in -1..14 {
+                assert_eq!(index.balance(v, Some(t)), naive_balance(&log, v, Some(t)));
+            }
+        }
     }
 }

@@ -1,3 +1,11 @@
-//! TEMPORARY naive stand-in (replaced by the real index).
+//! Bitemporal balance index of one account: valid time (when money is effective) and transaction
+//! time (when the ledger learnt of it, as a log position).
+//!
+//! [`timeline::Timeline`] is the current valid-time view with fast prefix sums and bound checks;
+//! [`index::BitemporalIndex`] adds the transaction-time log and answers as-of questions.
+
 pub mod index;
 pub mod timeline;
+
+pub use index::{BitemporalIndex, Change};
+pub use timeline::{BoundKind, Deltas, Entries, Timeline, TimelineError, TimelineKey, Violation};

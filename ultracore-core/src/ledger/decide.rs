@@ -27,6 +27,9 @@ pub struct Context {
 
 /// The result of deciding one command.
 #[derive(Clone, Debug, PartialEq, Eq)]
+// Decisions live for one step and are moved, not stored; boxing the large variant would cost
+// an allocation per rejection for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Decision {
     /// Record these events (in order), then answer with `Ledger::outcome`.
     Accept(Vec<LedgerEvent>),
@@ -701,6 +704,11 @@ impl Ledger {
             self.validate_postings(&postings, effective_at)?;
             (postings, effective_at)
         };
+        // Taking the old postings back moves money on their accounts too: they must be usable
+        // (a closed or frozen account's history is not rewritten by a correction).
+        for p in cur.postings.iter() {
+            self.check_usable(self.account_state(&p.account)?, cur.effective_at)?;
+        }
         let mut changes =
             self.posting_changes(&cur.postings, cur.effective_at, cur.position, -1)?;
         changes.extend(self.posting_changes(&postings, effective_at, ctx.next_position, 1)?);
