@@ -106,10 +106,48 @@ impl StreamId {
 }
 
 /// An event's id: unique within a deployment. The core derives it from the log id and the
-/// event's global position (ids are inputs to the core, never random).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
+/// event's global position (ids are inputs to the core, never random). On the wire: 32 hex
+/// digits (JSON numbers that large lose precision in many parsers).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EventId(pub u128);
+
+impl Serialize for EventId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for EventId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        if s.len() != 32 {
+            return Err(serde::de::Error::custom("event id: 32 hex digits"));
+        }
+        u128::from_str_radix(&s, 16)
+            .map(EventId)
+            .map_err(|_| serde::de::Error::custom("event id: 32 hex digits"))
+    }
+}
+
+/// Serde for `i128` as a decimal string: JSON numbers beyond 2^53 are not portable, and
+/// `serde_json::Value` cannot hold an `i128` at all.
+pub mod i128_as_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes the number as a string.
+    pub fn serialize<S: Serializer>(v: &i128, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    /// Reads a string holding an `i128`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i128, D::Error> {
+        let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        if s.len() > 40 {
+            return Err(serde::de::Error::custom("integer too long"));
+        }
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
 
 impl EventId {
     /// The id of the event at `position` in log `log_id`.

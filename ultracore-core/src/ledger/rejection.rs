@@ -66,8 +66,10 @@ pub enum Rejection {
         /// The currency that does not balance.
         currency: Currency,
         /// Total debits, minor units.
+        #[serde(with = "crate::ids::i128_as_string")]
         debits: i128,
         /// Total credits, minor units.
+        #[serde(with = "crate::ids::i128_as_string")]
         credits: i128,
     },
     /// Fewer than two or more than the maximum number of postings.
@@ -112,8 +114,10 @@ pub enum Rejection {
         /// The first valid time at which the limit breaks.
         at: Timestamp,
         /// The balance the change would produce there (net credits minus debits, holds included).
+        #[serde(with = "crate::ids::i128_as_string")]
         balance: i128,
         /// The bound it crosses.
+        #[serde(with = "crate::ids::i128_as_string")]
         bound: i128,
     },
     /// The id is taken by a different request (idempotency conflict).
@@ -152,8 +156,10 @@ pub enum Rejection {
     #[error("cannot post more than the {held} held (minor units)")]
     PostExceedsHold {
         /// Held amount, minor units.
+        #[serde(with = "crate::ids::i128_as_string")]
         held: i128,
         /// Requested amount, minor units.
+        #[serde(with = "crate::ids::i128_as_string")]
         requested: i128,
     },
     /// A hold's deadline must come after its valid time.
