@@ -4,7 +4,9 @@
 //! # Structure
 //!
 //! * `log`: every [`Change`] in the order applied (positions non-decreasing).
-//! * `current`: the [`Timeline`] of all changes, for "as known now" questions.
+//! * `current`: the [`Timeline`] of all changes, for "as known now" questions, keyed by valid-time
+//!   instant (`(effective_at, 0)`): everything effective at one microsecond is one point, so a
+//!   limit is never judged between two entries of the same instant.
 //! * `levels`: summaries of aligned blocks of the log. Level 0 summarises each block of
 //!   `block_len` consecutive changes (default [`SUMMARY_BLOCK_LEN_DEFAULT`]), level `i` each block of
 //!   `block_len * fanout^i` (default fan-out [`SUMMARY_FANOUT_DEFAULT`]). A summary holds the
@@ -51,6 +53,13 @@ pub struct Change {
     pub key: TimelineKey,
     /// Amounts added.
     pub deltas: Deltas,
+}
+
+/// The current timeline's key for a version key: its valid-time instant alone. Balances at an
+/// instant include every entry effective then, so limits are checked per instant, never between
+/// two entries that take effect at the same microsecond (their recording order is irrelevant).
+fn instant(key: TimelineKey) -> TimelineKey {
+    (key.0, 0)
 }
 
 /// Net value per key of one block of the log, in key order, with running sums.
@@ -194,7 +203,7 @@ impl BitemporalIndex {
                 });
             }
         }
-        self.current.add(key, d)?;
+        self.current.add(instant(key), d)?;
         self.log.push(Change {
             position,
             key,
@@ -221,7 +230,9 @@ impl BitemporalIndex {
         lower: Option<i128>,
         upper: Option<i128>,
     ) -> Result<(), Violation> {
-        self.current.check(changes, lower, upper)
+        let at_instants: Vec<(TimelineKey, Deltas)> =
+            changes.iter().map(|&(k, d)| (instant(k), d)).collect();
+        self.current.check(&at_instants, lower, upper)
     }
 
     /// Sum of the changes with `position <= known_at` (`None`: all) and `key.0 <= valid_at`.
@@ -248,30 +259,17 @@ impl BitemporalIndex {
             return Vec::new();
         }
         let p = self.known_len(known_at);
-        let n = self.log.len();
         let in_range = |c: &&Change| from <= c.key.0 && c.key.0 <= to;
-        if p == n {
-            return self.current.range(from, to).collect();
-        }
-        let mut out: Vec<(TimelineKey, Deltas)>;
-        if n - p <= self.block_len {
-            out = self.current.range(from, to).collect();
-            out.extend(
-                self.log[p..]
-                    .iter()
-                    .filter(in_range)
-                    .map(|c| (c.key, Deltas::ZERO.minus(c.deltas))),
-            );
-        } else {
-            out = Vec::new();
-            let raw_from = self.for_each_summary(p, |s| s.push_range(from, to, &mut out));
-            out.extend(
-                self.log[raw_from..p]
-                    .iter()
-                    .filter(in_range)
-                    .map(|c| (c.key, c.deltas)),
-            );
-        }
+        // The current timeline merges each valid-time instant, so per-version lines always come
+        // from the summaries of the log (plus its raw tail).
+        let mut out = Vec::new();
+        let raw_from = self.for_each_summary(p, |s| s.push_range(from, to, &mut out));
+        out.extend(
+            self.log[raw_from..p]
+                .iter()
+                .filter(in_range)
+                .map(|c| (c.key, c.deltas)),
+        );
         net_by_key(out)
     }
 
