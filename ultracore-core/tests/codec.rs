@@ -6,6 +6,8 @@
 //! and add upcasters so the old file still decodes. Regenerate the current file with
 //! `UC_BLESS=1 cargo test -p ultracore-core --test codec` only when adding event types.
 
+#![allow(clippy::disallowed_methods)] // blessing golden files reads the environment and writes a file: test-only
+
 use std::sync::Arc;
 
 use ultracore_core::event::{
