@@ -27,6 +27,11 @@ pub const TEXT_LEN_MAX: usize = 512;
 pub const VERSIONS_PER_ENTRY_MAX: u32 = 1_000;
 /// Most lines in one statement answer.
 pub const STATEMENT_LINES_MAX: usize = 100_000;
+/// Largest amount of one posting or hold, in minor units (10^24: 10^22 dollars, or a million
+/// units of an 18-decimal token). Keeps every per-instant value far inside the balance index's
+/// representable range (2^90), so sums can never overflow.
+pub const POSTING_AMOUNT_MINOR_MAX: i128 = 1_000_000_000_000_000_000_000_000;
+
 /// Most holds expired by one `ExpireHolds` command.
 pub const HOLDS_EXPIRED_PER_COMMAND_MAX: usize = EVENTS_PER_COMMAND_MAX;
 
@@ -34,3 +39,7 @@ const _: () = assert!(POSTINGS_PER_ENTRY_MAX >= 2, "a transfer needs two posting
 const _: () = assert!(EVENTS_PER_APPEND_MAX >= COMMANDS_PER_BATCH_MAX);
 const _: () = assert!(HOLDS_EXPIRED_PER_COMMAND_MAX <= EVENTS_PER_COMMAND_MAX);
 const _: () = assert!(EVENTS_PER_READ_MAX >= EVENTS_PER_APPEND_MAX / 2);
+const _: () = assert!(
+    POSTING_AMOUNT_MINOR_MAX * POSTINGS_PER_ENTRY_MAX as i128
+        <= crate::bitemporal::timeline::VALUE_COMPONENT_MAX
+);

@@ -235,6 +235,20 @@ impl BitemporalIndex {
         self.current.check(&at_instants, lower, upper)
     }
 
+    /// Whether `apply` would accept every change (no value would leave its representable
+    /// range), so a decision can refuse what its application could not store.
+    pub fn can_apply(&self, changes: &[(TimelineKey, Deltas)]) -> bool {
+        changes.iter().all(|&(k, _)| {
+            let at = instant(k);
+            let same = changes
+                .iter()
+                .filter(|c| instant(c.0) == at)
+                .try_fold(Deltas::ZERO, |acc, c| acc.checked_add(&c.1));
+            same.and_then(|d| self.current.get(at).unwrap_or(Deltas::ZERO).checked_add(&d))
+                .is_some_and(|v| v.is_within_value_max())
+        })
+    }
+
     /// Sum of the changes with `position <= known_at` (`None`: all) and `key.0 <= valid_at`.
     pub fn balance(&self, valid_at: i64, known_at: Option<u64>) -> Deltas {
         let p = self.known_len(known_at);

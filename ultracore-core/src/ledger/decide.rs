@@ -4,7 +4,8 @@
 use crate::bitemporal::timeline::{Deltas, TimelineKey};
 use crate::ids::EntryId;
 use crate::limits::{
-    HOLDS_EXPIRED_PER_COMMAND_MAX, POSTINGS_PER_ENTRY_MAX, VERSIONS_PER_ENTRY_MAX,
+    HOLDS_EXPIRED_PER_COMMAND_MAX, POSTINGS_PER_ENTRY_MAX, POSTING_AMOUNT_MINOR_MAX,
+    VERSIONS_PER_ENTRY_MAX,
 };
 use crate::money::Currency;
 use crate::time::{EffectiveAt, Timestamp};
@@ -293,6 +294,9 @@ impl Ledger {
             if p.amount.is_zero() {
                 return Err(Rejection::ZeroAmount);
             }
+            if p.amount.minor() > POSTING_AMOUNT_MINOR_MAX {
+                return Err(Rejection::Overflow);
+            }
             let st = self.account_state(&p.account)?;
             self.check_usable(st, effective_at)?;
             if p.amount.currency() != st.account.currency {
@@ -378,15 +382,18 @@ impl Ledger {
             }
             seen.push(acc);
             let st = &self.accounts[acc as usize];
-            let (lower, upper) = st.bounds;
-            if lower.is_none() && upper.is_none() {
-                continue;
-            }
             let mine: Vec<(TimelineKey, Deltas)> = changes
                 .iter()
                 .filter(|c| c.0 == acc)
                 .map(|c| (c.1, c.2))
                 .collect();
+            if !st.index.can_apply(&mine) {
+                return Err(Rejection::Overflow);
+            }
+            let (lower, upper) = st.bounds;
+            if lower.is_none() && upper.is_none() {
+                continue;
+            }
             if let Err(v) = st.index.check(&mine, lower, upper) {
                 return Err(Rejection::LimitExceeded {
                     account: st.account.id.clone(),

@@ -580,3 +580,36 @@ fn balance_before_opening_is_zero_and_bases_are_repeatable() {
         .balance(&acc("alice"), day(10), KnownAt::Position(10_000))
         .is_err());
 }
+
+#[test]
+fn amounts_beyond_the_posting_limit_are_refused_not_crashed_on() {
+    let mut s = bank(day(10));
+    let huge =
+        Amount::from_minor(crate::limits::POSTING_AMOUNT_MINOR_MAX + 1, Currency::USD).unwrap();
+    let cmd = Command::PostEntry(PostEntry::transfer(
+        eid("h1"),
+        acc("cash"),
+        acc("alice"),
+        huge,
+        None,
+    ));
+    s.when(cmd).rejected("amount_overflow");
+    // Many maximal postings at one instant on an unconstrained account: refused before the
+    // balance index could overflow, never an invariant violation.
+    let max = Amount::from_minor(crate::limits::POSTING_AMOUNT_MINOR_MAX, Currency::USD).unwrap();
+    let mut refused = false;
+    for i in 0..2_000 {
+        let cmd = Command::PostEntry(PostEntry::transfer(
+            eid(&format!("m{i}")),
+            acc("cash"),
+            acc("alice"),
+            max,
+            Some(EffectiveAt(day(9))),
+        ));
+        if s.when(cmd).result.is_err() {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the index's range must be enforced by decide");
+}
