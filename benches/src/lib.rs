@@ -24,6 +24,7 @@ pub fn config() -> LedgerConfig {
     LedgerConfig {
         backdate_window_micros: 3_650 * DAY,
         future_window_micros: 3_650 * DAY,
+        ..LedgerConfig::default()
     }
 }
 
@@ -109,7 +110,8 @@ pub fn random_transfers(count: usize, accounts: u64, first_id: u64, seed: u64) -
 }
 
 /// A ledger with one account (`hot`, constrained: no overdraft) holding `entries` deposits
-/// from `funding`, one per second of valid time from the start; returns it and its log.
+/// from `funding`, one per second of valid time from the start (the first one of 10^10 USD,
+/// the rest 1.00 each); returns it and its log.
 pub fn one_account_with_entries(entries: usize) -> (Ledger, Vec<Envelope<LedgerEvent>>) {
     let mut ledger = Ledger::new(config());
     let mut log = Vec::with_capacity(entries + 2);
@@ -132,7 +134,9 @@ pub fn one_account_with_entries(entries: usize) -> (Ledger, Vec<Envelope<LedgerE
     let clock = now.saturating_add_micros(entries as i64 * 1_000_000 + 1_000_000);
     for i in 0..entries {
         let at = now.saturating_add_micros(i as i64 * 1_000_000);
-        let cmd = transfer(i as u64, "funding", "hot", 100, Some(at));
+        // The first deposit is large so back-dated withdrawals right after it stay covered.
+        let amount = if i == 0 { 1_000_000_000_000 } else { 100 };
+        let cmd = transfer(i as u64, "funding", "hot", amount, Some(at));
         ledger
             .execute(&cmd, &Trace::default(), clock, 0, &mut log)
             .expect("no invariant breaks")

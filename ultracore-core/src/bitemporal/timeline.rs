@@ -840,7 +840,14 @@ impl Timeline {
             if let Some(tail) = self.chunks.last() {
                 self.tree.insert(self.tree.leaves, tail.agg());
             }
-            self.chunks.push(Chunk::with_capacity(self.chunk_len_max));
+            // Most accounts hold few entries: the first chunk starts small and grows by
+            // doubling; later tails are sized for the chunk they will become.
+            let capacity = if self.chunks.is_empty() {
+                4
+            } else {
+                self.chunk_len_max
+            };
+            self.chunks.push(Chunk::with_capacity(capacity));
             self.firsts.push(key);
         }
         if let Some(tail) = self.chunks.last_mut() {

@@ -229,10 +229,10 @@ impl Command {
     }
 
     /// A stable fingerprint of the request as given (defaults unresolved), for idempotency:
-    /// the same id with a different fingerprint is a conflict. FNV-1a 64 over an explicit,
-    /// versioned byte encoding, so it never changes with the compiler or the platform.
+    /// the same id with a different fingerprint is a conflict. A fixed 64-bit hash over an
+    /// explicit, versioned byte encoding, so it never changes with the compiler or platform.
     pub fn fingerprint(&self) -> u64 {
-        let mut h = Fnv::new();
+        let mut h = Fingerprinter::new();
         h.u8(1); // encoding version
         match self {
             Command::OpenAccount(c) => {
@@ -323,17 +323,32 @@ impl Command {
     }
 }
 
-/// FNV-1a, 64 bits: tiny, stable, good enough to tell two requests under one id apart.
-struct Fnv(u64);
+/// A small, stable, word-at-a-time hash (multiply-rotate per 8 bytes, SplitMix finaliser):
+/// good enough to tell two requests under one id apart, and fixed by this code, never by the
+/// compiler or platform. Not cryptographic: a client can only collide its own ids.
+struct Fingerprinter(u64);
 
-impl Fnv {
-    fn new() -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
+impl Fingerprinter {
+    fn new() -> Fingerprinter {
+        Fingerprinter(0xcbf2_9ce4_8422_2325)
+    }
+    fn word(&mut self, w: u64) {
+        self.0 = (self.0 ^ w)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29);
     }
     fn bytes(&mut self, b: &[u8]) {
-        for &x in b {
-            self.0 ^= u64::from(x);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        let mut chunks = b.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.word(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.word(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
         }
     }
     fn u8(&mut self, x: u8) {
@@ -391,7 +406,10 @@ impl Fnv {
         }
     }
     fn finish(&self) -> u64 {
-        self.0
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
     }
 }
 

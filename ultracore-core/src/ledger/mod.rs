@@ -20,6 +20,9 @@ mod query;
 mod rejection;
 
 use std::collections::{BTreeSet, HashMap};
+
+/// Hash maps keyed by ids, with a seeded fast hasher (see [`LedgerConfig::hash_seed`]).
+pub(crate) type IdMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 use std::sync::Arc;
 
 pub use command::{
@@ -48,6 +51,9 @@ pub struct LedgerConfig {
     pub backdate_window_micros: i64,
     /// How far after now `effective_at` may be, in microseconds.
     pub future_window_micros: i64,
+    /// Seed of the hash maps keyed by client-chosen ids. A server that accepts ids from
+    /// untrusted clients sets it from a secret random value so ids cannot be chosen to collide.
+    pub hash_seed: u64,
 }
 
 impl Default for LedgerConfig {
@@ -57,6 +63,7 @@ impl Default for LedgerConfig {
         LedgerConfig {
             backdate_window_micros: 400 * DAY,
             future_window_micros: 400 * DAY,
+            hash_seed: 0x5bd1_e995_2f4a_7c15,
         }
     }
 }
@@ -91,16 +98,16 @@ pub(crate) struct PositionMeta {
 pub struct Ledger {
     config: LedgerConfig,
     pub(crate) accounts: Vec<AccountState>,
-    pub(crate) account_ix: HashMap<AccountId, u32>,
+    pub(crate) account_ix: IdMap<AccountId, u32>,
     /// Fingerprint of each account's opening request (idempotent re-opening).
-    pub(crate) open_fingerprints: HashMap<AccountId, u64>,
-    pub(crate) entries: HashMap<EntryId, Entry>,
+    pub(crate) open_fingerprints: IdMap<AccountId, u64>,
+    pub(crate) entries: IdMap<EntryId, Entry>,
     /// Correction id → (corrected entry, version produced, fingerprint).
-    pub(crate) corrections: HashMap<EntryId, (EntryId, u32, u64)>,
+    pub(crate) corrections: IdMap<EntryId, (EntryId, u32, u64)>,
     /// Hold id → fingerprint of the command that resolved it.
-    pub(crate) resolutions: HashMap<EntryId, u64>,
+    pub(crate) resolutions: IdMap<EntryId, u64>,
     /// Refused ids → (fingerprint, why).
-    pub(crate) rejected: HashMap<EntryId, (u64, Rejection)>,
+    pub(crate) rejected: IdMap<EntryId, (u64, Rejection)>,
     /// Open holds with a deadline, by deadline.
     pub(crate) hold_deadlines: BTreeSet<(Timestamp, EntryId)>,
     pub(crate) positions: Vec<PositionMeta>,
@@ -115,17 +122,18 @@ impl Default for Ledger {
 impl Ledger {
     /// An empty ledger.
     pub fn new(config: LedgerConfig) -> Ledger {
+        let h = foldhash::fast::FixedState::with_seed(config.hash_seed);
         Ledger {
-            config,
             accounts: Vec::new(),
-            account_ix: HashMap::new(),
-            open_fingerprints: HashMap::new(),
-            entries: HashMap::new(),
-            corrections: HashMap::new(),
-            resolutions: HashMap::new(),
-            rejected: HashMap::new(),
+            account_ix: HashMap::with_hasher(h.clone()),
+            open_fingerprints: HashMap::with_hasher(h.clone()),
+            entries: HashMap::with_hasher(h.clone()),
+            corrections: HashMap::with_hasher(h.clone()),
+            resolutions: HashMap::with_hasher(h.clone()),
+            rejected: HashMap::with_hasher(h.clone()),
             hold_deadlines: BTreeSet::new(),
             positions: Vec::new(),
+            config,
         }
     }
 
