@@ -6,9 +6,11 @@
 //! becomes the leader and does the work, the others wait on a oneshot channel.
 //!
 //! Calling protocol:
-//! 1. [`Engine::open`] rebuilds the ledger from the store (replay) and is then the single
-//!    writer of that log. Run exactly one engine per log; a second one is fenced out by the
-//!    store (its appends fail with `PositionConflict`), never silently merged.
+//! 1. [`Engine::open`] rebuilds the ledger from the store (replay) and is then the writer of
+//!    that log. Run exactly one engine per log. A second one cannot corrupt it: any batch
+//!    decided on a stale state fails with `PositionConflict` (nothing is written) and that
+//!    engine rebuilds from the store; but two engines would keep taking turns, so deployments
+//!    must still elect one writer per log (a lease; see `docs/ARCHITECTURE.md`).
 //! 2. [`Engine::execute`] / [`Engine::execute_batch`] submit commands and return each
 //!    command's outcome once its batch is durable.
 //! 3. [`Engine::read`] runs a query on a consistent view that only ever contains durable events.
@@ -310,6 +312,22 @@ impl<S> Drop for LeadGuard<'_, S> {
     fn drop(&mut self) {
         if !self.done {
             self.engine.poisoned.store(true, Ordering::Release);
+            // Callers queued behind the dropped leader have already gone to wait on their
+            // replies; nobody would serve them until a new caller arrives. Answer them now:
+            // their commands were not decided, so retrying is safe.
+            let queued: Vec<Pending> = self
+                .engine
+                .queue
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .drain(..)
+                .collect();
+            for p in queued {
+                let n = p.commands.len();
+                let _ = p
+                    .reply
+                    .send((0..n).map(|_| Err(EngineError::Recovering)).collect());
+            }
         }
         self.engine.leading.store(false, Ordering::Release);
     }

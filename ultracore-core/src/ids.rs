@@ -16,6 +16,13 @@ use crate::limits::ID_LEN_MAX;
 #[error("invalid id: 1 to {ID_LEN_MAX} characters from A-Z a-z 0-9 . _ : @ -")]
 pub struct IdError;
 
+impl IdError {
+    /// Stable code.
+    pub fn code(&self) -> &'static str {
+        "invalid_id"
+    }
+}
+
 fn validate(s: &str) -> Result<(), IdError> {
     let ok = !s.is_empty()
         && s.len() <= ID_LEN_MAX

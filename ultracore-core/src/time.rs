@@ -24,6 +24,13 @@ pub struct Timestamp(i64);
 )]
 pub struct TimestampError;
 
+impl TimestampError {
+    /// Stable code.
+    pub fn code(&self) -> &'static str {
+        "invalid_timestamp"
+    }
+}
+
 impl Timestamp {
     /// The earliest representable instant (0001-01-01T00:00:00Z).
     pub const MIN: Timestamp = Timestamp(-62_135_596_800_000_000);

@@ -328,6 +328,9 @@ impl Ledger {
                 }
             }
         }
+        if postings.iter().all(|p| p.account == postings[0].account) {
+            return Err(Rejection::SameAccount);
+        }
         for (currency, debits, credits) in sums {
             if debits != credits {
                 return Err(Rejection::Unbalanced {

@@ -41,6 +41,9 @@ pub enum QueryError {
     /// More lines than one answer may hold.
     #[error("the answer would exceed {STATEMENT_LINES_MAX} lines; narrow the period")]
     TooLarge,
+    /// A balance beyond what an amount can express (more than 10^28 - 1 minor units).
+    #[error("a balance is beyond the range of an amount")]
+    BalanceOutOfRange,
 }
 
 impl QueryError {
@@ -52,6 +55,7 @@ impl QueryError {
             QueryError::PositionNotReached { .. } => "position_not_reached",
             QueryError::InvalidRange(_) => "invalid_range",
             QueryError::TooLarge => "answer_too_large",
+            QueryError::BalanceOutOfRange => "balance_out_of_range",
         }
     }
 }
@@ -199,7 +203,7 @@ impl Ledger {
         let basis = self.basis(known_at)?;
         let known = (known_at != KnownAt::Now).then_some(basis.position);
         let d = st.index.balance(valid_at.as_micros(), known);
-        Ok(view(st, d, valid_at, basis))
+        view(st, d, valid_at, basis)
     }
 
     /// A statement of `account` for valid period [from, to] as known at `known_at`, with a
@@ -224,7 +228,7 @@ impl Ledger {
             running,
             Timestamp::from_micros(before).unwrap_or(from),
             basis,
-        );
+        )?;
         let entries = st.index.entries(from.as_micros(), to.as_micros(), known);
         if entries.len() > STATEMENT_LINES_MAX {
             return Err(QueryError::TooLarge);
@@ -233,20 +237,22 @@ impl Ledger {
         let sign = normal_sign(st.account.kind);
         let mut lines = Vec::with_capacity(entries.len());
         for (key, d) in entries {
-            running = running.checked_add(&d).unwrap_or(running);
-            let v = view(st, running, from, basis);
+            running = running
+                .checked_add(&d)
+                .ok_or(QueryError::BalanceOutOfRange)?;
+            let v = view(st, running, from, basis)?;
             lines.push(StatementLine {
                 effective_at: Timestamp::from_micros(key.0).unwrap_or(from),
                 entry_id: self.entry_at(key.1),
                 position: key.1,
-                posted_change: signed(d.posted * sign, cur),
-                pending_debits_change: signed(d.pending_debit, cur),
-                pending_credits_change: signed(d.pending_credit, cur),
+                posted_change: signed(d.posted * sign, cur)?,
+                pending_debits_change: signed(d.pending_debit, cur)?,
+                pending_credits_change: signed(d.pending_credit, cur)?,
                 posted_balance: v.posted,
                 available_balance: v.available,
             });
         }
-        let closing = view(st, st.index.balance(to.as_micros(), known), to, basis);
+        let closing = view(st, st.index.balance(to.as_micros(), known), to, basis)?;
         Ok(Statement {
             account_id: account.clone(),
             currency: cur,
@@ -337,7 +343,7 @@ impl Ledger {
                 caused_by_position: c.position,
                 caused_by_event_type: meta.event_type.to_string(),
                 recorded_at: Timestamp::from_micros(meta.recorded_at).unwrap_or(Timestamp::EPOCH),
-                posted_change: signed(c.deltas.posted * sign, cur),
+                posted_change: signed(c.deltas.posted * sign, cur)?,
             });
         }
         let to_micros = to.as_micros();
@@ -345,8 +351,8 @@ impl Ledger {
             account_id: account.clone(),
             from,
             to,
-            closing_before: view(st, st.index.balance(to_micros, Some(b1.position)), to, b1),
-            closing_after: view(st, st.index.balance(to_micros, Some(b2.position)), to, b2),
+            closing_before: view(st, st.index.balance(to_micros, Some(b1.position)), to, b1)?,
+            closing_after: view(st, st.index.balance(to_micros, Some(b2.position)), to, b2)?,
             changes: out,
         })
     }
@@ -463,15 +469,20 @@ fn normal_sign(kind: AccountKind) -> i128 {
     }
 }
 
-fn signed(minor: i128, currency: Currency) -> SignedAmount {
-    SignedAmount::from_minor(minor, currency).unwrap_or_else(|_| SignedAmount::zero(currency))
+fn signed(minor: i128, currency: Currency) -> Result<SignedAmount, QueryError> {
+    SignedAmount::from_minor(minor, currency).map_err(|_| QueryError::BalanceOutOfRange)
 }
 
-fn amount(minor: i128, currency: Currency) -> Amount {
-    Amount::from_minor(minor.max(0), currency).unwrap_or_else(|_| Amount::zero(currency))
+fn amount(minor: i128, currency: Currency) -> Result<Amount, QueryError> {
+    Amount::from_minor(minor, currency).map_err(|_| QueryError::BalanceOutOfRange)
 }
 
-fn view(st: &AccountState, d: Deltas, valid_at: Timestamp, basis: Basis) -> BalanceView {
+fn view(
+    st: &AccountState,
+    d: Deltas,
+    valid_at: Timestamp,
+    basis: Basis,
+) -> Result<BalanceView, QueryError> {
     let cur = st.account.currency;
     let sign = normal_sign(st.account.kind);
     let posted = d.posted * sign;
@@ -480,14 +491,14 @@ fn view(st: &AccountState, d: Deltas, valid_at: Timestamp, basis: Basis) -> Bala
         Direction::Credit => d.pending_debit,
         Direction::Debit => d.pending_credit,
     };
-    BalanceView {
+    Ok(BalanceView {
         account_id: st.account.id.clone(),
         currency: cur,
-        posted: signed(posted, cur),
-        pending_debits: amount(d.pending_debit, cur),
-        pending_credits: amount(d.pending_credit, cur),
-        available: signed(posted - reserved, cur),
+        posted: signed(posted, cur)?,
+        pending_debits: amount(d.pending_debit, cur)?,
+        pending_credits: amount(d.pending_credit, cur)?,
+        available: signed(posted - reserved, cur)?,
         valid_at,
         basis,
-    }
+    })
 }

@@ -83,7 +83,8 @@ pub enum Rejection {
     /// A posting or hold of zero.
     #[error("amounts must be greater than zero")]
     ZeroAmount,
-    /// A transfer from an account to itself.
+    /// A transfer (or hold, or entry) whose postings all touch one account: it would move
+    /// nothing.
     #[error("debit and credit accounts must differ")]
     SameAccount,
     /// Valid time outside the back-dating / future-dating window.
@@ -162,8 +163,8 @@ pub enum Rejection {
         #[serde(with = "crate::ids::i128_as_string")]
         requested: i128,
     },
-    /// A hold's deadline must come after its valid time.
-    #[error("expires_at must be after effective_at")]
+    /// A hold's deadline must come after its valid time and after now.
+    #[error("expires_at must be after both effective_at and the current time")]
     ExpiryNotAfterEffective,
     /// A resolution dated before the hold took effect.
     #[error("resolution effective_at is before the hold took effect")]
@@ -208,8 +209,9 @@ pub enum Rejection {
         /// Its message.
         message: String,
     },
-    /// Balances would overflow.
-    #[error("amount overflow")]
+    /// An amount above the per-posting limit (`limits::POSTING_AMOUNT_MINOR_MAX`), or a change
+    /// that would take a balance out of the representable range.
+    #[error("amount too large: above the per-posting limit, or a balance would overflow")]
     Overflow,
 }
 
@@ -243,7 +245,15 @@ impl Rejection {
             Rejection::TooManyVersions { .. } => "too_many_versions",
             Rejection::InvalidMetadata { .. } => "invalid_metadata",
             Rejection::InvalidText { .. } => "invalid_text",
-            Rejection::Money { .. } => "invalid_amount",
+            Rejection::Money { money_code, .. } => match money_code.as_str() {
+                "too_many_decimals" => "too_many_decimals",
+                "negative_amount" => "negative_amount",
+                "amount_overflow" => "amount_overflow",
+                "currency_mismatch" => "currency_mismatch",
+                "unknown_currency" => "unknown_currency",
+                "invalid_currency" => "invalid_currency",
+                _ => "invalid_amount_format",
+            },
             Rejection::Overflow => "amount_overflow",
         }
     }

@@ -613,3 +613,10 @@ fn amounts_beyond_the_posting_limit_are_refused_not_crashed_on() {
     }
     assert!(refused, "the index's range must be enforced by decide");
 }
+
+#[test]
+fn an_entry_that_touches_one_account_only_is_refused() {
+    let mut s = bank(day(10));
+    s.when(transfer("x1", "alice", "alice", "1.00", None))
+        .rejected("same_account");
+}
