@@ -96,19 +96,76 @@ string_id!(
     /// hold resolutions, reversals and corrections all carry one, and it is the idempotency key.
     EntryId
 );
-string_id!(
-    /// The id of an event stream (an aggregate's history), such as `account-A1` or `entry-T9`.
-    StreamId
-);
+/// The id of an event stream (an aggregate's history): `account-<id>`, `entry-<id>`, or a
+/// plain name. Ledger streams hold their id rather than a formatted string, so naming the
+/// stream of an event costs no allocation.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId(StreamKind);
+
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum StreamKind {
+    Account(AccountId),
+    Entry(EntryId),
+    Named(Arc<str>),
+}
 
 impl StreamId {
+    /// Parses a stream name; `account-…` and `entry-…` names must carry a valid id.
+    pub fn new(s: &str) -> Result<StreamId, IdError> {
+        if let Some(id) = s.strip_prefix("account-") {
+            return Ok(StreamId(StreamKind::Account(AccountId::new(id)?)));
+        }
+        if let Some(id) = s.strip_prefix("entry-") {
+            return Ok(StreamId(StreamKind::Entry(EntryId::new(id)?)));
+        }
+        validate(s)?;
+        Ok(StreamId(StreamKind::Named(Arc::from(s))))
+    }
+
     /// The stream of an account's lifecycle events.
     pub fn for_account(id: &AccountId) -> StreamId {
-        StreamId(Arc::from(format!("account-{}", id.as_str())))
+        StreamId(StreamKind::Account(id.clone()))
     }
+
     /// The stream of a journal entry (and its holds, corrections and resolutions).
     pub fn for_entry(id: &EntryId) -> StreamId {
-        StreamId(Arc::from(format!("entry-{}", id.as_str())))
+        StreamId(StreamKind::Entry(id.clone()))
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            StreamKind::Account(id) => write!(f, "account-{id}"),
+            StreamKind::Entry(id) => write!(f, "entry-{id}"),
+            StreamKind::Named(n) => f.write_str(n),
+        }
+    }
+}
+
+impl fmt::Debug for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StreamId({self})")
+    }
+}
+
+impl std::str::FromStr for StreamId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        StreamId::new(s)
+    }
+}
+
+impl Serialize for StreamId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for StreamId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        StreamId::new(&s).map_err(serde::de::Error::custom)
     }
 }
 
@@ -196,5 +253,24 @@ mod tests {
         assert_eq!(json, "\"T-1\"");
         assert_eq!(serde_json::from_str::<EntryId>(&json).unwrap(), id);
         assert!(serde_json::from_str::<EntryId>("\"bad id\"").is_err());
+    }
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids_round_trip_even_for_the_longest_entry_ids() {
+        let long = EntryId::new(&"x".repeat(ID_LEN_MAX)).unwrap();
+        let s = StreamId::for_entry(&long);
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<StreamId>(&json).unwrap(), s);
+        assert_eq!(
+            StreamId::new("account-a1").unwrap(),
+            StreamId::for_account(&AccountId::new("a1").unwrap())
+        );
+        assert!(StreamId::new("entry-").is_err());
+        assert_eq!(StreamId::new("demo").unwrap().to_string(), "demo");
     }
 }

@@ -230,7 +230,7 @@ impl BitemporalIndex {
         lower: Option<i128>,
         upper: Option<i128>,
     ) -> Result<(), Violation> {
-        let at_instants: Vec<(TimelineKey, Deltas)> =
+        let at_instants: smallvec::SmallVec<[(TimelineKey, Deltas); 4]> =
             changes.iter().map(|&(k, d)| (instant(k), d)).collect();
         self.current.check(&at_instants, lower, upper)
     }
@@ -238,13 +238,20 @@ impl BitemporalIndex {
     /// Whether `apply` would accept every change (no value would leave its representable
     /// range), so a decision can refuse what its application could not store.
     pub fn can_apply(&self, changes: &[(TimelineKey, Deltas)]) -> bool {
+        let last = self.current.last_key();
         changes.iter().all(|&(k, _)| {
             let at = instant(k);
             let same = changes
                 .iter()
                 .filter(|c| instant(c.0) == at)
                 .try_fold(Deltas::ZERO, |acc, c| acc.checked_add(&c.1));
-            same.and_then(|d| self.current.get(at).unwrap_or(Deltas::ZERO).checked_add(&d))
+            // Past the last instant (the common append) nothing is stored there yet.
+            let stored = if last.is_none_or(|l| l < at) {
+                Deltas::ZERO
+            } else {
+                self.current.get(at).unwrap_or(Deltas::ZERO)
+            };
+            same.and_then(|d| stored.checked_add(&d))
                 .is_some_and(|v| v.is_within_value_max())
         })
     }

@@ -15,7 +15,7 @@ use super::command::{
 };
 use super::event::LedgerEvent;
 use super::model::{validate_text, AccountStatus, Direction, EntryKind, Metadata, Posting};
-use super::{hold_place_changes, hold_resolve_changes, share, Ledger, Rejection};
+use super::{hold_place_changes, hold_resolve_changes, share, Changes, Ledger, Rejection};
 
 /// What `decide` needs from outside the state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,8 +44,6 @@ pub enum Decision {
         record: Option<LedgerEvent>,
     },
 }
-
-type Changes = Vec<(u32, TimelineKey, Deltas)>;
 
 impl Ledger {
     /// Decides `command` against the current state. Pure.
@@ -289,7 +287,7 @@ impl Ledger {
             });
         }
         // (currency, debits, credits); entries rarely hold more than one or two currencies.
-        let mut sums: Vec<(Currency, i128, i128)> = Vec::with_capacity(2);
+        let mut sums: smallvec::SmallVec<[(Currency, i128, i128); 4]> = smallvec::SmallVec::new();
         for p in postings {
             if p.amount.is_zero() {
                 return Err(Rejection::ZeroAmount);
@@ -374,18 +372,12 @@ impl Ledger {
 
     /// Checks every constrained account touched by `changes` along its whole timeline.
     fn check_limits(&self, changes: &Changes) -> Result<(), Rejection> {
-        let mut i = 0;
-        // Group by account without allocating for the common case of one change per account.
-        let mut seen: Vec<u32> = Vec::with_capacity(changes.len());
-        while i < changes.len() {
-            let acc = changes[i].0;
-            i += 1;
-            if seen.contains(&acc) {
-                continue;
+        for (i, &(acc, _, _)) in changes.iter().enumerate() {
+            if changes[..i].iter().any(|c| c.0 == acc) {
+                continue; // this account was checked with its first change
             }
-            seen.push(acc);
             let st = &self.accounts[acc as usize];
-            let mine: Vec<(TimelineKey, Deltas)> = changes
+            let mine: smallvec::SmallVec<[(TimelineKey, Deltas); 4]> = changes[i..]
                 .iter()
                 .filter(|c| c.0 == acc)
                 .map(|c| (c.1, c.2))
@@ -422,7 +414,7 @@ impl Ledger {
         self.check_limits(&changes)?;
         Ok(vec![LedgerEvent::EntryPosted {
             id: c.id.clone(),
-            postings: share(c.postings.clone()),
+            postings: share(&c.postings),
             effective_at,
             metadata: c.metadata.clone(),
             reversal_of: None,
@@ -472,7 +464,7 @@ impl Ledger {
         self.check_limits(&changes)?;
         Ok(vec![LedgerEvent::HoldPlaced {
             id: c.id.clone(),
-            postings: share(postings),
+            postings: share(&postings),
             amount: c.amount,
             effective_at,
             expires_at: c.expires_at,
@@ -650,7 +642,7 @@ impl Ledger {
         self.check_limits(&changes)?;
         Ok(vec![LedgerEvent::EntryPosted {
             id: c.id.clone(),
-            postings: share(postings),
+            postings: share(&postings),
             effective_at,
             metadata: c.metadata.clone(),
             reversal_of: Some(c.entry.clone()),
@@ -727,7 +719,7 @@ impl Ledger {
             entry: c.entry.clone(),
             correction_id: c.id.clone(),
             version,
-            postings: share(postings),
+            postings: share(&postings),
             effective_at,
             cancelled: c.cancel,
             reason: c.reason.clone(),

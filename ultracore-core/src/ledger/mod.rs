@@ -21,6 +21,10 @@ mod rejection;
 
 use std::collections::{BTreeSet, HashMap};
 
+/// Balance-index changes of one decision: (account index, key, deltas). Inline up to four,
+/// which covers transfers, holds and their resolutions without a heap allocation.
+pub(crate) type Changes = smallvec::SmallVec<[(u32, TimelineKey, Deltas); 4]>;
+
 /// Hash maps keyed by ids, with a seeded fast hasher (see [`LedgerConfig::hash_seed`]).
 pub(crate) type IdMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 use std::sync::Arc;
@@ -697,9 +701,9 @@ impl Ledger {
         effective_at: EffectiveAt,
         seq: u64,
         sign: i128,
-    ) -> Result<Vec<(u32, TimelineKey, Deltas)>, Rejection> {
+    ) -> Result<Changes, Rejection> {
         let key = (effective_at.0.as_micros(), seq);
-        let mut out: Vec<(u32, TimelineKey, Deltas)> = Vec::with_capacity(postings.len());
+        let mut out = Changes::new();
         for p in postings {
             let acc =
                 *self
@@ -739,9 +743,9 @@ pub(crate) fn hold_place_changes(
     effective_at: EffectiveAt,
     expires_at: Option<Timestamp>,
     pos: u64,
-) -> Vec<(u32, TimelineKey, Deltas)> {
+) -> Changes {
     let start = (effective_at.0.as_micros(), pos);
-    let mut v = vec![
+    let mut v = smallvec::smallvec![
         (
             debit,
             start,
@@ -793,10 +797,10 @@ pub(crate) fn hold_resolve_changes(
     expires_at: Option<Timestamp>,
     placed_at: u64,
     pos: u64,
-) -> Vec<(u32, TimelineKey, Deltas)> {
+) -> Changes {
     let at = (effective_at.0.as_micros(), pos);
     let x = posted.unwrap_or(0);
-    let mut v = vec![
+    let mut v = smallvec::smallvec![
         (
             debit,
             at,
@@ -839,7 +843,7 @@ pub(crate) fn hold_resolve_changes(
 }
 
 /// Shared so `Arc<[Posting]>` can be built from a `Vec` without naming `Arc` at call sites.
-pub(crate) fn share(postings: Vec<Posting>) -> Postings {
+pub(crate) fn share(postings: &[Posting]) -> Postings {
     Arc::from(postings)
 }
 

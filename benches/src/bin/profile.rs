@@ -1,0 +1,54 @@
+//! A plain loop over one workload, for profilers (`perf record`, `valgrind --tool=callgrind`):
+//! `cargo run --release -p ultracore-benches --bin profile -- transfers|replay [rounds]`.
+
+use std::time::Instant;
+
+use ultracore_benches::*;
+use ultracore_core::event::Trace;
+use ultracore_core::ledger::Ledger;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mode = args.next().unwrap_or_else(|| "transfers".into());
+    let rounds: usize = args.next().and_then(|r| r.parse().ok()).unwrap_or(20);
+    match mode.as_str() {
+        "transfers" => transfers(rounds),
+        "replay" => replay(rounds),
+        other => eprintln!("unknown mode {other}: transfers | replay"),
+    }
+}
+
+fn transfers(rounds: usize) {
+    let (base, _) = ledger_with_accounts(10_000, false);
+    let mut total = 0u128;
+    let mut count = 0u64;
+    for r in 0..rounds {
+        let cmds = random_transfers(10_000, 10_000, (r as u64 + 1) * 10_000, r as u64);
+        let mut ledger = base.clone();
+        let mut out = Vec::with_capacity(cmds.len());
+        let t = Instant::now();
+        for cmd in &cmds {
+            let _ = ledger.execute(cmd, &Trace::default(), start(), 0, &mut out);
+        }
+        total += t.elapsed().as_nanos();
+        count += cmds.len() as u64;
+    }
+    println!("{:.0} transfers/s", count as f64 / (total as f64 / 1e9));
+}
+
+fn replay(rounds: usize) {
+    let (mut ledger, mut events) = ledger_with_accounts(10_000, false);
+    for cmd in random_transfers(200_000, 10_000, 1, 7) {
+        let _ = ledger.execute(&cmd, &Trace::default(), start(), 0, &mut events);
+    }
+    let t = Instant::now();
+    for _ in 0..rounds {
+        let mut l = Ledger::new(config());
+        for e in &events {
+            l.apply(e).expect("replays");
+        }
+        std::hint::black_box(&l);
+    }
+    let per = t.elapsed().as_secs_f64() / rounds as f64;
+    println!("{:.0} events/s", events.len() as f64 / per);
+}
