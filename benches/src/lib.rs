@@ -48,6 +48,20 @@ pub fn ledger_with_accounts(n: usize, constrained: bool) -> (Ledger, Vec<Envelop
     (ledger, log)
 }
 
+/// `ledger_with_accounts(n)` plus `per_account` warm-up transfers per account, so benches
+/// measure the steady state (accounts with history) rather than every account's first posting.
+pub fn warm_ledger(n: usize, per_account: usize) -> Ledger {
+    let (mut ledger, mut log) = ledger_with_accounts(n, false);
+    let count = n * per_account / 2;
+    for cmd in random_transfers(count, n as u64, 1_000_000_000, 99) {
+        ledger
+            .execute(&cmd, &Trace::default(), start(), 0, &mut log)
+            .expect("no invariant breaks")
+            .expect("warm-up transfer accepted");
+    }
+    ledger
+}
+
 /// An account-opening command.
 pub fn open(id: &str, kind: AccountKind, constraints: Constraints) -> Command {
     Command::OpenAccount(OpenAccount {

@@ -14,21 +14,23 @@ fn main() {
     match mode.as_str() {
         "transfers" => transfers(rounds),
         "replay" => replay(rounds),
+        "decide" => decide_only(rounds),
         other => eprintln!("unknown mode {other}: transfers | replay"),
     }
 }
 
 fn transfers(rounds: usize) {
-    let (base, _) = ledger_with_accounts(10_000, false);
+    // Steady state: one ledger keeps growing; accounts already hold history.
+    let mut ledger = warm_ledger(10_000, 10);
     let mut total = 0u128;
     let mut count = 0u64;
     for r in 0..rounds {
         let cmds = random_transfers(10_000, 10_000, (r as u64 + 1) * 10_000, r as u64);
-        let mut ledger = base.clone();
         let mut out = Vec::with_capacity(cmds.len());
         let t = Instant::now();
-        for cmd in &cmds {
-            let _ = ledger.execute(cmd, &Trace::default(), start(), 0, &mut out);
+        for (i, cmd) in cmds.iter().enumerate() {
+            let now = start().saturating_add_micros(1 + (r * cmds.len() + i) as i64);
+            let _ = ledger.execute(cmd, &Trace::default(), now, 0, &mut out);
         }
         total += t.elapsed().as_nanos();
         count += cmds.len() as u64;
@@ -51,4 +53,22 @@ fn replay(rounds: usize) {
     }
     let per = t.elapsed().as_secs_f64() / rounds as f64;
     println!("{:.0} events/s", events.len() as f64 / per);
+}
+
+fn decide_only(rounds: usize) {
+    use ultracore_core::ledger::Context;
+    let (base, _) = ledger_with_accounts(10_000, false);
+    let cmds = random_transfers(10_000, 10_000, 10_000, 1);
+    let ctx = Context {
+        now: start(),
+        next_position: base.position() + 1,
+    };
+    let t = Instant::now();
+    for _ in 0..rounds {
+        for cmd in &cmds {
+            std::hint::black_box(base.decide(cmd, &ctx));
+        }
+    }
+    let n = (rounds * cmds.len()) as f64;
+    println!("{:.0} decisions/s", n / t.elapsed().as_secs_f64());
 }

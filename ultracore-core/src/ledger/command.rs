@@ -106,6 +106,24 @@ pub struct PlaceHold {
     pub metadata: Metadata,
 }
 
+impl PlaceHold {
+    /// The hold's two postings of the held amount: debit, then credit.
+    pub fn postings(&self) -> Vec<Posting> {
+        vec![
+            Posting {
+                account: self.debit_account.clone(),
+                direction: Direction::Debit,
+                amount: self.amount,
+            },
+            Posting {
+                account: self.credit_account.clone(),
+                direction: Direction::Credit,
+                amount: self.amount,
+            },
+        ]
+    }
+}
+
 /// Post a hold, fully (amount = None) or partly; the rest is released.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

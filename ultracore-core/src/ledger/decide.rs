@@ -437,18 +437,7 @@ impl Ledger {
                 return Err(Rejection::ExpiryNotAfterEffective);
             }
         }
-        let postings = vec![
-            Posting {
-                account: c.debit_account.clone(),
-                direction: Direction::Debit,
-                amount: c.amount,
-            },
-            Posting {
-                account: c.credit_account.clone(),
-                direction: Direction::Credit,
-                amount: c.amount,
-            },
-        ];
+        let postings = c.postings();
         self.validate_postings(&postings, effective_at)?;
         c.metadata.validate()?;
         let debit = self.account_ix[&c.debit_account];
