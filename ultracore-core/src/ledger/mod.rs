@@ -181,6 +181,13 @@ impl Ledger {
         self.entries.len()
     }
 
+    /// Reserves room for `entries` more entries (and their log positions), so a bulk load or
+    /// a latency-sensitive phase does not pay for growing the maps midway.
+    pub fn reserve(&mut self, entries: usize) {
+        self.entries.reserve(entries);
+        self.positions.reserve(entries);
+    }
+
     /// Approximate heap bytes used by the balance indexes (for capacity planning).
     pub fn index_memory_bytes(&self) -> usize {
         self.accounts.iter().map(|a| a.index.memory_bytes()).sum()
