@@ -105,7 +105,9 @@ pub struct Ledger {
     pub(crate) account_ix: IdMap<AccountId, u32>,
     /// Fingerprint of each account's opening request (idempotent re-opening).
     pub(crate) open_fingerprints: IdMap<AccountId, u64>,
-    pub(crate) entries: IdMap<EntryId, Entry>,
+    /// Boxed: an `Entry` is a few hundred bytes, and moving it on every rehash of a map with
+    /// millions of entries cost more than the allocation.
+    pub(crate) entries: IdMap<EntryId, Box<Entry>>,
     /// Correction id → (corrected entry, version produced, fingerprint).
     pub(crate) corrections: IdMap<EntryId, (EntryId, u32, u64)>,
     /// Hold id → fingerprint of the command that resolved it.
@@ -173,7 +175,7 @@ impl Ledger {
 
     /// The entry (with all its versions), as known now.
     pub fn entry_record(&self, id: &EntryId) -> Option<&Entry> {
-        self.entries.get(id)
+        self.entries.get(id).map(|e| &**e)
     }
 
     /// Number of entries (all kinds).
@@ -321,6 +323,7 @@ impl Ledger {
     fn entry_mut(&mut self, id: &EntryId) -> Result<&mut Entry, InvariantViolated> {
         self.entries
             .get_mut(id)
+            .map(|e| &mut **e)
             .ok_or_else(|| InvariantViolated(format!("event names unknown entry {id}")))
     }
 
@@ -624,7 +627,7 @@ impl Ledger {
             fingerprint,
             stream_version: 1,
         };
-        if self.entries.insert(id.clone(), entry).is_some() {
+        if self.entries.insert(id.clone(), Box::new(entry)).is_some() {
             return Err(InvariantViolated(format!("entry {id} recorded twice")));
         }
         Ok(())
