@@ -235,7 +235,21 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
         let mut results: Vec<Vec<Result<Outcome, EngineError>>> = Vec::with_capacity(batch.len());
         let mut failure: Option<EngineError> = None;
         let mut commands = 0u64;
-        'outer: for p in &batch {
+        // Holds expire at their deadline without anyone asking: the first batch decided at or
+        // after a deadline records the expiry before deciding its own commands.
+        if state.next_hold_deadline().is_some_and(|d| d <= now) {
+            let expire = Command::ExpireHolds;
+            if let Err(e) = state.execute(
+                &expire,
+                &Trace::default(),
+                now,
+                self.config.log_id,
+                &mut events,
+            ) {
+                failure = Some(e.into());
+            }
+        }
+        'outer: for p in batch.iter().filter(|_| failure.is_none()) {
             let mut out = Vec::with_capacity(p.commands.len());
             for (cmd, trace) in &p.commands {
                 commands += 1;

@@ -187,3 +187,48 @@ fn readers_wait_for_a_batch_to_be_durable_and_never_see_it_before() {
         );
     });
 }
+
+#[test]
+fn holds_expire_at_their_deadline_without_an_explicit_command() {
+    futures_executor::block_on(async {
+        let clock = Arc::new(ManualClock::new(ts("2026-02-01T00:00:00Z")));
+        let e = Engine::open(
+            MemoryEventStore::new(),
+            clock.clone(),
+            EngineConfig::default(),
+        )
+        .await
+        .unwrap();
+        for c in [
+            open("cash", AccountKind::Asset),
+            open("alice", AccountKind::Liability),
+            deposit(1),
+        ] {
+            e.execute(c, Trace::default()).await.unwrap();
+        }
+        let hold = Command::PlaceHold(PlaceHold {
+            id: "h1".parse().unwrap(),
+            debit_account: "alice".parse().unwrap(),
+            credit_account: "cash".parse().unwrap(),
+            amount: Amount::parse("1.00", Currency::USD).unwrap(),
+            effective_at: None,
+            expires_at: Some(ts("2026-02-01T01:00:00Z")),
+            metadata: Metadata::new(),
+        });
+        e.execute(hold, Trace::default()).await.unwrap();
+        let alice: AccountId = "alice".parse().unwrap();
+        assert_eq!(e.read(|l| l.account(&alice).unwrap().open_holds).await, 1);
+        clock.set(ts("2026-02-01T02:00:00Z"));
+        // Any command after the deadline: the batch records the expiry first.
+        e.execute(deposit(2), Trace::default()).await.unwrap();
+        assert_eq!(e.read(|l| l.account(&alice).unwrap().open_holds).await, 0);
+        let status = e
+            .read(|l| {
+                l.entry(&"h1".parse().unwrap(), KnownAt::Now)
+                    .unwrap()
+                    .status
+            })
+            .await;
+        assert_eq!(status, ultracore_core::ledger::EntryStatus::Expired);
+    });
+}

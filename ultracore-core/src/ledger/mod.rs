@@ -183,6 +183,11 @@ impl Ledger {
         self.entries.len()
     }
 
+    /// The earliest deadline among holds not yet resolved or expired, if any.
+    pub fn next_hold_deadline(&self) -> Option<Timestamp> {
+        self.hold_deadlines.first().map(|(t, _)| *t)
+    }
+
     /// Reserves room for `entries` more entries (and their log positions), so a bulk load or
     /// a latency-sensitive phase does not pay for growing the maps midway.
     pub fn reserve(&mut self, entries: usize) {
