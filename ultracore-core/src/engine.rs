@@ -24,11 +24,12 @@ use async_lock::RwLock;
 use futures_channel::oneshot;
 
 use crate::event::{Envelope, Trace};
+use crate::ledger::SNAPSHOT_SCHEMA;
 use crate::ledger::{
     Command, InvariantViolated, Ledger, LedgerConfig, LedgerEvent, Outcome, Rejection,
 };
 use crate::limits::{COMMANDS_PER_BATCH_MAX, EVENTS_PER_READ_MAX};
-use crate::store::{AppendBatch, EventStore, StoreError};
+use crate::store::{AppendBatch, EventStore, Snapshot, SnapshotStore, StoreError};
 use crate::time::Clock;
 
 /// Why a command got no outcome.
@@ -113,6 +114,60 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
             poisoned: AtomicBool::new(false),
             stats: Mutex::new(EngineStats::default()),
         })
+    }
+
+    /// Like [`Engine::open`], but starts from the latest snapshot in `snapshots` when it is
+    /// usable (same format, not ahead of the log, and agreeing with the log on the transaction
+    /// time of its last position) and replays only the events after it. A snapshot that is
+    /// missing or unusable is ignored and the whole log is replayed: snapshots are a cache.
+    pub async fn open_with_snapshot(
+        store: S,
+        snapshots: &dyn SnapshotStore,
+        clock: Arc<dyn Clock>,
+        config: EngineConfig,
+    ) -> Result<(Self, OpenedFrom), EngineError> {
+        let from_snapshot = match snapshots.load(&snapshot_scope(&config)).await {
+            Ok(Some(snap)) => usable_snapshot(&store, &snap, &config).await,
+            _ => None,
+        };
+        let (ledger, opened) = match from_snapshot {
+            Some(ledger) => {
+                let position = ledger.position();
+                (
+                    replay_onto(&store, ledger, |_| {}).await?,
+                    OpenedFrom::Snapshot { position },
+                )
+            }
+            None => (
+                replay(&store, config.ledger.clone(), |_| {}).await?,
+                OpenedFrom::Replay,
+            ),
+        };
+        let engine = Engine {
+            state: RwLock::new(ledger),
+            store,
+            clock,
+            config,
+            queue: Mutex::new(Vec::new()),
+            leading: AtomicBool::new(false),
+            poisoned: AtomicBool::new(false),
+            stats: Mutex::new(EngineStats::default()),
+        };
+        Ok((engine, opened))
+    }
+
+    /// Saves a snapshot of the current (durable) state; returns the position it covers.
+    pub async fn save_snapshot(&self, snapshots: &dyn SnapshotStore) -> Result<u64, EngineError> {
+        let (position, bytes) = self.read(|l| (l.position(), l.encode_snapshot())).await;
+        snapshots
+            .save(Snapshot {
+                scope: snapshot_scope(&self.config),
+                position,
+                schema_fingerprint: SNAPSHOT_SCHEMA,
+                bytes: Arc::from(bytes),
+            })
+            .await?;
+        Ok(position)
     }
 
     /// The store.
@@ -317,6 +372,46 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
     }
 }
 
+/// Where [`Engine::open_with_snapshot`] started from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenedFrom {
+    /// A snapshot covering the log up to `position`, plus the events after it.
+    Snapshot {
+        /// Last position the snapshot covered.
+        position: u64,
+    },
+    /// The whole log (no usable snapshot).
+    Replay,
+}
+
+fn snapshot_scope(config: &EngineConfig) -> String {
+    format!("ledger-{}", config.log_id)
+}
+
+/// The snapshot's ledger, if it can be trusted as a prefix of this store's log.
+async fn usable_snapshot<S: EventStore<LedgerEvent>>(
+    store: &S,
+    snap: &Snapshot,
+    config: &EngineConfig,
+) -> Option<Ledger> {
+    if snap.schema_fingerprint != SNAPSHOT_SCHEMA {
+        return None;
+    }
+    let ledger = Ledger::decode_snapshot(config.ledger.clone(), &snap.bytes).ok()?;
+    let position = ledger.position();
+    if position != snap.position || position > store.last_position().await.ok()? {
+        return None;
+    }
+    if position > 0 {
+        // The log's event at that position must be the one the snapshot folded last.
+        let at = store.read_all(position - 1, 1).await.ok()?;
+        if at.first().map(|e| e.recorded_at) != ledger.recorded_at() {
+            return None;
+        }
+    }
+    Some(ledger)
+}
+
 struct LeadGuard<'a, S> {
     engine: &'a Engine<S>,
     done: bool,
@@ -352,9 +447,17 @@ impl<S> Drop for LeadGuard<'_, S> {
 pub async fn replay<S: EventStore<LedgerEvent> + ?Sized>(
     store: &S,
     config: LedgerConfig,
+    progress: impl FnMut(u64),
+) -> Result<Ledger, EngineError> {
+    replay_onto(store, Ledger::new(config), progress).await
+}
+
+/// Applies every event of `store` after `ledger`'s position (catch-up after a snapshot).
+pub async fn replay_onto<S: EventStore<LedgerEvent> + ?Sized>(
+    store: &S,
+    mut ledger: Ledger,
     mut progress: impl FnMut(u64),
 ) -> Result<Ledger, EngineError> {
-    let mut ledger = Ledger::new(config);
     loop {
         let page = store
             .read_all(ledger.position(), EVENTS_PER_READ_MAX)

@@ -45,7 +45,7 @@ pub const SUMMARY_FANOUT_DEFAULT: usize = 64;
 const _: () = assert!(SUMMARY_BLOCK_LEN_DEFAULT >= 1 && SUMMARY_FANOUT_DEFAULT >= 2);
 
 /// One recorded change: at log position `position`, `deltas` was added to the value at `key`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Change {
     /// Transaction time: the log position that recorded the change.
     pub position: u64,
@@ -63,7 +63,7 @@ fn instant(key: TimelineKey) -> TimelineKey {
 }
 
 /// Net value per key of one block of the log, in key order, with running sums.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Summary {
     keys: Vec<TimelineKey>,
     cums: Vec<Deltas>,
@@ -134,7 +134,7 @@ fn net_by_key(mut entries: Vec<(TimelineKey, Deltas)>) -> Vec<(TimelineKey, Delt
 }
 
 /// Summaries of aligned blocks of `block_len` changes.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Level {
     block_len: usize,
     blocks: Vec<Summary>,
@@ -145,7 +145,7 @@ struct Level {
 ///
 /// Calling protocol: `apply` each change in log order (positions non-decreasing; several changes
 /// may share a position); query at any time. See the module docs for structure and costs.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct BitemporalIndex {
     current: Timeline,
     log: Vec<Change>,

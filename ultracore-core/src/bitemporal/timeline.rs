@@ -66,7 +66,9 @@ const _: () = assert!(VALUE_COMPONENT_MAX <= 1 << 90 && TIMELINE_LEN_MAX <= 1 <<
 const _: () = assert!(CHUNK_LEN_MAX_DEFAULT >= CHUNK_LEN_MAX_MIN);
 
 /// Signed amounts (minor currency units) carried by one timeline entry, or a sum of entries.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Deltas {
     /// Net credits minus debits of posted money.
     pub posted: i128,
@@ -274,7 +276,7 @@ impl Bounds {
 
 /// Aggregate of a run of consecutive entries; `min_lower`/`max_upper` are over the running sums
 /// measured from the start of the run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Agg {
     len: u64,
     sum: Deltas,
@@ -307,7 +309,7 @@ impl Agg {
 }
 
 /// A sorted run of entries. `cums[i]` is the sum of the values of entries `0..=i`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Chunk {
     keys: Vec<TimelineKey>,
     cums: Vec<Deltas>,
@@ -421,7 +423,7 @@ impl Chunk {
 
 /// Segment tree over chunk aggregates (every chunk but the tail). Node 1 is the root; the leaf of
 /// chunk `i` is node `cap + i`; leaves at and beyond `leaves` are empty.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Tree {
     leaves: usize,
     cap: usize,
@@ -571,7 +573,7 @@ type Pos = (usize, usize);
 /// The current valid-time index of one account: an ordered map [`TimelineKey`] → [`Deltas`]
 /// (zero values are never stored) with fast prefix sums and bound checks. See the module docs for
 /// the structure and the cost of each operation.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Timeline {
     chunks: Vec<Chunk>,
     /// First key of each chunk, kept apart so the binary search touches one dense array.

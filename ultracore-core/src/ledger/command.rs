@@ -341,6 +341,14 @@ impl Command {
     }
 }
 
+/// [`Fingerprinter`] over raw bytes: a stable checksum for snapshots.
+pub(crate) fn stable_hash(bytes: &[u8]) -> u64 {
+    let mut h = Fingerprinter::new();
+    h.bytes(&(bytes.len() as u64).to_le_bytes());
+    h.bytes(bytes);
+    h.finish()
+}
+
 /// A small, stable, word-at-a-time hash (multiply-rotate per 8 bytes, SplitMix finaliser):
 /// good enough to tell two requests under one id apart, and fixed by this code, never by the
 /// compiler or platform. Not cryptographic: a client can only collide its own ids.

@@ -18,6 +18,7 @@ mod event;
 mod model;
 mod query;
 mod rejection;
+mod snapshot;
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -41,6 +42,7 @@ pub use model::{
 };
 pub use query::{EntryView, QueryError, Restatement, RestatementChange, Statement, StatementLine};
 pub use rejection::Rejection;
+pub use snapshot::{SnapshotError, SNAPSHOT_SCHEMA};
 
 use crate::bitemporal::index::BitemporalIndex;
 use crate::bitemporal::timeline::{Deltas, TimelineKey};
@@ -78,7 +80,7 @@ impl Default for LedgerConfig {
 pub struct InvariantViolated(pub String);
 
 /// One account with its bitemporal balance index.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct AccountState {
     pub(crate) account: Account,
     pub(crate) index: BitemporalIndex,
@@ -89,7 +91,7 @@ pub(crate) struct AccountState {
 }
 
 /// What the ledger remembers about each log position (for statements, diffs and `known_at`).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub(crate) struct PositionMeta {
     pub(crate) recorded_at: i64,
     pub(crate) entry: Option<EntryId>,

@@ -284,7 +284,7 @@ pub struct EntryVersion {
 }
 
 /// A journal entry with all its versions.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     /// Client-chosen id.
     pub id: EntryId,
