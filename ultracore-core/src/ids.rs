@@ -177,12 +177,18 @@ pub struct EventId(pub u128);
 
 impl Serialize for EventId {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if !s.is_human_readable() {
+            return s.serialize_u128(self.0);
+        }
         s.collect_str(self)
     }
 }
 
 impl<'de> Deserialize<'de> for EventId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if !d.is_human_readable() {
+            return u128::deserialize(d).map(EventId);
+        }
         let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
         if s.len() != 32 {
             return Err(serde::de::Error::custom("event id: 32 hex digits"));
@@ -198,13 +204,19 @@ impl<'de> Deserialize<'de> for EventId {
 pub mod i128_as_string {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    /// Writes the number as a string.
+    /// Writes the number as a string (as the number itself in binary formats).
     pub fn serialize<S: Serializer>(v: &i128, s: S) -> Result<S::Ok, S::Error> {
+        if !s.is_human_readable() {
+            return s.serialize_i128(*v);
+        }
         s.collect_str(v)
     }
 
-    /// Reads a string holding an `i128`.
+    /// Reads a string holding an `i128` (the number itself in binary formats).
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i128, D::Error> {
+        if !d.is_human_readable() {
+            return i128::deserialize(d);
+        }
         let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
         if s.len() > 40 {
             return Err(serde::de::Error::custom("integer too long"));

@@ -739,12 +739,20 @@ impl TryFrom<SignedAmount> for Amount {
 
 impl Serialize for Amount {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if !serializer.is_human_readable() {
+            // Binary formats (snapshots): exact minor units, no decimal formatting.
+            return (self.minor, self.currency).serialize(serializer);
+        }
         serialize_amount(serializer, "Amount", self, self.currency)
     }
 }
 
 impl<'de> Deserialize<'de> for Amount {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if !deserializer.is_human_readable() {
+            let (minor, currency) = <(i128, Currency)>::deserialize(deserializer)?;
+            return Amount::from_minor(minor, currency).map_err(de::Error::custom);
+        }
         let wire = AmountWire::deserialize(deserializer)?;
         Amount::parse(&wire.value, wire.currency).map_err(de::Error::custom)
     }
@@ -917,12 +925,19 @@ impl fmt::Debug for SignedAmount {
 
 impl Serialize for SignedAmount {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if !serializer.is_human_readable() {
+            return (self.minor, self.currency).serialize(serializer);
+        }
         serialize_amount(serializer, "SignedAmount", self, self.currency)
     }
 }
 
 impl<'de> Deserialize<'de> for SignedAmount {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if !deserializer.is_human_readable() {
+            let (minor, currency) = <(i128, Currency)>::deserialize(deserializer)?;
+            return SignedAmount::from_minor(minor, currency).map_err(de::Error::custom);
+        }
         let wire = AmountWire::deserialize(deserializer)?;
         SignedAmount::parse(&wire.value, wire.currency).map_err(de::Error::custom)
     }

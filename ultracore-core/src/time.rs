@@ -118,12 +118,20 @@ impl FromStr for Timestamp {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if !s.is_human_readable() {
+            return s.serialize_i64(self.0);
+        }
         s.collect_str(self)
     }
 }
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if !d.is_human_readable() {
+            let micros = i64::deserialize(d)?;
+            return Timestamp::from_micros(micros)
+                .ok_or_else(|| serde::de::Error::custom(TimestampError));
+        }
         let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
         Timestamp::parse_rfc3339(&s).map_err(serde::de::Error::custom)
     }

@@ -15,6 +15,7 @@ fn main() {
         "transfers" => transfers(rounds),
         "replay" => replay(rounds),
         "decide" => decide_only(rounds),
+        "snapshot" => snapshot(rounds),
         other => eprintln!("unknown mode {other}: transfers | replay"),
     }
 }
@@ -80,4 +81,31 @@ fn decide_only(rounds: usize) {
     }
     let n = (rounds * cmds.len()) as f64;
     println!("{:.0} decisions/s", n / t.elapsed().as_secs_f64());
+}
+
+fn snapshot(rounds: usize) {
+    let (mut ledger, mut events) = ledger_with_accounts(10_000, false);
+    for cmd in random_transfers(200_000, 10_000, 1, 7) {
+        let _ = ledger.execute(&cmd, &Trace::default(), start(), 0, &mut events);
+    }
+    let t = Instant::now();
+    let mut bytes = Vec::new();
+    for _ in 0..rounds {
+        bytes = ledger.encode_snapshot();
+    }
+    let encode = t.elapsed().as_secs_f64() / rounds as f64;
+    let t = Instant::now();
+    for _ in 0..rounds {
+        let l = Ledger::decode_snapshot(config(), &bytes).expect("decodes");
+        std::hint::black_box(&l);
+    }
+    let decode = t.elapsed().as_secs_f64() / rounds as f64;
+    println!(
+        "snapshot of {} events: {} MB, encode {:.0} ms, decode {:.0} ms ({:.0} events/s restored)",
+        events.len(),
+        bytes.len() / 1_000_000,
+        encode * 1e3,
+        decode * 1e3,
+        events.len() as f64 / decode
+    );
 }

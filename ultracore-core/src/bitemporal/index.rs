@@ -339,7 +339,7 @@ impl BitemporalIndex {
         let n = self.log.len();
         let mut bl = self.block_len;
         let mut level = 0;
-        while n % bl == 0 {
+        while n.is_multiple_of(bl) {
             let entries: Vec<(TimelineKey, Deltas)> = if level == 0 {
                 self.log[n - bl..]
                     .iter()

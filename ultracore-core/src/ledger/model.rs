@@ -81,7 +81,8 @@ pub struct Constraints {
     #[serde(default)]
     pub credits_must_not_exceed_debits: bool,
     /// How far past the bound the account may go; in the account's currency.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    // Always written (null when absent): skipping fields breaks binary encodings (snapshots).
+    #[serde(default)]
     pub overdraft_limit: Option<Amount>,
 }
 
@@ -212,8 +213,10 @@ pub struct Posting {
 }
 
 /// What kind of journal entry this is.
+// Externally tagged (not `tag = "type"`): internally tagged enums need a self-describing format,
+// and entries are also stored in binary snapshots.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "type")]
+#[serde(rename_all = "snake_case")]
 pub enum EntryKind {
     /// A posted entry (transfer or multi-leg).
     Posted,
@@ -235,7 +238,7 @@ pub enum EntryKind {
 
 /// How a hold ended. Each hold resolves at most once.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "type")]
+#[serde(rename_all = "snake_case")]
 pub enum HoldResolution {
     /// Posted, fully or partly; the rest was released.
     Posted {

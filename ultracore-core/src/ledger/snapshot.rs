@@ -3,8 +3,8 @@
 //! from another build or damaged is refused with a typed error and the caller replays instead,
 //! so losing or corrupting snapshots never loses data.
 //!
-//! Wire form: 8 bytes schema (little endian), 8 bytes checksum of the body, then the body as
-//! JSON (the same types as the rest of the core; a binary body is a later optimisation).
+//! Wire form: 8 bytes schema (little endian), 8 bytes checksum of the body, then the body in
+//! postcard (compact binary serde; amounts, times and ids in their exact binary forms).
 
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +17,7 @@ use super::{AccountState, Ledger, LedgerConfig, PositionMeta};
 
 /// The snapshot format this build writes and reads. Bump it whenever any snapshotted type
 /// (ledger state, balance index internals) changes shape.
-pub const SNAPSHOT_SCHEMA: u64 = 0x5543_534e_0000_0001;
+pub const SNAPSHOT_SCHEMA: u64 = 0x5543_534e_0000_0002;
 
 /// Why a snapshot could not be used (the caller then replays the log).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,7 +49,9 @@ struct BodyRef<'a> {
     entries: Vec<&'a Entry>,
     corrections: Vec<(&'a EntryId, &'a (EntryId, u32, u64))>,
     resolutions: Vec<(&'a EntryId, u64)>,
-    rejected: Vec<(&'a EntryId, &'a (u64, Rejection))>,
+    /// (id, fingerprint, rejection as JSON: `Rejection` is internally tagged, which binary
+    /// formats cannot decode; rejected ids are few).
+    rejected: Vec<(&'a EntryId, u64, String)>,
     hold_deadlines: Vec<&'a (Timestamp, EntryId)>,
     positions: &'a [PositionMeta],
 }
@@ -62,7 +64,7 @@ struct Body {
     entries: Vec<Entry>,
     corrections: Vec<(EntryId, (EntryId, u32, u64))>,
     resolutions: Vec<(EntryId, u64)>,
-    rejected: Vec<(EntryId, (u64, Rejection))>,
+    rejected: Vec<(EntryId, u64, String)>,
     hold_deadlines: Vec<(Timestamp, EntryId)>,
     positions: Vec<PositionMeta>,
 }
@@ -80,12 +82,20 @@ impl Ledger {
             entries: self.entries.values().map(|e| &**e).collect(),
             corrections: self.corrections.iter().collect(),
             resolutions: self.resolutions.iter().map(|(k, v)| (k, *v)).collect(),
-            rejected: self.rejected.iter().collect(),
+            rejected: self
+                .rejected
+                .iter()
+                .map(|(id, (fp, r))| {
+                    let json = serde_json::to_string(r).expect("rejections always serialise");
+                    (id, *fp, json)
+                })
+                .collect(),
             hold_deadlines: self.hold_deadlines.iter().collect(),
             positions: &self.positions,
         };
-        // Plain data with string map keys only: serialising to a Vec cannot fail.
-        let json = serde_json::to_vec(&body).expect("ledger state always serialises");
+        // Plain data, no maps with non-string keys, no failing custom serialisers: serialising
+        // to a Vec cannot fail.
+        let json = postcard::to_stdvec(&body).expect("ledger state always serialises");
         let mut out = Vec::with_capacity(json.len() + 16);
         out.extend_from_slice(&SNAPSHOT_SCHEMA.to_le_bytes());
         out.extend_from_slice(&super::command::stable_hash(&json).to_le_bytes());
@@ -111,7 +121,7 @@ impl Ledger {
             return Err(SnapshotError::Checksum);
         }
         let body: Body =
-            serde_json::from_slice(json).map_err(|e| SnapshotError::Decode(e.to_string()))?;
+            postcard::from_bytes(json).map_err(|e| SnapshotError::Decode(e.to_string()))?;
         let mut ledger = Ledger::new(config);
         check_consistent(&body)?;
         for (i, st) in body.accounts.iter().enumerate() {
@@ -135,7 +145,11 @@ impl Ledger {
         }
         ledger.corrections.extend(body.corrections);
         ledger.resolutions.extend(body.resolutions);
-        ledger.rejected.extend(body.rejected);
+        for (id, fp, json) in body.rejected {
+            let r: Rejection =
+                serde_json::from_str(&json).map_err(|e| SnapshotError::Decode(e.to_string()))?;
+            ledger.rejected.insert(id, (fp, r));
+        }
         ledger.hold_deadlines.extend(body.hold_deadlines);
         ledger.positions = body.positions;
         Ok(ledger)
