@@ -458,12 +458,21 @@ pub async fn replay_onto<S: EventStore<LedgerEvent> + ?Sized>(
     mut ledger: Ledger,
     mut progress: impl FnMut(u64),
 ) -> Result<Ledger, EngineError> {
+    // Index changes are buffered across pages and applied account by account (see
+    // `Ledger::apply_all`); the ledger is only handed out after the buffer is applied.
+    ledger.bulk_begin();
     loop {
         let page = store
             .read_all(ledger.position(), EVENTS_PER_READ_MAX)
             .await?;
         if page.is_empty() {
+            ledger.bulk_end()?;
             return Ok(ledger);
+        }
+        if ledger.position() == 0 {
+            if let Ok(last) = store.last_position().await {
+                ledger.reserve(usize::try_from(last).unwrap_or(0));
+            }
         }
         for env in &page {
             ledger.apply(env)?;
