@@ -153,6 +153,15 @@ fn replay(c: &mut Criterion) {
             l
         })
     });
+    // What the engine's replay does: index changes applied account by account.
+    g.bench_function("apply_all_210k_events_10000_accounts", |b| {
+        let events: &Vec<_> = data.get_or_insert_with(build);
+        b.iter(|| {
+            let mut l = Ledger::new(config());
+            l.apply_all(events).expect("replays");
+            l
+        })
+    });
     g.finish();
 }
 

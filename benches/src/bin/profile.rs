@@ -16,6 +16,7 @@ fn main() {
         "replay" => replay(rounds),
         "decide" => decide_only(rounds),
         "snapshot" => snapshot(rounds),
+        "floor" => floor(rounds),
         other => eprintln!("unknown mode {other}: transfers | replay"),
     }
 }
@@ -123,4 +124,80 @@ fn snapshot(rounds: usize) {
         decode * 1e3,
         events.len() as f64 / decode
     );
+}
+
+/// The floor: the least work any ledger must do per two-posting transfer over 10,000
+/// accounts (an idempotency lookup and insert of the id, two account lookups by id, two
+/// compact account updates, two 40-byte change records and one 64-byte entry record appended),
+/// with none of UltraCore's validation, events or indexes. Tells how far the real path is
+/// from what the hardware allows.
+fn floor(rounds: usize) {
+    use std::collections::HashMap;
+    #[derive(Clone, Copy, Default)]
+    struct Hot {
+        posted: i128,
+        last: i64,
+        count: u32,
+    }
+    let accounts = 10_000u64;
+    let h = foldhash::fast::FixedState::with_seed(7);
+    let mut ix: HashMap<String, u32, _> = HashMap::with_hasher(h.clone());
+    for i in 0..accounts {
+        ix.insert(format!("a{i}"), i as u32);
+    }
+    let mut hot = vec![Hot::default(); accounts as usize];
+    let n = rounds * 10_000;
+    let mut rng = SplitMix(1);
+    let cmds: Vec<(String, String, String, i128)> = (0..n)
+        .map(|i| {
+            let from = rng.below(accounts);
+            let to = (from + 1 + rng.below(accounts - 1)) % accounts;
+            (
+                format!("t{i}"),
+                format!("a{from}"),
+                format!("a{to}"),
+                1 + rng.below(10_000) as i128,
+            )
+        })
+        .collect();
+    let mut entries: HashMap<String, u32, _> = HashMap::with_hasher(h);
+    entries.reserve(n);
+    let mut changes: Vec<(u32, i64, i128)> = Vec::with_capacity(2 * n);
+    let mut records: Vec<[u64; 8]> = Vec::with_capacity(n);
+    let t = Instant::now();
+    for (i, (id, from, to, amount)) in cmds.iter().enumerate() {
+        if entries.contains_key(id.as_str()) {
+            continue;
+        }
+        let (Some(&a), Some(&b)) = (ix.get(from.as_str()), ix.get(to.as_str())) else {
+            continue;
+        };
+        let now = i as i64;
+        for (acc, d) in [(a, -amount), (b, *amount)] {
+            let st = &mut hot[acc as usize];
+            st.posted += d;
+            st.last = now;
+            st.count += 1;
+            changes.push((acc, now, d));
+        }
+        records.push([
+            i as u64,
+            a as u64,
+            b as u64,
+            *amount as u64,
+            now as u64,
+            0,
+            0,
+            0,
+        ]);
+        entries.insert(id.clone(), i as u32);
+    }
+    let per = t.elapsed().as_secs_f64() / n as f64;
+    std::hint::black_box((&hot, &changes, &records));
+    println!(
+        "floor: {:.0} ns per transfer ({:.0} transfers/s)",
+        per * 1e9,
+        1.0 / per
+    );
+    std::process::exit(0);
 }
