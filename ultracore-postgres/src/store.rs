@@ -1,0 +1,406 @@
+//! [`PgEventStore`]: core's `EventStore` on PostgreSQL (see the crate docs for the append
+//! protocol and its invariant).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::OnceCell;
+use tokio_postgres::{NoTls, Row};
+use ultracore_core::event::{decode_payload, DomainEvent, Envelope, Trace};
+use ultracore_core::ids::{EventId, StreamId};
+use ultracore_core::limits::EVENTS_PER_READ_MAX;
+use ultracore_core::store::{validate_batch, AppendBatch, AppendReceipt, EventStore, StoreError};
+use ultracore_core::time::{EffectiveAt, RecordedAt, Timestamp};
+
+use crate::error::{self, unavailable, PgError};
+use crate::follow::Follower;
+use crate::PgConfig;
+
+/// Advisory lock key that serialises appends within a database ("UCAPPEND"); the schema's
+/// tables are the only thing it guards, so one key per database is enough for one log per
+/// schema at a time… and separate schemas only wait on each other for one append.
+const APPEND_LOCK: i64 = 0x5543_4150_5045_4e44;
+
+/// Attempts for reads that failed with a connection-level error (reads are always safe to
+/// retry; appends never are, because their outcome is then unknown).
+const READ_ATTEMPTS_MAX: u32 = 3;
+
+const INSERT: &str = "INSERT INTO uc_events (position, stream, stream_version, event_id, \
+     event_type, schema_version, recorded_at, effective_at, correlation_id, causation_id, \
+     actor, payload) \
+     SELECT p, s, v, i, t, sv, r, e, c, ca, a, pl::jsonb FROM UNNEST(\
+     $1::int8[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::int2[], $7::int8[], \
+     $8::int8[], $9::text[], $10::text[], $11::text[], $12::text[]) \
+     AS u(p, s, v, i, t, sv, r, e, c, ca, a, pl)";
+
+const COLUMNS: &str = "position, stream, stream_version, event_id, event_type, schema_version, \
+     recorded_at, effective_at, correlation_id, causation_id, actor, payload::text";
+
+/// The event log in PostgreSQL. Cheap to clone (a pool handle).
+#[derive(Clone)]
+pub struct PgEventStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: PgConfig,
+    pool: Pool,
+    ready: OnceCell<Follower>,
+}
+
+impl PgEventStore {
+    /// Connects, applies pending migrations and starts listening for new events.
+    pub async fn connect(config: PgConfig) -> Result<PgEventStore, PgError> {
+        let store = PgEventStore::lazy(config)?;
+        store.ready().await?;
+        Ok(store)
+    }
+
+    /// A store that connects, migrates and starts listening on first use (so it can be built
+    /// outside async code). Errors of that first use are reported by the operation.
+    pub fn lazy(config: PgConfig) -> Result<PgEventStore, PgError> {
+        let manager = Manager::from_config(
+            config.pg()?,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size.max(1))
+            .build()
+            .map_err(|e| PgError::Pool(e.to_string()))?;
+        Ok(PgEventStore {
+            inner: Arc::new(Inner {
+                config,
+                pool,
+                ready: OnceCell::new(),
+            }),
+        })
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &PgConfig {
+        &self.inner.config
+    }
+
+    /// The connection pool (for read models and tests in the same schema).
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    async fn ready(&self) -> Result<&Follower, PgError> {
+        self.inner
+            .ready
+            .get_or_try_init(|| async {
+                crate::migrate(&self.inner.config).await?;
+                Ok(Follower::start(&self.inner.config))
+            })
+            .await
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.ready().await?;
+        self.inner.pool.get().await.map_err(error::pool)
+    }
+
+    /// Runs a read, retrying on connection-level failures.
+    async fn read_rows(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let mut last = StoreError::Unavailable("no attempt".into());
+        for attempt in 0..READ_ATTEMPTS_MAX {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            }
+            let client = match self.client().await {
+                Ok(c) => c,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
+            match client.query(sql, params).await {
+                Ok(rows) => return Ok(rows),
+                Err(e) if e.is_closed() || e.as_db_error().is_none() || error::is_retryable(&e) => {
+                    last = unavailable(&e)
+                }
+                Err(e) => return Err(unavailable(&e)),
+            }
+        }
+        Err(last)
+    }
+}
+
+/// Reads a `BIGINT` that holds a position or version (never negative in this schema).
+fn u64_of(row: &Row, i: usize) -> Result<u64, StoreError> {
+    let v: i64 = row.get(i);
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative value {v} in column {i}")))
+}
+
+fn time_of(micros: i64) -> Result<Timestamp, StoreError> {
+    Timestamp::from_micros(micros)
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {micros} out of range")))
+}
+
+fn decode_row<E: DomainEvent>(row: &Row) -> Result<Envelope<E>, StoreError> {
+    let position = u64_of(row, 0)?;
+    let corrupt =
+        |what: String| StoreError::Corrupt(format!("event at position {position}: {what}"));
+    let stream: &str = row.get(1);
+    let event_id: &str = row.get(3);
+    let event_type: &str = row.get(4);
+    let schema_version: i16 = row.get(5);
+    let payload: &str = row.get(11);
+    let payload: serde_json::Value =
+        serde_json::from_str(payload).map_err(|e| corrupt(e.to_string()))?;
+    let schema_version =
+        u16::try_from(schema_version).map_err(|_| corrupt("negative schema version".into()))?;
+    let payload = decode_payload::<E>(event_type, schema_version, payload)
+        .map_err(|e| corrupt(e.to_string()))?;
+    let text = |i: usize| row.get::<_, Option<&str>>(i).map(Arc::<str>::from);
+    Ok(Envelope {
+        event_id: EventId(
+            u128::from_str_radix(event_id, 16).map_err(|e| corrupt(format!("event id: {e}")))?,
+        ),
+        stream: StreamId::new(stream).map_err(|e| corrupt(format!("stream: {e}")))?,
+        stream_version: u64_of(row, 2)?,
+        position,
+        recorded_at: RecordedAt(time_of(row.get(6))?),
+        effective_at: EffectiveAt(time_of(row.get(7))?),
+        trace: Trace {
+            correlation_id: text(8),
+            causation_id: text(9),
+            actor: text(10),
+        },
+        schema_version,
+        payload,
+    })
+}
+
+/// The batch as column arrays for `UNNEST`.
+struct Columns {
+    position: Vec<i64>,
+    stream: Vec<String>,
+    version: Vec<i64>,
+    event_id: Vec<String>,
+    event_type: Vec<&'static str>,
+    schema_version: Vec<i16>,
+    recorded_at: Vec<i64>,
+    effective_at: Vec<i64>,
+    correlation: Vec<Option<String>>,
+    causation: Vec<Option<String>>,
+    actor: Vec<Option<String>>,
+    payload: Vec<String>,
+}
+
+fn columns<E: DomainEvent>(events: &[Envelope<E>]) -> Result<Columns, StoreError> {
+    let n = events.len();
+    let mut c = Columns {
+        position: Vec::with_capacity(n),
+        stream: Vec::with_capacity(n),
+        version: Vec::with_capacity(n),
+        event_id: Vec::with_capacity(n),
+        event_type: Vec::with_capacity(n),
+        schema_version: Vec::with_capacity(n),
+        recorded_at: Vec::with_capacity(n),
+        effective_at: Vec::with_capacity(n),
+        correlation: Vec::with_capacity(n),
+        causation: Vec::with_capacity(n),
+        actor: Vec::with_capacity(n),
+        payload: Vec::with_capacity(n),
+    };
+    let too_big = |what: &str| StoreError::InvalidBatch(format!("{what} does not fit a BIGINT"));
+    for e in events {
+        c.position
+            .push(i64::try_from(e.position).map_err(|_| too_big("position"))?);
+        c.stream.push(e.stream.to_string());
+        c.version
+            .push(i64::try_from(e.stream_version).map_err(|_| too_big("stream version"))?);
+        c.event_id.push(e.event_id.to_string());
+        c.event_type.push(e.payload.event_type());
+        c.schema_version.push(
+            i16::try_from(e.schema_version)
+                .map_err(|_| StoreError::InvalidBatch("schema version above 32767".into()))?,
+        );
+        c.recorded_at.push(e.recorded_at.0.as_micros());
+        c.effective_at.push(e.effective_at.0.as_micros());
+        c.correlation
+            .push(e.trace.correlation_id.as_deref().map(str::to_string));
+        c.causation
+            .push(e.trace.causation_id.as_deref().map(str::to_string));
+        c.actor.push(e.trace.actor.as_deref().map(str::to_string));
+        // Plain data: serialising to JSON cannot fail.
+        c.payload.push(
+            serde_json::to_string(&e.payload)
+                .map_err(|err| StoreError::InvalidBatch(format!("payload: {err}")))?,
+        );
+    }
+    Ok(c)
+}
+
+#[async_trait]
+impl<E: DomainEvent> EventStore<E> for PgEventStore {
+    async fn append(&self, batch: AppendBatch<E>) -> Result<AppendReceipt, StoreError> {
+        let cols = columns(&batch.events)?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| unavailable(&e))?;
+        let sql = |e: tokio_postgres::Error| unavailable(&e);
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&APPEND_LOCK])
+            .await
+            .map_err(sql)?;
+        let last = tx
+            .query_opt(
+                "SELECT position, recorded_at FROM uc_events ORDER BY position DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .map_err(sql)?;
+        let (last_position, last_time) = match &last {
+            Some(row) => (u64_of(row, 0)?, Some(RecordedAt(time_of(row.get(1))?))),
+            None => (0, None),
+        };
+        let mut streams: Vec<String> = batch
+            .expectations
+            .iter()
+            .map(|(s, _)| s.to_string())
+            .chain(cols.stream.iter().cloned())
+            .collect();
+        streams.sort_unstable();
+        streams.dedup();
+        let rows = tx
+            .query(
+                "SELECT stream, max(stream_version) FROM uc_events \
+                 WHERE stream = ANY($1) GROUP BY stream",
+                &[&streams],
+            )
+            .await
+            .map_err(sql)?;
+        let mut versions = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            versions.insert(row.get::<_, String>(0), u64_of(row, 1)?);
+        }
+        validate_batch(&batch, last_position, last_time, |s| {
+            versions.get(&s.to_string()).copied().unwrap_or(0)
+        })?;
+        let inserted = tx
+            .execute(
+                INSERT,
+                &[
+                    &cols.position,
+                    &cols.stream,
+                    &cols.version,
+                    &cols.event_id,
+                    &cols.event_type,
+                    &cols.schema_version,
+                    &cols.recorded_at,
+                    &cols.effective_at,
+                    &cols.correlation,
+                    &cols.causation,
+                    &cols.actor,
+                    &cols.payload,
+                ],
+            )
+            .await;
+        if let Err(e) = inserted {
+            if let Some(constraint) = error::unique_violation(&e) {
+                // Only a writer that bypassed the lock (another tool on the same tables) gets
+                // here: report it as being fenced out.
+                drop(tx);
+                let actual = EventStore::<E>::last_position(self).await?;
+                let _ = constraint;
+                return Err(StoreError::PositionConflict {
+                    expected: batch.expected_position,
+                    actual,
+                });
+            }
+            return Err(unavailable(&e));
+        }
+        let receipt = batch.events.last().map(|e| AppendReceipt {
+            last_position: e.position,
+            recorded_at: e.recorded_at,
+        });
+        let receipt = receipt.ok_or_else(|| StoreError::InvalidBatch("empty batch".into()))?;
+        tx.execute(
+            "SELECT pg_notify($1, $2)",
+            &[
+                &self.inner.config.channel(),
+                &receipt.last_position.to_string(),
+            ],
+        )
+        .await
+        .map_err(sql)?;
+        // A failed COMMIT leaves the outcome unknown: `Unavailable` tells the engine to read
+        // the log before deciding anything else.
+        tx.commit().await.map_err(sql)?;
+        Ok(receipt)
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<Envelope<E>>, StoreError> {
+        let limit = limit.min(EVENTS_PER_READ_MAX) as i64;
+        let from = i64::try_from(from_version).unwrap_or(i64::MAX);
+        let rows = self
+            .read_rows(
+                &format!(
+                    "SELECT {COLUMNS} FROM uc_events WHERE stream = $1 AND stream_version >= $2 \
+                     ORDER BY stream_version LIMIT $3"
+                ),
+                &[&stream.to_string(), &from, &limit],
+            )
+            .await?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<Envelope<E>>, StoreError> {
+        let limit = limit.min(EVENTS_PER_READ_MAX) as i64;
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let rows = self
+            .read_rows(
+                &format!(
+                    "SELECT {COLUMNS} FROM uc_events WHERE position > $1 \
+                     ORDER BY position LIMIT $2"
+                ),
+                &[&after, &limit],
+            )
+            .await?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    async fn last_position(&self) -> Result<u64, StoreError> {
+        let rows = self
+            .read_rows("SELECT coalesce(max(position), 0) FROM uc_events", &[])
+            .await?;
+        match rows.first() {
+            Some(row) => u64_of(row, 0),
+            None => Ok(0),
+        }
+    }
+
+    async fn wait_for(&self, after: u64) -> Result<(), StoreError> {
+        let follower = self.ready().await?;
+        // Subscribe before reading, so a commit between the read and the wait still wakes us.
+        let mut notified = follower.subscribe();
+        loop {
+            if EventStore::<E>::last_position(self).await? > after {
+                return Ok(());
+            }
+            if *notified.borrow_and_update() > after {
+                continue;
+            }
+            tokio::select! {
+                _ = notified.changed() => {}
+                _ = tokio::time::sleep(self.inner.config.poll_interval) => {}
+            }
+        }
+    }
+}
