@@ -80,6 +80,10 @@ pub struct PgConfig {
     /// How often a follower re-reads the log when no notification arrives (notifications
     /// can be lost when the listening connection drops).
     pub poll_interval: Duration,
+    /// For tests: a pause between writing a batch and committing it (holding the append
+    /// lock), to model a slow writer. Zero in production.
+    #[doc(hidden)]
+    pub commit_delay: Duration,
 }
 
 impl PgConfig {
@@ -102,6 +106,7 @@ impl PgConfig {
             pool_size: 8,
             statement_timeout: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
+            commit_delay: Duration::ZERO,
         })
     }
 

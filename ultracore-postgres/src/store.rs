@@ -335,6 +335,9 @@ impl<E: DomainEvent> EventStore<E> for PgEventStore {
         )
         .await
         .map_err(sql)?;
+        if !self.inner.config.commit_delay.is_zero() {
+            tokio::time::sleep(self.inner.config.commit_delay).await;
+        }
         // A failed COMMIT leaves the outcome unknown: `Unavailable` tells the engine to read
         // the log before deciding anything else.
         tx.commit().await.map_err(sql)?;
