@@ -98,9 +98,12 @@ pub fn check_frame(buf: &[u8]) -> Result<Frame<'_>, DecodeError> {
     })
 }
 
+/// One event of a body: its offset within the body and its bytes (length prefix included).
+pub type BodyEvent<'a> = (usize, &'a [u8]);
+
 /// The events of a checked body: the first position and each event's bytes with its offset
 /// within the body.
-pub fn split_body(body: &[u8]) -> Result<(u64, Vec<(usize, &[u8])>), DecodeError> {
+pub fn split_body(body: &[u8]) -> Result<(u64, Vec<BodyEvent<'_>>), DecodeError> {
     let malformed = |s: &str| DecodeError::Malformed(s.to_string());
     if body.len() < BODY_HEADER_LEN {
         return Err(malformed("body shorter than its header"));

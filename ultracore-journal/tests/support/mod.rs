@@ -21,7 +21,7 @@ pub const ACCOUNTS: u64 = 37;
 pub fn event_at(position: u64, first: u64, last: u64) -> Envelope<LedgerEvent> {
     let k = (position - 1) % ACCOUNTS;
     let account = AccountId::new(&format!("acct-{k}")).expect("valid id");
-    let payload = if position % 3 == 0 {
+    let payload = if position.is_multiple_of(3) {
         LedgerEvent::AccountUnfrozen { account }
     } else {
         LedgerEvent::AccountFrozen { account }
@@ -38,7 +38,7 @@ pub fn event_at(position: u64, first: u64, last: u64) -> Envelope<LedgerEvent> {
         trace: Trace {
             correlation_id: Some(Arc::from(format!("batch:{first}:{last}"))),
             causation_id: None,
-            actor: (position % 2 == 0).then(|| Arc::from("tester")),
+            actor: position.is_multiple_of(2).then(|| Arc::from("tester")),
         },
         schema_version: <LedgerEvent as DomainEvent>::SCHEMA_VERSION,
         payload,
