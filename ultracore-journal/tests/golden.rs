@@ -56,6 +56,9 @@ fn a_version_1_journal_still_reads_the_same() {
     }
     let (j, report) = Journal::<LedgerEvent>::open(dir.path(), JournalConfig::default())
         .expect("the v1 journal opens");
-    assert_eq!((report.records, report.events, report.torn_tail), (2, 13, None));
+    assert_eq!(
+        (report.records, report.events, report.torn_tail),
+        (2, 13, None)
+    );
     assert_eq!(block_on(j.read_all(0, 100)).expect("read"), want);
 }
