@@ -1,0 +1,103 @@
+//! Errors of opening a journal or a snapshot directory, with stable codes (`docs/errors/`),
+//! and the recovery report that says what open repaired.
+
+use std::path::PathBuf;
+
+use ultracore_core::store::StoreError;
+
+/// Why a journal could not be opened. Appends and reads report [`StoreError`]s instead.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JournalError {
+    /// The file system refused an operation.
+    #[error("journal I/O error on {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// Stored data fails a check at a place where it cannot be a torn write: in the middle of
+    /// the log, or in a segment that is not the last. Nothing was changed on disk.
+    #[error("journal corrupt: {file} at byte {offset}: {reason}")]
+    Corrupt {
+        /// The segment file.
+        file: PathBuf,
+        /// Byte offset of the damaged record (or header) in that file.
+        offset: u64,
+        /// What check failed.
+        reason: String,
+    },
+    /// A segment was written in a format this build does not read (a newer release).
+    #[error(
+        "journal segment {file} has format version {found}; this build reads up to {supported}"
+    )]
+    UnsupportedFormat {
+        /// The segment file.
+        file: PathBuf,
+        /// Its format version.
+        found: u16,
+        /// The newest this build reads.
+        supported: u16,
+    },
+    /// The configuration is out of range.
+    #[error("invalid journal configuration: {0}")]
+    Config(String),
+}
+
+impl JournalError {
+    /// The stable code of this error (a page in `docs/errors/`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            JournalError::Io { .. } => "journal_io",
+            JournalError::Corrupt { .. } => "journal_corrupt",
+            JournalError::UnsupportedFormat { .. } => "journal_unsupported_format",
+            JournalError::Config(_) => "journal_config",
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> JournalError {
+        let path = path.into();
+        move |source| JournalError::Io { path, source }
+    }
+}
+
+impl From<JournalError> for StoreError {
+    fn from(e: JournalError) -> StoreError {
+        match e {
+            JournalError::Io { .. } => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Corrupt(e.to_string()),
+        }
+    }
+}
+
+/// A torn tail found and cut off at open: the end of the last segment held an incomplete or
+/// checksum-failing last record, which a crash mid-write leaves behind. Its batch was never
+/// acknowledged (acknowledgement follows the sync of the whole record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    /// The segment file.
+    pub file: PathBuf,
+    /// Where the torn record started; the file now ends here.
+    pub offset: u64,
+    /// Bytes removed.
+    pub bytes_discarded: u64,
+    /// What was wrong with them.
+    pub reason: String,
+}
+
+/// What [`crate::Journal::open`] found and repaired. Callers should log it; a torn tail is
+/// normal after a crash, but an operator may want to know.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segment files read.
+    pub segments: usize,
+    /// Records (append batches) found intact.
+    pub records: u64,
+    /// Events found intact.
+    pub events: u64,
+    /// Bytes of intact data read.
+    pub bytes: u64,
+    /// The torn tail that was truncated, if there was one.
+    pub torn_tail: Option<TornTail>,
+}

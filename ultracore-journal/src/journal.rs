@@ -1,0 +1,727 @@
+//! The journal: an [`EventStore`] on segment files, with one writer thread that group-commits
+//! every append queued while it synced the previous group, and an in-memory index (position →
+//! file offset, stream → positions) rebuilt at open.
+//!
+//! Order of one group, on the writer thread:
+//! 1. take every request queued (blocking for the first);
+//! 2. validate each batch in arrival order with core's `validate_batch`, against the log as
+//!    extended by the batches accepted before it in the same group; refused batches are
+//!    answered at once (nothing of theirs is written);
+//! 3. write the accepted frames (pre-encoded by their callers) with one `write`, rolling over
+//!    to a new segment when the current one would exceed its size (new segment: header synced,
+//!    directory synced);
+//! 4. `fdatasync` once;
+//! 5. publish the new events to the index and the last position, wake `wait_for` waiters;
+//! 6. answer every accepted caller.
+//!
+//! A write or sync failure leaves the file in an unknown state (and a failed `fsync` cannot be
+//! retried safely), so the journal then refuses every further append with `Unavailable` until
+//! it is reopened, which runs recovery. Reads go on serving what was durable.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::marker::PhantomData;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use futures_channel::oneshot;
+use smallvec::SmallVec;
+use ultracore_core::event::Envelope;
+use ultracore_core::ids::StreamId;
+use ultracore_core::limits::EVENTS_PER_READ_MAX;
+use ultracore_core::store::{validate_batch, AppendBatch, AppendReceipt, EventStore, StoreError};
+use ultracore_core::time::RecordedAt;
+
+use crate::codec::{self, EncodeError, EncodedRecord, JournalEvent};
+use crate::error::{JournalError, RecoveryReport};
+use crate::segment::{self, SEGMENT_HEADER_LEN};
+
+/// Smallest allowed `segment_size_max`.
+pub const SEGMENT_SIZE_MIN: u64 = 4096;
+/// Largest allowed `segment_size_max`: with a record of up to `RECORD_LEN_MAX` after it, every
+/// offset in a segment still fits in `u32`.
+pub const SEGMENT_SIZE_MAX: u64 = 1 << 30;
+/// Most requests the writer takes into one group (bounds the memory of one write).
+pub const GROUP_REQUESTS_MAX: usize = 4096;
+
+const _: () = assert!(SEGMENT_SIZE_MAX + codec::RECORD_LEN_MAX as u64 + 64 < u32::MAX as u64);
+
+/// Journal settings.
+#[derive(Clone, Debug)]
+pub struct JournalConfig {
+    /// A segment is closed and a new one started before a record would take it past this size
+    /// (a single larger record gets a segment of its own). Default 64 MiB.
+    pub segment_size_max: u64,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            segment_size_max: 64 << 20,
+        }
+    }
+}
+
+type Positions = SmallVec<[u64; 2]>;
+type StreamMap = HashMap<StreamId, Positions, foldhash::fast::RandomState>;
+
+struct SegmentRef {
+    path: PathBuf,
+    file: Arc<File>,
+    /// Bytes durable and published.
+    len: u64,
+}
+
+/// What readers see: only published (durable) events.
+struct Index {
+    /// `(segment index << 32) | offset` of the event at position `i + 1`.
+    locations: Vec<u64>,
+    segments: Vec<SegmentRef>,
+    streams: StreamMap,
+    last_recorded_at: Option<RecordedAt>,
+}
+
+impl Index {
+    fn version(&self, stream: &StreamId) -> u64 {
+        self.streams.get(stream).map_or(0, |p| p.len() as u64)
+    }
+}
+
+struct Shared {
+    dir: PathBuf,
+    stats: StatCounters,
+    index: RwLock<Index>,
+    last_position: AtomicU64,
+    waiters: Mutex<Vec<oneshot::Sender<()>>>,
+}
+
+impl Shared {
+    fn read(&self) -> RwLockReadGuard<'_, Index> {
+        // The writer only mutates the index after the data is durable and cannot panic midway
+        // through an update that readers could observe half-done (pushes and inserts).
+        self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[derive(Default)]
+struct StatCounters {
+    syncs: AtomicU64,
+    appends: AtomicU64,
+    events: AtomicU64,
+    bytes: AtomicU64,
+    sync_micros: AtomicU64,
+    sync_micros_max: AtomicU64,
+    busy_micros: AtomicU64,
+}
+
+/// What the journal has done since it was opened (for metrics and benchmarks).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    /// `fdatasync` calls on segments (one per group, plus one per rollover).
+    pub syncs: u64,
+    /// Appends acknowledged.
+    pub appends: u64,
+    /// Events acknowledged.
+    pub events: u64,
+    /// Bytes written and acknowledged.
+    pub bytes: u64,
+    /// Time spent in `write` + `fdatasync`, in total and at most once.
+    pub sync_micros: u64,
+    /// The longest single `write` + `fdatasync`.
+    pub sync_micros_max: u64,
+    /// Time the writer thread spent on groups (validation, IO, index, answers).
+    pub busy_micros: u64,
+}
+
+struct Request<E> {
+    batch: AppendBatch<E>,
+    encoded: Result<EncodedRecord, EncodeError>,
+    reply: oneshot::Sender<Reply<E>>,
+}
+
+/// The outcome, and the batch handed back so that its memory is freed on the caller's thread
+/// rather than on the writer's critical path (freeing memory another thread allocated is
+/// slow in glibc's allocator, and it was a quarter of the writer's time).
+type Reply<E> = (Result<AppendReceipt, StoreError>, Option<AppendBatch<E>>);
+
+/// An embedded, durable [`EventStore`] on segment files in one directory.
+///
+/// Run one `Journal` per directory (one process, one writer): it does not lock the directory.
+/// Dropping it lets the writer thread finish the appends already queued, then joins it.
+pub struct Journal<E: JournalEvent> {
+    shared: Arc<Shared>,
+    tx: Option<mpsc::Sender<Request<E>>>,
+    writer: Option<JoinHandle<()>>,
+    _events: PhantomData<fn() -> E>,
+}
+
+impl<E: JournalEvent> Journal<E> {
+    /// Opens (or creates) the journal in `dir`: scans every segment, rebuilds the index,
+    /// truncates a torn tail (reported in the [`RecoveryReport`]) and refuses to open on any
+    /// other damage ([`JournalError::Corrupt`], naming the file and byte offset).
+    pub fn open(
+        dir: impl AsRef<Path>,
+        config: JournalConfig,
+    ) -> Result<(Journal<E>, RecoveryReport), JournalError> {
+        let dir = dir.as_ref().to_path_buf();
+        if !(SEGMENT_SIZE_MIN..=SEGMENT_SIZE_MAX).contains(&config.segment_size_max) {
+            return Err(JournalError::Config(format!(
+                "segment_size_max must be {SEGMENT_SIZE_MIN} to {SEGMENT_SIZE_MAX} bytes"
+            )));
+        }
+        std::fs::create_dir_all(&dir).map_err(JournalError::io(&dir))?;
+        let (index, report, writer_file) = recover(&dir)?;
+        let last_position = index.locations.len() as u64;
+        let last_recorded_at = index.last_recorded_at;
+        let seg_idx = index.segments.len() - 1;
+        let seg_len = index.segments[seg_idx].len;
+        let shared = Arc::new(Shared {
+            dir: dir.clone(),
+            stats: StatCounters::default(),
+            index: RwLock::new(index),
+            last_position: AtomicU64::new(last_position),
+            waiters: Mutex::new(Vec::new()),
+        });
+        let (tx, rx) = mpsc::channel();
+        let mut writer = Writer {
+            shared: shared.clone(),
+            file: writer_file,
+            seg_idx,
+            seg_len,
+            segment_size_max: config.segment_size_max,
+            last_position,
+            last_recorded_at,
+            failed: None,
+            buf: Vec::new(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("ultracore-journal".into())
+            .spawn(move || writer.run(rx))
+            .map_err(JournalError::io(&dir))?;
+        Ok((
+            Journal {
+                shared,
+                tx: Some(tx),
+                writer: Some(handle),
+                _events: PhantomData,
+            },
+            report,
+        ))
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> JournalStats {
+        let s = &self.shared.stats;
+        JournalStats {
+            syncs: s.syncs.load(Ordering::Relaxed),
+            appends: s.appends.load(Ordering::Relaxed),
+            events: s.events.load(Ordering::Relaxed),
+            bytes: s.bytes.load(Ordering::Relaxed),
+            sync_micros: s.sync_micros.load(Ordering::Relaxed),
+            sync_micros_max: s.sync_micros_max.load(Ordering::Relaxed),
+            busy_micros: s.busy_micros.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The journal's directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Queues `batch` for the writer now and returns a future for its outcome. Appends
+    /// submitted in order from one thread are validated and written in that order, so a
+    /// caller may pipeline batches (the next one expecting the position the previous one
+    /// will reach) without waiting for each sync. [`EventStore::append`] is `submit(..).await`.
+    /// The batch is encoded on the calling thread, off the writer's critical path.
+    pub fn submit(
+        &self,
+        batch: AppendBatch<E>,
+    ) -> impl std::future::Future<Output = Result<AppendReceipt, StoreError>> + Send + 'static {
+        let encoded = codec::encode_record(&batch.events);
+        let (reply, rx) = oneshot::channel();
+        let sent = self.tx.as_ref().map(|tx| {
+            tx.send(Request {
+                batch,
+                encoded,
+                reply,
+            })
+            .is_ok()
+        });
+        async move {
+            if sent != Some(true) {
+                return Err(StoreError::Unavailable("journal writer stopped".into()));
+            }
+            match rx.await {
+                Ok((outcome, batch)) => {
+                    drop(batch);
+                    outcome
+                }
+                Err(_) => Err(StoreError::Unavailable(
+                    "journal writer stopped; the outcome is unknown".into(),
+                )),
+            }
+        }
+    }
+
+    /// Reads the events at positions `first..=last` (all published).
+    fn read_positions(&self, first: u64, last: u64) -> Result<Vec<Envelope<E>>, StoreError> {
+        if first > last {
+            return Ok(Vec::new());
+        }
+        let runs = self.plan(first, last);
+        let mut out = Vec::with_capacity((last - first + 1) as usize);
+        for run in runs {
+            let mut buf = vec![0u8; (run.end - run.start) as usize];
+            run.file
+                .read_exact_at(&mut buf, run.start)
+                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", run.path.display())))?;
+            for (position, rel) in run.events {
+                let env = codec::decode_event(&buf[rel..], position).map_err(|e| {
+                    StoreError::Corrupt(format!(
+                        "{} at byte {}: {e}",
+                        run.path.display(),
+                        run.start + rel as u64
+                    ))
+                })?;
+                out.push(env);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Splits `first..=last` into byte ranges, one per segment touched.
+    fn plan(&self, first: u64, last: u64) -> Vec<Run> {
+        let idx = self.shared.read();
+        let mut runs: Vec<Run> = Vec::new();
+        for p in first..=last {
+            let (seg, off) = unpack(idx.locations[(p - 1) as usize]);
+            match runs.last_mut() {
+                Some(run) if run.seg == seg => {
+                    run.events.push((p, (off - run.start) as usize));
+                }
+                _ => runs.push(Run {
+                    seg,
+                    path: idx.segments[seg].path.clone(),
+                    file: idx.segments[seg].file.clone(),
+                    start: off,
+                    end: 0,
+                    events: vec![(p, 0)],
+                }),
+            }
+        }
+        for run in &mut runs {
+            let (p_last, rel) = *run.events.last().expect("runs are never empty");
+            run.end = match idx.locations.get(p_last as usize).map(|&l| unpack(l)) {
+                Some((seg, off)) if seg == run.seg => off,
+                _ => idx.segments[run.seg].len,
+            };
+            debug_assert!(run.end >= run.start + rel as u64);
+        }
+        runs
+    }
+}
+
+struct Run {
+    seg: usize,
+    path: PathBuf,
+    file: Arc<File>,
+    start: u64,
+    end: u64,
+    events: Vec<(u64, usize)>,
+}
+
+fn pack(seg: usize, offset: u64) -> u64 {
+    ((seg as u64) << 32) | offset
+}
+
+fn unpack(loc: u64) -> (usize, u64) {
+    ((loc >> 32) as usize, loc & 0xffff_ffff)
+}
+
+impl<E: JournalEvent> Drop for Journal<E> {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(h) = self.writer.take() {
+            // A panicked writer already answered nobody; its callers saw `Unavailable`.
+            let _ = h.join();
+        }
+    }
+}
+
+#[async_trait]
+impl<E: JournalEvent> EventStore<E> for Journal<E> {
+    async fn append(&self, batch: AppendBatch<E>) -> Result<AppendReceipt, StoreError> {
+        self.submit(batch).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<Envelope<E>>, StoreError> {
+        let limit = limit.min(EVENTS_PER_READ_MAX);
+        let positions: Vec<u64> = {
+            let idx = self.shared.read();
+            idx.streams.get(stream).map_or_else(Vec::new, |p| {
+                p.iter()
+                    .skip(from_version.saturating_sub(1) as usize)
+                    .take(limit)
+                    .copied()
+                    .collect()
+            })
+        };
+        let mut out = Vec::with_capacity(positions.len());
+        for p in positions {
+            out.extend(self.read_positions(p, p)?);
+        }
+        Ok(out)
+    }
+
+    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<Envelope<E>>, StoreError> {
+        let limit = limit.min(EVENTS_PER_READ_MAX) as u64;
+        let last = self.shared.last_position.load(Ordering::Acquire);
+        if after >= last || limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.read_positions(after + 1, last.min(after + limit))
+    }
+
+    async fn last_position(&self) -> Result<u64, StoreError> {
+        Ok(self.shared.last_position.load(Ordering::Acquire))
+    }
+
+    async fn wait_for(&self, after: u64) -> Result<(), StoreError> {
+        let rx = {
+            // Checked under the waiters' lock, which the writer takes after publishing: a
+            // commit can never fall between the check and the registration.
+            let mut w = self
+                .shared
+                .waiters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if self.shared.last_position.load(Ordering::Acquire) > after {
+                return Ok(());
+            }
+            let (tx, rx) = oneshot::channel();
+            w.push(tx);
+            rx
+        };
+        rx.await
+            .map_err(|_| StoreError::Unavailable("journal closed".into()))
+    }
+}
+
+/// Scans every segment and returns the index, the report and the last segment open for append.
+fn recover(dir: &Path) -> Result<(Index, RecoveryReport, File), JournalError> {
+    let mut files = segment::list(dir)?;
+    if files.is_empty() {
+        segment::create(dir, 1, 1)?;
+        files = segment::list(dir)?;
+    }
+    let mut index = Index {
+        locations: Vec::new(),
+        segments: Vec::with_capacity(files.len()),
+        streams: StreamMap::default(),
+        last_recorded_at: None,
+    };
+    let mut report = RecoveryReport::default();
+    let count = files.len();
+    for (i, (seq, path)) in files.iter().enumerate() {
+        let expected_seq = files[0].0 + i as u32;
+        if *seq != expected_seq || files[0].0 != 1 {
+            return Err(JournalError::Corrupt {
+                file: path.clone(),
+                offset: 0,
+                reason: format!("segment {expected_seq} is missing"),
+            });
+        }
+        let seg_idx = index.segments.len();
+        let next = index.locations.len() as u64 + 1;
+        let Index {
+            locations,
+            streams,
+            last_recorded_at,
+            ..
+        } = &mut index;
+        let scan = segment::scan(path, *seq, next, i + 1 == count, |position, ev| {
+            segment::check_time(last_recorded_at, ev.key.recorded_at)?;
+            let versions = streams.entry(ev.key.stream).or_default();
+            if ev.key.stream_version != versions.len() as u64 + 1 {
+                return Err(format!(
+                    "event at position {position} has stream version {}, expected {}",
+                    ev.key.stream_version,
+                    versions.len() + 1
+                ));
+            }
+            versions.push(position);
+            locations.push(pack(seg_idx, ev.offset as u64));
+            Ok(())
+        })?;
+        report.segments += 1;
+        report.records += scan.records;
+        report.bytes += scan.len;
+        if scan.torn.is_some() {
+            report.torn_tail = scan.torn;
+        }
+        let file = File::open(path).map_err(JournalError::io(path))?;
+        index.segments.push(SegmentRef {
+            path: path.clone(),
+            file: Arc::new(file),
+            len: scan.len,
+        });
+    }
+    report.events = index.locations.len() as u64;
+    let last = index.segments.last().expect("at least one segment");
+    let writer_file = OpenOptions::new()
+        .append(true)
+        .open(&last.path)
+        .map_err(JournalError::io(&last.path))?;
+    Ok((index, report, writer_file))
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    file: File,
+    seg_idx: usize,
+    seg_len: u64,
+    segment_size_max: u64,
+    last_position: u64,
+    last_recorded_at: Option<RecordedAt>,
+    failed: Option<String>,
+    buf: Vec<u8>,
+}
+
+/// A segment created during a group, published with it.
+struct NewSegment {
+    path: PathBuf,
+    file: Arc<File>,
+}
+
+impl Writer {
+    fn run<E: JournalEvent>(&mut self, rx: mpsc::Receiver<Request<E>>) {
+        while let Ok(first) = rx.recv() {
+            let mut group = vec![first];
+            while group.len() < GROUP_REQUESTS_MAX {
+                match rx.try_recv() {
+                    Ok(r) => group.push(r),
+                    Err(_) => break,
+                }
+            }
+            let t = Instant::now();
+            self.group(group);
+            let micros = t.elapsed().as_micros() as u64;
+            self.shared
+                .stats
+                .busy_micros
+                .fetch_add(micros, Ordering::Relaxed);
+        }
+    }
+
+    fn group<E: JournalEvent>(&mut self, group: Vec<Request<E>>) {
+        let accepted = self.validate(group);
+        if accepted.is_empty() {
+            return;
+        }
+        match self.write(&accepted) {
+            Ok((locations, new_segments, lens)) => {
+                self.publish(&accepted, locations, new_segments, lens);
+                let stats = &self.shared.stats;
+                stats
+                    .appends
+                    .fetch_add(accepted.len() as u64, Ordering::Relaxed);
+                let events: usize = accepted.iter().map(|r| r.batch.events.len()).sum();
+                stats.events.fetch_add(events as u64, Ordering::Relaxed);
+                for r in accepted {
+                    let last = r
+                        .batch
+                        .events
+                        .last()
+                        .expect("validated batches are not empty");
+                    let receipt = AppendReceipt {
+                        last_position: last.position,
+                        recorded_at: last.recorded_at,
+                    };
+                    let _ = r.reply.send((Ok(receipt), Some(r.batch)));
+                }
+            }
+            Err(e) => {
+                let msg = format!("journal write failed, outcome unknown; reopen to recover: {e}");
+                self.failed = Some(msg.clone());
+                for r in accepted {
+                    let _ = r
+                        .reply
+                        .send((Err(StoreError::Unavailable(msg.clone())), Some(r.batch)));
+                }
+            }
+        }
+    }
+
+    /// Validates in arrival order; answers refused requests; returns the accepted ones.
+    fn validate<E: JournalEvent>(&mut self, group: Vec<Request<E>>) -> Vec<Request<E>> {
+        let mut accepted = Vec::with_capacity(group.len());
+        let idx = self.shared.read();
+        let mut overlay: HashMap<StreamId, u64, foldhash::fast::RandomState> = HashMap::default();
+        for r in group {
+            if let Some(msg) = &self.failed {
+                let _ = r
+                    .reply
+                    .send((Err(StoreError::Unavailable(msg.clone())), Some(r.batch)));
+                continue;
+            }
+            let checked =
+                validate_batch(&r.batch, self.last_position, self.last_recorded_at, |s| {
+                    overlay.get(s).copied().unwrap_or_else(|| idx.version(s))
+                })
+                .and_then(|()| match &r.encoded {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(StoreError::InvalidBatch(e.to_string())),
+                });
+            if let Err(e) = checked {
+                let _ = r.reply.send((Err(e), Some(r.batch)));
+                continue;
+            }
+            for e in &r.batch.events {
+                overlay.insert(e.stream.clone(), e.stream_version);
+            }
+            let last = r
+                .batch
+                .events
+                .last()
+                .expect("validated batches are not empty");
+            self.last_position = last.position;
+            self.last_recorded_at = Some(last.recorded_at);
+            accepted.push(r);
+        }
+        accepted
+    }
+
+    /// Writes and syncs the accepted frames; returns their events' locations, the segments
+    /// created and the new lengths of the segments written.
+    #[allow(clippy::type_complexity)]
+    fn write<E: JournalEvent>(
+        &mut self,
+        accepted: &[Request<E>],
+    ) -> std::io::Result<(Vec<u64>, Vec<NewSegment>, Vec<(usize, u64)>)> {
+        let events: usize = accepted.iter().map(|r| r.batch.events.len()).sum();
+        let mut locations = Vec::with_capacity(events);
+        let mut new_segments = Vec::new();
+        let mut lens = Vec::new();
+        self.buf.clear();
+        for r in accepted {
+            let Ok(rec) = &r.encoded else {
+                unreachable!("validate accepts only encoded batches")
+            };
+            let used = self.seg_len + self.buf.len() as u64;
+            if used > SEGMENT_HEADER_LEN as u64
+                && used + rec.frame.len() as u64 > self.segment_size_max
+            {
+                self.flush()?;
+                lens.push((self.seg_idx, self.seg_len));
+                let first = r.batch.events[0].position;
+                let seq = u32::try_from(self.seg_idx + 2)
+                    .map_err(|_| std::io::Error::other("too many segments"))?;
+                let file = segment::create(&self.shared.dir, seq, first)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                let path = self.shared.dir.join(segment::file_name(seq));
+                let reader = File::open(&path)?;
+                self.file = file;
+                self.seg_idx += 1;
+                self.seg_len = SEGMENT_HEADER_LEN as u64;
+                new_segments.push(NewSegment {
+                    path,
+                    file: Arc::new(reader),
+                });
+            }
+            let base = self.seg_len + self.buf.len() as u64;
+            locations.extend(
+                rec.event_offsets
+                    .iter()
+                    .map(|&o| pack(self.seg_idx, base + o as u64)),
+            );
+            self.buf.extend_from_slice(&rec.frame);
+        }
+        self.flush()?;
+        lens.push((self.seg_idx, self.seg_len));
+        Ok((locations, new_segments, lens))
+    }
+
+    /// Writes the buffer to the current segment and syncs it.
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let t = Instant::now();
+        self.file.write_all(&self.buf)?;
+        self.file.sync_data()?;
+        let stats = &self.shared.stats;
+        let micros = t.elapsed().as_micros() as u64;
+        stats.sync_micros.fetch_add(micros, Ordering::Relaxed);
+        stats.sync_micros_max.fetch_max(micros, Ordering::Relaxed);
+        stats.syncs.fetch_add(1, Ordering::Relaxed);
+        stats
+            .bytes
+            .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
+        self.seg_len += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    fn publish<E: JournalEvent>(
+        &mut self,
+        accepted: &[Request<E>],
+        locations: Vec<u64>,
+        new_segments: Vec<NewSegment>,
+        lens: Vec<(usize, u64)>,
+    ) {
+        {
+            let mut idx = self.shared.write();
+            for s in new_segments {
+                idx.segments.push(SegmentRef {
+                    path: s.path,
+                    file: s.file,
+                    len: SEGMENT_HEADER_LEN as u64,
+                });
+            }
+            for (seg, len) in lens {
+                idx.segments[seg].len = len;
+            }
+            idx.locations.extend(locations);
+            for r in accepted {
+                for e in &r.batch.events {
+                    // One probe per event (an entry); new streams are the common case for a
+                    // ledger (every entry has its own stream).
+                    idx.streams
+                        .entry(e.stream.clone())
+                        .or_default()
+                        .push(e.position);
+                }
+            }
+            idx.last_recorded_at = self.last_recorded_at;
+        }
+        self.shared
+            .last_position
+            .store(self.last_position, Ordering::Release);
+        let waiters = std::mem::take(
+            &mut *self
+                .shared
+                .waiters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        for w in waiters {
+            let _ = w.send(());
+        }
+    }
+}

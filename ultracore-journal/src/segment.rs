@@ -1,0 +1,275 @@
+//! Segment files: naming, the 32-byte header, creation (with directory fsync), and the
+//! recovery scan that rebuilds the index at open and cuts off a torn tail.
+//!
+//! Header: `magic "UCJOURNL"`, `format_version: u16`, 2 reserved bytes, `sequence: u32`,
+//! `first_position: u64`, 4 reserved bytes, `crc32c` of the preceding 28 bytes; all little
+//! endian. Records (see [`crate::codec`]) follow back to back.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use ultracore_core::time::RecordedAt;
+
+use crate::codec::{self, DecodeError, EventKey, FRAME_HEADER_LEN};
+use crate::error::{JournalError, TornTail};
+
+/// Bytes of a segment header.
+pub const SEGMENT_HEADER_LEN: usize = 32;
+/// The segment format this build writes (and the newest it reads).
+pub const FORMAT_VERSION: u16 = 1;
+const MAGIC: &[u8; 8] = b"UCJOURNL";
+const SUFFIX: &str = ".ujl";
+
+/// The file name of segment `sequence`.
+pub fn file_name(sequence: u32) -> String {
+    format!("{sequence:010}{SUFFIX}")
+}
+
+fn parse_name(name: &str) -> Option<u32> {
+    let digits = name.strip_suffix(SUFFIX)?;
+    if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The segment files in `dir`, sorted by sequence.
+pub fn list(dir: &Path) -> Result<Vec<(u32, PathBuf)>, JournalError> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).map_err(JournalError::io(dir))? {
+        let entry = entry.map_err(JournalError::io(dir))?;
+        if let Some(seq) = entry.file_name().to_str().and_then(parse_name) {
+            found.push((seq, entry.path()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn header(sequence: u32, first_position: u64) -> [u8; SEGMENT_HEADER_LEN] {
+    let mut h = [0u8; SEGMENT_HEADER_LEN];
+    h[0..8].copy_from_slice(MAGIC);
+    h[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&sequence.to_le_bytes());
+    h[16..24].copy_from_slice(&first_position.to_le_bytes());
+    let crc = crc32c::crc32c(&h[..28]);
+    h[28..32].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Fsyncs a directory so a file created (or renamed) in it survives a crash.
+pub fn sync_dir(dir: &Path) -> Result<(), JournalError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(JournalError::io(dir))
+}
+
+/// Creates segment `sequence` whose first record holds `first_position`: writes and syncs the
+/// header, then syncs the directory. Returns the file opened for appending.
+pub fn create(dir: &Path, sequence: u32, first_position: u64) -> Result<File, JournalError> {
+    let path = dir.join(file_name(sequence));
+    let mut f = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .read(true)
+        .open(&path)
+        .map_err(JournalError::io(&path))?;
+    f.write_all(&header(sequence, first_position))
+        .and_then(|_| f.sync_all())
+        .map_err(JournalError::io(&path))?;
+    sync_dir(dir)?;
+    Ok(f)
+}
+
+/// One event found by the scan.
+pub struct Scanned {
+    /// Offset of the event (its length prefix) in the file.
+    pub offset: u32,
+    /// Stream, version, time.
+    pub key: EventKey,
+}
+
+/// What the scan of one segment found.
+pub struct SegmentScan {
+    /// Length of the intact part (the file's length after any truncation).
+    pub len: u64,
+    /// Records found.
+    pub records: u64,
+    /// A torn tail that was cut off.
+    pub torn: Option<TornTail>,
+}
+
+/// Checks one segment and calls `on_event` for each event in order. `next_position` is the
+/// position the segment's first record must start at; `is_last` allows a torn tail (which is
+/// then truncated). Everything else that fails a check is [`JournalError::Corrupt`].
+pub fn scan(
+    path: &Path,
+    sequence: u32,
+    next_position: u64,
+    is_last: bool,
+    mut on_event: impl FnMut(u64, Scanned) -> Result<(), String>,
+) -> Result<SegmentScan, JournalError> {
+    let buf = fs::read(path).map_err(JournalError::io(path))?;
+    let corrupt = |offset: usize, reason: String| JournalError::Corrupt {
+        file: path.to_path_buf(),
+        offset: offset as u64,
+        reason,
+    };
+    if buf.len() < SEGMENT_HEADER_LEN {
+        if is_last {
+            // Created but its header never became durable: start it again.
+            rewrite_header(path, sequence, next_position)?;
+            return Ok(SegmentScan {
+                len: SEGMENT_HEADER_LEN as u64,
+                records: 0,
+                torn: Some(TornTail {
+                    file: path.to_path_buf(),
+                    offset: 0,
+                    bytes_discarded: buf.len() as u64,
+                    reason: "incomplete segment header (rewritten)".into(),
+                }),
+            });
+        }
+        return Err(corrupt(0, "segment shorter than its header".into()));
+    }
+    check_header(path, &buf[..SEGMENT_HEADER_LEN], sequence, next_position)?;
+    let mut at = SEGMENT_HEADER_LEN;
+    let mut position = next_position;
+    let mut records = 0;
+    while at < buf.len() {
+        let rest = &buf[at..];
+        let frame = match codec::check_frame(rest) {
+            Ok(frame) => frame,
+            Err(e) => {
+                if is_last && is_torn(rest, &e) {
+                    let torn = truncate(path, at as u64, buf.len() as u64, e.to_string())?;
+                    return Ok(SegmentScan {
+                        len: at as u64,
+                        records,
+                        torn: Some(torn),
+                    });
+                }
+                return Err(corrupt(at, e.to_string()));
+            }
+        };
+        let (first, events) =
+            codec::split_body(frame.body).map_err(|e| corrupt(at, e.to_string()))?;
+        if first != position {
+            return Err(corrupt(
+                at,
+                format!("record starts at position {first}, expected {position}"),
+            ));
+        }
+        for (rel, bytes) in events {
+            let offset = at + FRAME_HEADER_LEN + rel;
+            let key = codec::scan_event(bytes).map_err(|e| corrupt(offset, e.to_string()))?;
+            let offset = u32::try_from(offset)
+                .map_err(|_| corrupt(offset, "segment longer than 4 GiB".into()))?;
+            on_event(position, Scanned { offset, key }).map_err(|r| corrupt(offset as usize, r))?;
+            position += 1;
+        }
+        records += 1;
+        at += frame.len;
+    }
+    Ok(SegmentScan {
+        len: buf.len() as u64,
+        records,
+        torn: None,
+    })
+}
+
+/// Whether a failed frame at the end of the last segment is what a crash mid-write leaves:
+/// too short for what it announces, a body that fails its checksum and ends exactly at the
+/// end of the file, or a header that fails its checksum followed by nothing but zeros (space
+/// the file system allocated but never wrote). A failure followed by more data is damage, not a torn write.
+fn is_torn(rest: &[u8], e: &DecodeError) -> bool {
+    match e {
+        DecodeError::Incomplete => true,
+        DecodeError::BodyChecksum => {
+            FRAME_HEADER_LEN + codec::le_u32(rest, 0) as usize == rest.len()
+        }
+        // A header persisted only in part (it may cross a sector boundary) is followed by
+        // nothing but the zeros of the unwritten rest.
+        DecodeError::HeaderChecksum => rest[FRAME_HEADER_LEN.min(rest.len())..]
+            .iter()
+            .all(|&b| b == 0),
+        DecodeError::Malformed(_) => false,
+    }
+}
+
+fn truncate(path: &Path, at: u64, len: u64, reason: String) -> Result<TornTail, JournalError> {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(JournalError::io(path))?;
+    f.set_len(at)
+        .and_then(|_| f.sync_all())
+        .map_err(JournalError::io(path))?;
+    Ok(TornTail {
+        file: path.to_path_buf(),
+        offset: at,
+        bytes_discarded: len - at,
+        reason,
+    })
+}
+
+fn rewrite_header(path: &Path, sequence: u32, first_position: u64) -> Result<(), JournalError> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .map_err(JournalError::io(path))?;
+    f.write_all(&header(sequence, first_position))
+        .and_then(|_| f.sync_all())
+        .map_err(JournalError::io(path))
+}
+
+fn check_header(
+    path: &Path,
+    h: &[u8],
+    sequence: u32,
+    first_position: u64,
+) -> Result<(), JournalError> {
+    let corrupt = |reason: String| JournalError::Corrupt {
+        file: path.to_path_buf(),
+        offset: 0,
+        reason,
+    };
+    if &h[0..8] != MAGIC {
+        return Err(corrupt("not a journal segment (bad magic)".into()));
+    }
+    if crc32c::crc32c(&h[..28]) != codec::le_u32(h, 28) {
+        return Err(corrupt("segment header checksum mismatch".into()));
+    }
+    let version = u16::from_le_bytes([h[8], h[9]]);
+    if version > FORMAT_VERSION || version == 0 {
+        return Err(JournalError::UnsupportedFormat {
+            file: path.to_path_buf(),
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let seq = codec::le_u32(h, 12);
+    let first = codec::le_u64(h, 16);
+    if seq != sequence {
+        return Err(corrupt(format!(
+            "header names segment {seq}, file name {sequence}"
+        )));
+    }
+    if first != first_position {
+        return Err(corrupt(format!(
+            "segment starts at position {first}, the previous one ends before {first_position}"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that transaction time increases, for the scan.
+pub fn check_time(last: &mut Option<RecordedAt>, t: RecordedAt) -> Result<(), String> {
+    if last.is_some_and(|l| t <= l) {
+        return Err("recorded_at does not increase".into());
+    }
+    *last = Some(t);
+    Ok(())
+}

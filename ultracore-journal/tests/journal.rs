@@ -1,0 +1,390 @@
+//! The journal as an `EventStore`: core's contract suite, reopening, group commit, rollover,
+//! and recovery from torn tails and from damage (which must stop open, naming file and offset).
+
+mod support;
+
+use std::fs;
+use std::path::Path;
+use std::sync::Mutex;
+
+use futures_executor::block_on;
+use support::{batch, event_at, open, open_with, segments};
+use ultracore_core::event::Envelope;
+use ultracore_core::ledger::LedgerEvent;
+use ultracore_core::store::{EventStore, StoreError};
+use ultracore_core::testing::contract::event_store_contract;
+use ultracore_journal::{Journal, JournalConfig, JournalError};
+
+fn all(j: &Journal<LedgerEvent>) -> Vec<Envelope<LedgerEvent>> {
+    let mut out: Vec<Envelope<LedgerEvent>> = Vec::new();
+    loop {
+        let after = out.last().map_or(0, |e| e.position);
+        let page = block_on(j.read_all(after, 10_000)).expect("read_all");
+        if page.is_empty() {
+            return out;
+        }
+        out.extend(page);
+    }
+}
+
+/// Appends batches of these sizes; returns every event written.
+fn fill(j: &Journal<LedgerEvent>, sizes: &[u64]) -> Vec<Envelope<LedgerEvent>> {
+    let mut at = block_on(j.last_position()).expect("position");
+    let mut written = Vec::new();
+    for &n in sizes {
+        let b = batch(at, n);
+        written.extend(b.events.clone());
+        let r = block_on(j.append(b)).expect("append");
+        assert_eq!(r.last_position, at + n);
+        at += n;
+    }
+    written
+}
+
+#[test]
+fn journal_passes_the_store_contract() {
+    let dirs = Mutex::new(Vec::new());
+    block_on(event_store_contract(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (j, _) = open(dir.path());
+        dirs.lock().expect("lock").push(dir);
+        j
+    }));
+}
+
+#[test]
+fn journal_reopened_passes_the_store_contract() {
+    // Every check runs on a journal that was created, closed and opened again, so the
+    // recovery scan's index (not only the writer's) answers the contract.
+    let dirs = Mutex::new(Vec::new());
+    block_on(event_store_contract(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(open(dir.path()));
+        let (j, report) = open(dir.path());
+        assert_eq!(report.events, 0);
+        dirs.lock().expect("lock").push(dir);
+        j
+    }));
+}
+
+#[test]
+fn reopen_gives_the_same_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (j, report) = open(dir.path());
+    assert_eq!(report.events, 0);
+    let written = fill(&j, &[1, 5, 40, 3, 200]);
+    assert_eq!(all(&j), written);
+    drop(j);
+    let (j, report) = open(dir.path());
+    assert_eq!(report.events, written.len() as u64);
+    assert_eq!(report.records, 5);
+    assert_eq!(report.torn_tail, None);
+    assert_eq!(all(&j), written);
+    assert_eq!(block_on(j.last_position()), Ok(written.len() as u64));
+    // Streams are indexed again at open: versions continue, reads by stream agree.
+    let stream = written[0].stream.clone();
+    let by_stream = block_on(j.read_stream(&stream, 1, 1_000)).expect("read_stream");
+    let want: Vec<_> = written
+        .iter()
+        .filter(|e| e.stream == stream)
+        .cloned()
+        .collect();
+    assert_eq!(by_stream, want);
+    let more = fill(&j, &[7]);
+    drop(j);
+    let (j, _) = open(dir.path());
+    assert_eq!(all(&j), [written, more].concat());
+}
+
+#[test]
+fn concurrent_appends_share_syncs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (j, _) = open(dir.path());
+    // Pipelined submits: each expects the position the previous one will reach, so all are
+    // valid, and they queue up while the writer syncs.
+    let mut pending = Vec::new();
+    let mut at = 0;
+    for i in 0..200 {
+        let n = 1 + i % 4;
+        pending.push(j.submit(batch(at, n)));
+        at += n;
+    }
+    for p in pending {
+        block_on(p).expect("append");
+    }
+    let stats = j.stats();
+    assert_eq!(stats.appends, 200);
+    assert_eq!(stats.events, at);
+    assert!(
+        stats.syncs < 100,
+        "200 queued appends took {} syncs: no group commit",
+        stats.syncs
+    );
+    assert_eq!(all(&j).len() as u64, at);
+}
+
+#[test]
+fn a_refused_batch_in_a_group_does_not_stop_the_next_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (j, _) = open(dir.path());
+    let first = j.submit(batch(0, 2));
+    let stale = j.submit(batch(0, 1)); // fenced: the log will be at 2
+    let next = j.submit(batch(2, 3));
+    assert!(block_on(first).is_ok());
+    assert_eq!(
+        block_on(stale),
+        Err(StoreError::PositionConflict {
+            expected: 0,
+            actual: 2
+        })
+    );
+    assert_eq!(block_on(next).map(|r| r.last_position), Ok(5));
+    drop(j);
+    let (j, _) = open(dir.path());
+    assert_eq!(all(&j).len(), 5);
+}
+
+#[test]
+fn segments_roll_over_and_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = JournalConfig {
+        segment_size_max: 4096,
+    };
+    let (j, _) = open_with(dir.path(), config.clone());
+    let sizes: Vec<u64> = (0..60).map(|i| 1 + i % 7).collect();
+    let written = fill(&j, &sizes);
+    let files = segments(dir.path());
+    assert!(files.len() > 3, "only {} segments", files.len());
+    for f in &files[..files.len() - 1] {
+        assert!(fs::metadata(f).expect("meta").len() <= 4096);
+    }
+    assert_eq!(all(&j), written);
+    drop(j);
+    let (j, report) = open_with(dir.path(), config);
+    assert_eq!(report.segments, files.len());
+    assert_eq!(all(&j), written);
+    // A batch that straddles no boundary is found whole in one segment after reopening.
+    let r = block_on(j.read_all(100, 50)).expect("read");
+    assert_eq!(r, written[100..150].to_vec());
+}
+
+/// Length of the segment before and after appending one more batch of `n` events.
+fn last_record_bounds(dir: &Path, j: &Journal<LedgerEvent>, n: u64) -> (u64, u64) {
+    let file = &segments(dir)[0];
+    let before = fs::metadata(file).expect("meta").len();
+    fill(j, &[n]);
+    let after = fs::metadata(file).expect("meta").len();
+    (before, after)
+}
+
+#[test]
+fn torn_tail_is_truncated_and_reported_at_every_byte_offset_of_the_last_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (j, _) = open(dir.path());
+    let kept = fill(&j, &[3, 4]);
+    let (start, end) = last_record_bounds(dir.path(), &j, 5);
+    drop(j);
+    let file = segments(dir.path())[0].clone();
+    let full = fs::read(&file).expect("read");
+    assert_eq!(full.len() as u64, end);
+    for cut in start..end {
+        fs::write(&file, &full[..cut as usize]).expect("write");
+        let (j, report) = open(dir.path());
+        let torn = report.torn_tail.clone();
+        if cut == start {
+            assert_eq!(torn, None, "a cut at a record boundary is not torn");
+        } else {
+            let torn = torn.unwrap_or_else(|| panic!("cut at {cut}: no torn tail reported"));
+            assert_eq!(torn.offset, start, "cut at {cut}");
+            assert_eq!(torn.bytes_discarded, cut - start);
+            assert_eq!(torn.file, file);
+        }
+        assert_eq!(all(&j), kept, "cut at {cut}: the whole last batch is gone");
+        assert_eq!(fs::metadata(&file).expect("meta").len(), start);
+        // The journal goes on from the truncated end.
+        assert_eq!(
+            block_on(j.append(batch(7, 1))).map(|r| r.last_position),
+            Ok(8)
+        );
+        drop(j);
+    }
+}
+
+#[test]
+fn a_last_record_that_fails_its_checksum_is_a_torn_tail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (j, _) = open(dir.path());
+    let kept = fill(&j, &[2]);
+    let (start, end) = last_record_bounds(dir.path(), &j, 4);
+    drop(j);
+    let file = segments(dir.path())[0].clone();
+    let mut bytes = fs::read(&file).expect("read");
+    bytes[(end - 3) as usize] ^= 0x10; // inside the body of the last record
+    fs::write(&file, &bytes).expect("write");
+    let (j, report) = open(dir.path());
+    let torn = report.torn_tail.expect("reported");
+    assert_eq!((torn.offset, torn.bytes_discarded), (start, end - start));
+    assert_eq!(all(&j), kept);
+}
+
+#[test]
+fn a_zero_filled_tail_is_a_torn_tail() {
+    // What a file system may leave after a crash: the file grew, the data never landed.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (j, _) = open(dir.path());
+    let kept = fill(&j, &[2, 2]);
+    drop(j);
+    let file = segments(dir.path())[0].clone();
+    let mut bytes = fs::read(&file).expect("read");
+    let len = bytes.len() as u64;
+    bytes.extend_from_slice(&[0u8; 300]);
+    fs::write(&file, &bytes).expect("write");
+    let (j, report) = open(dir.path());
+    assert_eq!(report.torn_tail.map(|t| t.offset), Some(len));
+    assert_eq!(all(&j), kept);
+}
+
+fn expect_corrupt(dir: &Path, config: JournalConfig) -> (std::path::PathBuf, u64, String) {
+    match Journal::<LedgerEvent>::open(dir, config) {
+        Err(e @ JournalError::Corrupt { .. }) => {
+            assert_eq!(e.code(), "journal_corrupt");
+            let msg = e.to_string();
+            match e {
+                JournalError::Corrupt { file, offset, .. } => (file, offset, msg),
+                _ => unreachable!(),
+            }
+        }
+        Err(e) => panic!("expected Corrupt, got {e}"),
+        Ok(_) => panic!("a damaged journal opened"),
+    }
+}
+
+#[test]
+fn a_bit_flip_in_the_middle_stops_open_naming_file_and_offset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (j, _) = open(dir.path());
+    fill(&j, &[3]);
+    let (start, end) = last_record_bounds(dir.path(), &j, 4);
+    fill(&j, &[2]);
+    drop(j);
+    let file = segments(dir.path())[0].clone();
+    let pristine = fs::read(&file).expect("read");
+    // Every byte of the middle record: header (length, checksums) and body.
+    for at in start..end {
+        let mut bytes = pristine.clone();
+        bytes[at as usize] ^= 0x01;
+        fs::write(&file, &bytes).expect("write");
+        let (f, offset, msg) = expect_corrupt(dir.path(), JournalConfig::default());
+        assert_eq!(f, file, "flip at {at}");
+        assert_eq!(offset, start, "flip at {at}: the damaged record's offset");
+        assert!(msg.contains(&file.display().to_string()) && msg.contains(&start.to_string()));
+        // Nothing was changed on disk by the failed open.
+        assert_eq!(fs::read(&file).expect("read"), bytes);
+    }
+    fs::write(&file, &pristine).expect("write");
+    assert_eq!(open(dir.path()).1.events, 9);
+}
+
+#[test]
+fn damage_in_a_segment_that_is_not_the_last_is_never_a_torn_tail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = JournalConfig {
+        segment_size_max: 4096,
+    };
+    let (j, _) = open_with(dir.path(), config.clone());
+    fill(&j, &vec![5; 40]);
+    drop(j);
+    let files = segments(dir.path());
+    assert!(files.len() >= 2);
+    // Cut the end of the first segment: in the last segment this would be a torn tail.
+    let first = &files[0];
+    let bytes = fs::read(first).expect("read");
+    fs::write(first, &bytes[..bytes.len() - 10]).expect("write");
+    let (f, _, _) = expect_corrupt(dir.path(), config.clone());
+    assert_eq!(&f, first);
+    fs::write(first, &bytes).expect("restore");
+    // A missing segment in the middle is refused too.
+    fs::remove_file(&files[1]).expect("remove");
+    let (f, _, msg) = expect_corrupt(dir.path(), config);
+    assert!(msg.contains("missing"), "{msg}");
+    assert_eq!(f, files[2]);
+}
+
+#[test]
+fn a_header_bit_flip_stops_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (j, _) = open(dir.path());
+    fill(&j, &[2]);
+    drop(j);
+    let file = segments(dir.path())[0].clone();
+    let mut bytes = fs::read(&file).expect("read");
+    bytes[17] ^= 0x04; // the segment's first position
+    fs::write(&file, &bytes).expect("write");
+    let (f, offset, _) = expect_corrupt(dir.path(), JournalConfig::default());
+    assert_eq!((f, offset), (file.clone(), 0));
+    bytes[17] ^= 0x04;
+    bytes[8] = 9; // a format version from the future
+    let crc = crc32c::crc32c(&bytes[..28]);
+    bytes[28..32].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&file, &bytes).expect("write");
+    match Journal::<LedgerEvent>::open(dir.path(), JournalConfig::default()) {
+        Err(JournalError::UnsupportedFormat { found: 9, .. }) => {}
+        Err(e) => panic!("expected UnsupportedFormat, got {e}"),
+        Ok(_) => panic!("opened a future format"),
+    }
+}
+
+#[test]
+fn multi_event_batch_is_atomic_across_a_crash() {
+    // One engine batch of many events is one record: cutting the file anywhere inside it
+    // (what a crash mid-write leaves) loses the whole batch, never a prefix of it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (j, _) = open(dir.path());
+    let kept = fill(&j, &[10]);
+    let (start, end) = last_record_bounds(dir.path(), &j, 1_000);
+    drop(j);
+    let file = segments(dir.path())[0].clone();
+    let full = fs::read(&file).expect("read");
+    for cut in [
+        start + 1,
+        start + 12,
+        start + 500,
+        (start + end) / 2,
+        end - 1,
+    ] {
+        fs::write(&file, &full[..cut as usize]).expect("write");
+        let (j, report) = open(dir.path());
+        assert!(report.torn_tail.is_some());
+        let got = all(&j);
+        assert_eq!(got, kept, "cut at {cut} left part of the batch");
+    }
+    fs::write(&file, &full).expect("write");
+    let (j, _) = open(dir.path());
+    assert_eq!(all(&j).len(), 1_010);
+    assert_eq!(all(&j)[1_009], event_at(1_010, 11, 1_010));
+}
+
+#[test]
+fn wait_for_wakes_on_commit_from_another_thread() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (j, _) = open(dir.path());
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| block_on(j.wait_for(0)));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        block_on(j.append(batch(0, 1))).expect("append");
+        assert_eq!(waiter.join().expect("join"), Ok(()));
+    });
+}
+
+#[test]
+fn a_wrong_schema_version_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (j, _) = open(dir.path());
+    let mut b = batch(0, 2);
+    b.events[1].schema_version = 99;
+    assert!(matches!(
+        block_on(j.append(b)),
+        Err(StoreError::InvalidBatch(_))
+    ));
+    assert_eq!(block_on(j.last_position()), Ok(0));
+}
