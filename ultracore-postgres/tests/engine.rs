@@ -60,7 +60,6 @@ async fn execute_retrying(
     for _ in 0..200 {
         match engine.execute(command.clone(), Trace::default()).await {
             Err(EngineError::Store(_)) | Err(EngineError::Recovering) => {
-                let _ = engine.recover().await;
                 tokio::time::sleep(std::time::Duration::from_millis(2)).await;
             }
             other => return other,
