@@ -247,7 +247,7 @@ pub fn read(path: &Path, after: u64, limit: usize) -> Result<Vec<AuditRecord>, A
 }
 
 enum Msg {
-    Record(AuditEvent, oneshot::Sender<Result<(), String>>),
+    Record(Box<AuditEvent>, oneshot::Sender<Result<(), String>>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -310,7 +310,7 @@ impl AuditLog {
     pub async fn append(&self, event: AuditEvent) -> Result<(), AuditError> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(Msg::Record(event, tx))
+            .send(Msg::Record(Box::new(event), tx))
             .await
             .map_err(|_| AuditError::Stopped)?;
         match rx.await {
@@ -356,7 +356,7 @@ fn writer(mut file: File, path: PathBuf, state: (u64, String), mut rx: mpsc::Rec
                 let hash = chain_hash(next_seq, event, &next_hash);
                 let rec = AuditRecord {
                     seq: next_seq,
-                    event: event.clone(),
+                    event: (**event).clone(),
                     prev_hash: std::mem::replace(&mut next_hash, hash.clone()),
                     hash,
                 };
