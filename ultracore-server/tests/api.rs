@@ -1115,3 +1115,20 @@ async fn placeholder_listeners_answer_health_and_404() {
         );
     }
 }
+
+/// Every server-level code has its page in docs/errors/ (a style check that runs as a test).
+#[test]
+fn every_server_code_is_documented() {
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/errors");
+    let index = std::fs::read_to_string(docs.join("README.md")).unwrap();
+    for code in ultracore_server::error::SERVER_CODES {
+        assert!(
+            docs.join(format!("{code}.md")).is_file(),
+            "docs/errors/{code}.md is missing"
+        );
+        assert!(
+            index.contains(&format!("[`{code}`]({code}.md)")),
+            "{code} is not in docs/errors/README.md"
+        );
+    }
+}
