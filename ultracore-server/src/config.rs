@@ -53,6 +53,12 @@ pub struct Config {
     pub jwt_secret: Option<String>,
     /// Allowed clock skew when checking `exp` / `nbf` (seconds).
     pub jwt_leeway_seconds: u64,
+    /// JWKS file of an OIDC provider: RS256 / ES256 tokens signed by its keys are accepted too.
+    pub jwks_file: Option<PathBuf>,
+    /// Required `iss` of JWKS-verified tokens.
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` of JWKS-verified tokens.
+    pub jwt_audience: Option<String>,
     /// Event store.
     pub store: StoreKind,
     /// Requests per second allowed per principal (0 disables the limit).
@@ -73,6 +79,9 @@ impl Default for Config {
             notification_addr: ([127, 0, 0, 1], 8003).into(),
             jwt_secret: None,
             jwt_leeway_seconds: 5,
+            jwks_file: None,
+            jwt_issuer: None,
+            jwt_audience: None,
             store: StoreKind::Memory,
             rate_limit_per_second: 10_000,
             rate_limit_burst: 20_000,
@@ -162,6 +171,15 @@ impl Config {
         if let Some(v) = env("ULTRACORE_JWT_SECRET") {
             self.jwt_secret = Some(v);
         }
+        if let Some(v) = env("ULTRACORE_JWKS_FILE") {
+            self.jwks_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("ULTRACORE_JWT_ISSUER") {
+            self.jwt_issuer = Some(v);
+        }
+        if let Some(v) = env("ULTRACORE_JWT_AUDIENCE") {
+            self.jwt_audience = Some(v);
+        }
         if let Some(v) = env("ULTRACORE_JWT_LEEWAY_SECONDS") {
             self.jwt_leeway_seconds = parse("ULTRACORE_JWT_LEEWAY_SECONDS", &v)?;
         }
@@ -186,6 +204,29 @@ impl Config {
             };
         }
         Ok(())
+    }
+
+    /// The verification (and HS256 signing) keys: the HS256 secret, plus the JWKS if configured.
+    pub fn jwt_keys(&self) -> Result<crate::auth::jwt::JwtKeys, ConfigError> {
+        let keys = crate::auth::jwt::JwtKeys::hs256(&self.jwt_secret()?, self.jwt_leeway_seconds);
+        match &self.jwks_file {
+            None => Ok(keys),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                keys.with_jwks(
+                    &text,
+                    self.jwt_issuer.as_deref(),
+                    self.jwt_audience.as_deref(),
+                )
+                .map_err(|message| ConfigError::Parse {
+                    path: path.clone(),
+                    message,
+                })
+            }
+        }
     }
 
     /// Path of the audit log.

@@ -78,8 +78,7 @@ impl AppState {
         config: &Config,
         stores: Stores,
     ) -> Result<(AppState, Startup), StartError> {
-        let secret = config.jwt_secret()?;
-        let keys = JwtKeys::hs256(&secret, config.jwt_leeway_seconds);
+        let keys = config.jwt_keys()?;
         let (audit, chain) = AuditLog::open(&config.audit_path())?;
         let metrics = Arc::new(Metrics::new());
         let store = ServerStore::new(stores.events.clone(), metrics.clone());
