@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -112,7 +112,17 @@ async fn request_layer(State(state): State<AppState>, mut req: Request, next: Ne
     let cid = correlation_id(req.headers());
     let ctx = RequestCtx::new(cid.clone());
     req.extensions_mut().insert(ctx.clone());
-    let method = req.method().to_string();
+    // Label values must stay few: extension methods from clients all count as OTHER.
+    let method = match *req.method() {
+        Method::GET
+        | Method::POST
+        | Method::PUT
+        | Method::DELETE
+        | Method::PATCH
+        | Method::HEAD
+        | Method::OPTIONS => req.method().to_string(),
+        _ => "OTHER".to_string(),
+    };
     let path = req.uri().path().to_string();
     let route = req
         .extensions()
