@@ -1179,3 +1179,81 @@ async fn jwks_tokens_are_accepted_and_authorised() {
     )
     .await;
 }
+
+/// A store that loses the acknowledgement of a write: the client gets 503 with Retry-After,
+/// and retrying with the same id returns the transfer once, never twice.
+#[tokio::test]
+async fn store_failures_answer_503_and_a_retry_with_the_same_id_is_safe() {
+    use std::sync::Arc;
+    use ultracore_core::ledger::LedgerEvent;
+    use ultracore_core::store::MemoryEventStore;
+    use ultracore_core::testing::faulty::{Fault, FaultSchedule, FaultyStore};
+    use ultracore_server::store::Stores;
+
+    let config = Config {
+        data_dir: temp_dir("api-faulty"),
+        jwt_secret: Some(SECRET.to_string()),
+        ..Config::default()
+    };
+    // Appends 1 and 2 open the accounts; append 3 (the first transfer) is written but its
+    // acknowledgement is lost; append 4 fails before writing.
+    let schedule = FaultSchedule::script([(3, Fault::LostAck), (4, Fault::FailBefore)]);
+    let store = FaultyStore::new(MemoryEventStore::<LedgerEvent>::new(), schedule);
+    let stores = Stores {
+        events: Arc::new(store),
+        snapshots: None,
+        durable: false,
+    };
+    let (state, _) = AppState::build_on(&config, stores).await.unwrap();
+    let app = App {
+        router: ledger_router(state.clone()),
+        state,
+        keys: JwtKeys::hs256(SECRET.as_bytes(), 5),
+    };
+    let t = app.admin();
+    for (id, kind) in [("cash", "asset"), ("ana", "liability")] {
+        let r = app
+            .post(
+                "/v1/accounts",
+                &t,
+                json!({"id": id, "currency": "USD", "kind": kind}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    }
+    let r = app
+        .post("/v1/transfers", &t, transfer("t1", "cash", "ana", "5.00"))
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    assert_eq!(r.body["code"], "unavailable");
+    assert_eq!(r.headers.get(header::RETRY_AFTER).unwrap(), "1");
+    let after_lost_ack = app.position().await;
+    assert_eq!(
+        after_lost_ack, 3,
+        "the write happened; the engine rebuilt from the store"
+    );
+
+    let r = app
+        .post("/v1/transfers", &t, transfer("t2", "cash", "ana", "1.00"))
+        .await;
+    refused(
+        &app,
+        r,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        after_lost_ack,
+    )
+    .await;
+
+    let r = app
+        .post("/v1/transfers", &t, transfer("t1", "cash", "ana", "5.00"))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(
+        app.position().await,
+        3,
+        "the retry found the transfer and wrote nothing"
+    );
+    let b = app.get("/v1/accounts/ana/balance", &t).await;
+    assert_eq!(b.body["posted"], "5.00", "counted once");
+}
