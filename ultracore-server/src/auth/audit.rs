@@ -1,0 +1,495 @@
+//! The audit log: one JSON line per request (principal, action, resource, decision, outcome,
+//! correlation id, time), append-only and hash-chained: each record carries the SHA-256 of the
+//! previous record's hash followed by its own canonical JSON, so changing, removing or
+//! reordering any record breaks every later link. [`verify`] checks the chain and names the
+//! first broken link.
+//!
+//! One writer thread owns the file. Requests hand it records over a channel and wait for its
+//! answer; the thread takes everything queued, writes it, and syncs once for the whole group
+//! (group commit), so no answer leaves the server before its audit record is durable.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+/// Records written per group (one `write` + one sync).
+const RECORDS_PER_SYNC_MAX: usize = 4_096;
+/// Records waiting for the writer before senders wait too (back-pressure).
+const QUEUE_MAX: usize = 65_536;
+/// Longest audit line accepted when reading (bytes); longer lines are a broken link.
+const LINE_BYTES_MAX: usize = 64 * 1024;
+/// `prev_hash` of the first record.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What the request layer knows about a request when it ends.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AuditEvent {
+    /// Transaction time of the record (RFC 3339).
+    pub time: String,
+    /// `X-Request-Id`, taken or generated.
+    pub correlation_id: String,
+    /// Token subject, if authenticated.
+    pub principal: Option<String>,
+    /// Token role, if authenticated.
+    pub role: Option<String>,
+    /// HTTP method.
+    pub method: String,
+    /// Path (without the query).
+    pub path: String,
+    /// Policy action, once known.
+    pub action: Option<String>,
+    /// The resource acted on (account or entry id), once known.
+    pub resource: Option<String>,
+    /// `allow`, `deny`, or `none` (no decision reached: unauthenticated or malformed).
+    pub decision: String,
+    /// HTTP status answered.
+    pub status: u16,
+    /// `ok` or the problem code.
+    pub outcome: String,
+}
+
+/// One record as stored: sequence number and chain link around an [`AuditEvent`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AuditRecord {
+    /// 1, 2, 3, … without gaps.
+    pub seq: u64,
+    /// The event.
+    #[serde(flatten)]
+    pub event: AuditEvent,
+    /// `hash` of the previous record (`GENESIS_HASH` for the first).
+    pub prev_hash: String,
+    /// SHA-256 (hex) of `prev_hash` followed by the canonical JSON of this record without
+    /// `hash` (the fields in the order above).
+    pub hash: String,
+}
+
+#[derive(Serialize)]
+struct Canonical<'a> {
+    seq: u64,
+    #[serde(flatten)]
+    event: &'a AuditEvent,
+    prev_hash: &'a str,
+}
+
+fn chain_hash(seq: u64, event: &AuditEvent, prev_hash: &str) -> String {
+    let body = serde_json::to_vec(&Canonical {
+        seq,
+        event,
+        prev_hash,
+    })
+    .expect("audit events serialise");
+    let mut h = Sha256::new();
+    h.update(prev_hash.as_bytes());
+    h.update(&body);
+    crate::util::hex(&h.finalize())
+}
+
+/// Why the audit log could not be opened, written or verified.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// IO.
+    #[error("audit log {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The chain is broken.
+    #[error("audit log {path}: broken link at line {line} (seq {seq:?}): {reason}")]
+    Broken {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number of the first bad record.
+        line: u64,
+        /// Its sequence number, if it could be read.
+        seq: Option<u64>,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The writer has stopped.
+    #[error("audit writer stopped")]
+    Stopped,
+}
+
+/// The end of a verified chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainEnd {
+    /// Records in the log.
+    pub records: u64,
+    /// Hash of the last record (`GENESIS_HASH` if none).
+    pub last_hash: String,
+    /// Byte length of the valid prefix.
+    pub valid_len: u64,
+    /// Bytes after the valid prefix that form an unterminated last line (a torn write).
+    pub torn_tail: u64,
+}
+
+/// Checks every link of the log at `path`. A missing file is an empty, valid log.
+pub fn verify(path: &Path) -> Result<ChainEnd, AuditError> {
+    let io = |source| AuditError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(ChainEnd {
+                records: 0,
+                last_hash: GENESIS_HASH.to_string(),
+                valid_len: 0,
+                torn_tail: 0,
+            })
+        }
+        Err(e) => return Err(io(e)),
+    };
+    let mut reader = BufReader::new(file);
+    let mut end = ChainEnd {
+        records: 0,
+        last_hash: GENESIS_HASH.to_string(),
+        valid_len: 0,
+        torn_tail: 0,
+    };
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = (&mut reader)
+            .take(LINE_BYTES_MAX as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(io)?;
+        if n == 0 {
+            return Ok(end);
+        }
+        let lineno = end.records + 1;
+        let broken = |seq, reason: String| AuditError::Broken {
+            path: path.to_path_buf(),
+            line: lineno,
+            seq,
+            reason,
+        };
+        if line.last() != Some(&b'\n') {
+            if n > LINE_BYTES_MAX {
+                return Err(broken(None, "line too long".into()));
+            }
+            // The last write did not finish; it was never acknowledged.
+            end.torn_tail = n as u64;
+            return Ok(end);
+        }
+        let text = &line[..line.len() - 1];
+        let rec: AuditRecord = serde_json::from_slice(text)
+            .map_err(|e| broken(None, format!("not an audit record: {e}")))?;
+        if rec.seq != end.records + 1 {
+            return Err(broken(
+                Some(rec.seq),
+                format!("expected seq {}", end.records + 1),
+            ));
+        }
+        if rec.prev_hash != end.last_hash {
+            return Err(broken(
+                Some(rec.seq),
+                "prev_hash does not match the previous record".into(),
+            ));
+        }
+        let expected = chain_hash(rec.seq, &rec.event, &rec.prev_hash);
+        if rec.hash != expected {
+            return Err(broken(
+                Some(rec.seq),
+                "hash does not match the record".into(),
+            ));
+        }
+        // The stored line must be exactly the canonical form: no extra or reordered fields.
+        if serde_json::to_vec(&rec).ok().as_deref() != Some(text) {
+            return Err(broken(
+                Some(rec.seq),
+                "record is not in canonical form".into(),
+            ));
+        }
+        end.records = rec.seq;
+        end.last_hash = rec.hash;
+        end.valid_len += n as u64;
+    }
+}
+
+/// Reads up to `limit` records with `seq > after`.
+pub fn read(path: &Path, after: u64, limit: usize) -> Result<Vec<AuditRecord>, AuditError> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(AuditError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let mut out = Vec::new();
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        if out.len() >= limit {
+            break;
+        }
+        // Sequence numbers equal line numbers in a valid log, so earlier lines are skipped
+        // without parsing.
+        if (i as u64) < after {
+            continue;
+        }
+        let Ok(line) = line else { break };
+        match serde_json::from_str::<AuditRecord>(&line) {
+            Ok(r) if r.seq > after => out.push(r),
+            Ok(_) => {}
+            Err(_) => break, // a torn tail: not acknowledged, not shown
+        }
+    }
+    Ok(out)
+}
+
+enum Msg {
+    Record(Box<AuditEvent>, oneshot::Sender<Result<(), String>>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Handle to the writer; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AuditLog {
+    tx: mpsc::Sender<Msg>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("audit message")
+    }
+}
+
+impl AuditLog {
+    /// Opens (or creates) the log at `path`, verifies the whole chain, truncates a torn tail
+    /// (reported in the returned `ChainEnd`), and starts the writer thread.
+    pub fn open(path: &Path) -> Result<(AuditLog, ChainEnd), AuditError> {
+        let io = |source| AuditError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let end = verify(path)?;
+        let mut opts = OpenOptions::new();
+        opts.create(true).truncate(false).read(true).write(true);
+        #[cfg(unix)]
+        {
+            // Records name principals and resources: readable by the owner only.
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut file = opts.open(path).map_err(io)?;
+        if end.torn_tail > 0 {
+            file.set_len(end.valid_len).map_err(io)?;
+            file.sync_all().map_err(io)?;
+        }
+        file.seek(SeekFrom::Start(end.valid_len)).map_err(io)?;
+        let (tx, rx) = mpsc::channel(QUEUE_MAX);
+        let state = (end.records, end.last_hash.clone());
+        let p = path.to_path_buf();
+        std::thread::Builder::new()
+            .name("ultracore-audit".into())
+            .spawn(move || writer(file, p, state, rx))
+            .map_err(io)?;
+        Ok((
+            AuditLog {
+                tx,
+                path: path.to_path_buf(),
+            },
+            end,
+        ))
+    }
+
+    /// Appends `event` and returns once it is durable.
+    pub async fn append(&self, event: AuditEvent) -> Result<(), AuditError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Record(Box::new(event), tx))
+            .await
+            .map_err(|_| AuditError::Stopped)?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(AuditError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(e),
+            }),
+            Err(_) => Err(AuditError::Stopped),
+        }
+    }
+
+    /// Waits until everything sent before this call is durable.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn writer(mut file: File, path: PathBuf, state: (u64, String), mut rx: mpsc::Receiver<Msg>) {
+    let (mut seq, mut last_hash) = state;
+    let mut failed: Option<String> = None;
+    while let Some(first) = rx.blocking_recv() {
+        let mut group = vec![first];
+        while group.len() < RECORDS_PER_SYNC_MAX {
+            match rx.try_recv() {
+                Ok(m) => group.push(m),
+                Err(_) => break,
+            }
+        }
+        let mut buf = Vec::new();
+        let (mut next_seq, mut next_hash) = (seq, last_hash.clone());
+        for m in &group {
+            if let Msg::Record(event, _) = m {
+                next_seq += 1;
+                let hash = chain_hash(next_seq, event, &next_hash);
+                let rec = AuditRecord {
+                    seq: next_seq,
+                    event: (**event).clone(),
+                    prev_hash: std::mem::replace(&mut next_hash, hash.clone()),
+                    hash,
+                };
+                serde_json::to_writer(&mut buf, &rec).expect("audit records serialise");
+                buf.push(b'\n');
+            }
+        }
+        // After one failed write the file's tail is unknown: refuse everything from then on
+        // (fail closed) rather than write records that would not chain.
+        let result = match &failed {
+            Some(e) => Err(e.clone()),
+            None if buf.is_empty() => Ok(()),
+            None => file
+                .write_all(&buf)
+                .and_then(|()| file.sync_data())
+                .map_err(|e| format!("{}: {e}", path.display())),
+        };
+        match &result {
+            Ok(()) => {
+                seq = next_seq;
+                last_hash = next_hash;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "audit write failed; refusing further requests");
+                failed = Some(e.clone());
+            }
+        }
+        for m in group {
+            match m {
+                Msg::Record(_, reply) => {
+                    let _ = reply.send(result.clone());
+                }
+                Msg::Flush(reply) => {
+                    let _ = reply.send(());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(i: u64) -> AuditEvent {
+        AuditEvent {
+            time: "2026-01-01T00:00:00Z".into(),
+            correlation_id: format!("req-{i}"),
+            principal: Some("ana".into()),
+            role: Some("customer".into()),
+            method: "GET".into(),
+            path: "/v1/accounts/a".into(),
+            action: Some("account_read".into()),
+            resource: Some("a".into()),
+            decision: "allow".into(),
+            status: 200,
+            outcome: "ok".into(),
+        }
+    }
+
+    async fn write_log(path: &Path, n: u64) {
+        let (log, _) = AuditLog::open(path).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..n {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move { log.append(event(i)).await }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn chain_verifies_and_survives_reopen() {
+        let path = crate::util::temp_dir("audit").join("audit.log");
+        write_log(&path, 50).await;
+        write_log(&path, 10).await;
+        let end = verify(&path).unwrap();
+        assert_eq!(end.records, 60);
+        let page = read(&path, 55, 100).unwrap();
+        assert_eq!(
+            page.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![56, 57, 58, 59, 60]
+        );
+    }
+
+    #[tokio::test]
+    async fn tampering_names_the_first_broken_link() {
+        let path = crate::util::temp_dir("audit-tamper").join("audit.log");
+        write_log(&path, 5).await;
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+
+        // Change a field of record 3.
+        let changed = text.replacen(lines[2], &lines[2].replace("\"GET\"", "\"PUT\""), 1);
+        std::fs::write(&path, &changed).unwrap();
+        match verify(&path) {
+            Err(AuditError::Broken { line, seq, .. }) => assert_eq!((line, seq), (3, Some(3))),
+            other => panic!("expected a broken link, got {other:?}"),
+        }
+        // Remove record 2.
+        let removed: String = lines
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 1)
+            .map(|(_, l)| format!("{l}\n"))
+            .collect();
+        std::fs::write(&path, &removed).unwrap();
+        match verify(&path) {
+            Err(AuditError::Broken { line, .. }) => assert_eq!(line, 2),
+            other => panic!("expected a broken link, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn torn_tail_is_truncated_on_open() {
+        let path = crate::util::temp_dir("audit-torn").join("audit.log");
+        write_log(&path, 3).await;
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"seq\":4,\"ti").unwrap();
+        drop(f);
+        assert_eq!(verify(&path).unwrap().torn_tail, 12);
+        let (_log, end) = AuditLog::open(&path).unwrap();
+        assert_eq!((end.records, end.torn_tail), (3, 12));
+        drop(_log);
+        write_log(&path, 1).await;
+        assert_eq!(
+            verify(&path).unwrap(),
+            ChainEnd {
+                torn_tail: 0,
+                ..verify(&path).unwrap()
+            }
+        );
+        assert_eq!(verify(&path).unwrap().records, 4);
+    }
+}

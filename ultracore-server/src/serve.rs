@@ -1,0 +1,111 @@
+//! `ultracore serve`: binds the four listeners, serves until a shutdown signal, then stops
+//! accepting, lets in-flight requests finish (each one's command is durable and audited before
+//! its answer), flushes the audit log, saves a snapshot when the store keeps them, and returns.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::app::{ledger_router, placeholder_router};
+use crate::config::Config;
+use crate::state::{AppState, StartError};
+
+/// Why serving stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Start-up.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A listener failed.
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+/// Serves until `shutdown` completes. Prints where each listener is (on stdout, one line each,
+/// `ultracore: <api> listening on http://<addr>`), so scripts and tests can find a port 0.
+pub async fn serve(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let (state, startup) = AppState::build(&config).await?;
+    if startup.audit.torn_tail > 0 {
+        tracing::warn!(
+            bytes = startup.audit.torn_tail,
+            "audit log had an unfinished last record (never acknowledged); truncated"
+        );
+    }
+    let listeners = [
+        ("ledger", bind(config.ledger_addr).await?),
+        ("compliance", bind(config.compliance_addr).await?),
+        ("document", bind(config.document_addr).await?),
+        ("notification", bind(config.notification_addr).await?),
+    ];
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    for (name, listener) in listeners {
+        let addr = listener.local_addr()?;
+        println!("ultracore: {name} API listening on http://{addr}");
+        let router = match name {
+            "ledger" => ledger_router(state.clone()),
+            other => placeholder_router(other),
+        };
+        let mut rx = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                })
+                .await
+        }));
+    }
+    let store = if startup.durable {
+        "durable"
+    } else {
+        "in memory: nothing survives a restart"
+    };
+    println!(
+        "ultracore: store {store}; {} events replayed; audit log {} ({} records)",
+        state.engine.read(|l| l.position()).await,
+        config.audit_path().display(),
+        startup.audit.records
+    );
+    println!("ultracore: get a token with `ultracore token --sub <you> --role admin`");
+    tracing::info!(opened = ?startup.opened, "ultracore serving");
+
+    shutdown.await;
+    tracing::info!("shutdown: no new connections; finishing in-flight requests");
+    state.ready.store(false, Ordering::Release);
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        match t.await {
+            Ok(r) => r?,
+            Err(e) => tracing::error!(error = %e, "listener task failed"),
+        }
+    }
+    state.audit.flush().await;
+    if let Some(snaps) = &state.snapshots {
+        match state.engine.save_snapshot(snaps.as_ref()).await {
+            Ok(p) => tracing::info!(position = p, "snapshot saved"),
+            Err(e) => tracing::warn!(error = %e, "snapshot not saved"),
+        }
+    }
+    tracing::info!("shutdown complete");
+    Ok(())
+}

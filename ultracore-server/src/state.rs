@@ -1,0 +1,129 @@
+//! `AppState`: what every handler shares (engine, keys, audit log, metrics, rate limiter), and
+//! how it is built from a `Config`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use ultracore_core::engine::{Engine, EngineConfig, EngineError, OpenedFrom};
+use ultracore_core::ledger::LedgerConfig;
+
+use crate::auth::audit::{AuditError, AuditLog, ChainEnd};
+use crate::auth::jwt::JwtKeys;
+use crate::auth::rate::RateLimiter;
+use crate::config::{Config, ConfigError};
+use crate::metrics::Metrics;
+use crate::store::{open_stores, ServerStore, Stores};
+use crate::util::SystemClock;
+
+/// The engine the server runs.
+pub type ServerEngine = Engine<ServerStore>;
+
+/// Shared state of the ledger listener.
+#[derive(Clone)]
+pub struct AppState {
+    /// The ledger engine.
+    pub engine: Arc<ServerEngine>,
+    /// JWT keys.
+    pub keys: Arc<JwtKeys>,
+    /// Audit log writer.
+    pub audit: AuditLog,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Per-principal rate limit.
+    pub limiter: Arc<RateLimiter>,
+    /// False once shutdown has begun (readiness).
+    pub ready: Arc<AtomicBool>,
+    /// Snapshot store, if the backend has one.
+    pub snapshots: Option<Arc<dyn ultracore_core::store::SnapshotStore>>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Audit log.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// Store or replay.
+    #[error("opening the ledger: {0}")]
+    Engine(#[from] EngineError),
+    /// Store construction.
+    #[error("opening the store: {0}")]
+    Store(#[from] ultracore_core::store::StoreError),
+}
+
+/// What start-up found, for the operator.
+#[derive(Debug)]
+pub struct Startup {
+    /// Where the engine started from.
+    pub opened: OpenedFrom,
+    /// The audit chain as found (records, torn tail).
+    pub audit: ChainEnd,
+    /// Whether the store survives restarts.
+    pub durable: bool,
+}
+
+impl AppState {
+    /// Opens the stores, the engine (from a snapshot when there is a usable one), the audit
+    /// log and the keys.
+    pub async fn build(config: &Config) -> Result<(AppState, Startup), StartError> {
+        let stores = open_stores(config)?;
+        Self::build_on(config, stores).await
+    }
+
+    /// Like [`AppState::build`], on given stores (tests, embedding).
+    pub async fn build_on(
+        config: &Config,
+        stores: Stores,
+    ) -> Result<(AppState, Startup), StartError> {
+        let keys = config.jwt_keys()?;
+        let (audit, chain) = AuditLog::open(&config.audit_path())?;
+        let metrics = Arc::new(Metrics::new());
+        let store = ServerStore::new(stores.events.clone(), metrics.clone());
+        let engine_config = EngineConfig {
+            ledger: LedgerConfig {
+                // Ids come from untrusted clients: a secret seed keeps hash flooding out.
+                hash_seed: u64::from_le_bytes(crate::util::random_bytes::<8>()),
+                ..LedgerConfig::default()
+            },
+            log_id: 0,
+        };
+        let clock = Arc::new(SystemClock);
+        let (engine, opened) = match &stores.snapshots {
+            Some(snaps) => {
+                Engine::open_with_snapshot(store, snaps.as_ref(), clock, engine_config).await?
+            }
+            None => (
+                Engine::open(store, clock, engine_config).await?,
+                OpenedFrom::Replay,
+            ),
+        };
+        let state = AppState {
+            engine: Arc::new(engine),
+            keys: Arc::new(keys),
+            audit,
+            metrics,
+            limiter: Arc::new(RateLimiter::new(
+                config.rate_limit_per_second,
+                config.rate_limit_burst,
+            )),
+            ready: Arc::new(AtomicBool::new(true)),
+            snapshots: stores.snapshots,
+        };
+        Ok((
+            state,
+            Startup {
+                opened,
+                audit: chain,
+                durable: stores.durable,
+            },
+        ))
+    }
+
+    /// Whether the server takes traffic.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
