@@ -31,7 +31,12 @@ const _: () = assert!(EVENTS_PER_PAGE_MAX <= ultracore_core::limits::EVENTS_PER_
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StoreKind {
-    /// In memory: nothing survives the process (until the journal lands).
+    /// The embedded durable journal in `<data_dir>/journal` (snapshots in
+    /// `<data_dir>/snapshots`): the default.
+    Journal,
+    /// PostgreSQL at `postgres_url`, schema `postgres_schema` (snapshots in the same schema).
+    Postgres,
+    /// In memory: nothing survives the process (tests, demos).
     Memory,
 }
 
@@ -61,6 +66,10 @@ pub struct Config {
     pub jwt_audience: Option<String>,
     /// Event store.
     pub store: StoreKind,
+    /// PostgreSQL URL, for `store = "postgres"`.
+    pub postgres_url: Option<String>,
+    /// PostgreSQL schema holding UltraCore's tables.
+    pub postgres_schema: String,
     /// Requests per second allowed per principal (0 disables the limit).
     pub rate_limit_per_second: u32,
     /// Burst size of the per-principal limit.
@@ -82,7 +91,9 @@ impl Default for Config {
             jwks_file: None,
             jwt_issuer: None,
             jwt_audience: None,
-            store: StoreKind::Memory,
+            store: StoreKind::Journal,
+            postgres_url: None,
+            postgres_schema: "ultracore".to_string(),
             rate_limit_per_second: 10_000,
             rate_limit_burst: 20_000,
             log_level: "info".to_string(),
@@ -194,14 +205,28 @@ impl Config {
         }
         if let Some(v) = env("ULTRACORE_STORE") {
             self.store = match v.as_str() {
+                "journal" => StoreKind::Journal,
+                "postgres" => StoreKind::Postgres,
                 "memory" => StoreKind::Memory,
                 other => {
                     return Err(ConfigError::Env {
                         var: "ULTRACORE_STORE",
-                        message: format!("unknown store {other:?} (known: memory)"),
+                        message: format!(
+                            "unknown store {other:?} (known: journal, postgres, memory)"
+                        ),
                     })
                 }
             };
+        }
+        if let Some(v) = env("ULTRACORE_POSTGRES_URL") {
+            self.postgres_url = Some(v);
+            // Naming a database means using it, unless the store was chosen explicitly.
+            if env("ULTRACORE_STORE").is_none() {
+                self.store = StoreKind::Postgres;
+            }
+        }
+        if let Some(v) = env("ULTRACORE_POSTGRES_SCHEMA") {
+            self.postgres_schema = v;
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! The one place that turns configuration into an event store (and optional snapshot store),
 //! and `ServerStore`, the instrumented handle the engine runs on. Any
-//! `EventStore<LedgerEvent>` plugs in behind it: today `MemoryEventStore`; the durable journal
-//! (`ultracore-journal`) adds a `StoreKind` and one arm in [`open_stores`].
+//! `EventStore<LedgerEvent>` plugs in behind it: the embedded durable journal
+//! (`ultracore-journal`, the default), PostgreSQL (`ultracore-postgres`) or memory.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,6 +13,9 @@ use ultracore_core::ledger::LedgerEvent;
 use ultracore_core::store::{
     AppendBatch, AppendReceipt, EventStore, MemoryEventStore, SnapshotStore, StoreError,
 };
+
+use ultracore_journal::{FileSnapshotStore, Journal, JournalConfig};
+use ultracore_postgres::{PgConfig, PgEventStore, PgSnapshotStore};
 
 use crate::config::{Config, StoreKind};
 use crate::metrics::Metrics;
@@ -27,9 +30,50 @@ pub struct Stores {
     pub durable: bool,
 }
 
-/// Builds the stores named by `config`.
+/// Builds the stores named by `config`. Opening the journal scans it (recovery): a torn tail
+/// left by a crash is truncated and logged; any other damage stops start-up with an error
+/// naming the file and byte offset.
 pub fn open_stores(config: &Config) -> Result<Stores, StoreError> {
     match config.store {
+        StoreKind::Journal => {
+            let dir = config.data_dir.join("journal");
+            let (journal, report) = Journal::<LedgerEvent>::open(&dir, JournalConfig::default())?;
+            match &report.torn_tail {
+                Some(t) => tracing::warn!(
+                    file = %t.file.display(),
+                    offset = t.offset,
+                    bytes_discarded = t.bytes_discarded,
+                    reason = %t.reason,
+                    "journal: truncated a torn tail (a write interrupted by a crash; it was never acknowledged)"
+                ),
+                None => tracing::info!(
+                    segments = report.segments,
+                    events = report.events,
+                    "journal: recovered"
+                ),
+            }
+            let snapshots = FileSnapshotStore::open(config.data_dir.join("snapshots"))?;
+            Ok(Stores {
+                events: Arc::new(journal),
+                snapshots: Some(Arc::new(snapshots)),
+                durable: true,
+            })
+        }
+        StoreKind::Postgres => {
+            let url = config.postgres_url.as_deref().ok_or_else(|| {
+                StoreError::Unavailable(
+                    "store is postgres but no URL is configured (ULTRACORE_POSTGRES_URL)".into(),
+                )
+            })?;
+            let pg = PgConfig::new(url, &config.postgres_schema)
+                .and_then(PgEventStore::lazy)
+                .map_err(StoreError::from)?;
+            Ok(Stores {
+                events: Arc::new(pg.clone()),
+                snapshots: Some(Arc::new(PgSnapshotStore::new(pg))),
+                durable: true,
+            })
+        }
         StoreKind::Memory => Ok(Stores {
             events: Arc::new(MemoryEventStore::<LedgerEvent>::new()),
             snapshots: None,

@@ -2,106 +2,12 @@
 //! HTTP/1.1 over a plain socket, shut down with SIGTERM, then verify (and break) the audit
 //! chain with `ultracore verify-audit`.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ultracore"))
-}
-
-fn with_env(mut c: Command, dir: &Path) -> Command {
-    c.env("ULTRACORE_DATA_DIR", dir)
-        .env("ULTRACORE_LEDGER_ADDR", "127.0.0.1:0")
-        .env("ULTRACORE_COMPLIANCE_ADDR", "127.0.0.1:0")
-        .env("ULTRACORE_DOCUMENT_ADDR", "127.0.0.1:0")
-        .env("ULTRACORE_NOTIFICATION_ADDR", "127.0.0.1:0")
-        .env_remove("ULTRACORE_JWT_SECRET")
-        .env_remove("ULTRACORE_CONFIG");
-    c
-}
-
-fn token(dir: &Path, role: &str) -> String {
-    let out = with_env(bin(), dir)
-        .args(["token", "--sub", "it", "--role", role, "--ttl", "120"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 1, "only the token on stdout: {stdout:?}");
-    assert_eq!(lines[0].split('.').count(), 3, "a JWT: {stdout:?}");
-    lines[0].to_string()
-}
-
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(dir: &Path) -> Server {
-    let mut child = with_env(bin(), dir)
-        .arg("serve")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines.next().expect("server printed its address").unwrap();
-        if let Some(rest) = line.strip_prefix("ultracore: ledger API listening on http://") {
-            break rest.to_string();
-        }
-    };
-    // Keep draining stdout so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, addr }
-}
-
-/// One HTTP/1.1 exchange with `Connection: close`: (status, head, body).
-fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&str>,
-) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nX-Request-Id: bin-{method}\r\n");
-    if let Some(t) = token {
-        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    let body = body.unwrap_or("");
-    if !body.is_empty() {
-        req.push_str("Content-Type: application/json\r\n");
-    }
-    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    s.write_all(req.as_bytes()).unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, head.to_ascii_lowercase(), body.to_string())
-}
-
-fn temp(name: &str) -> PathBuf {
-    ultracore_server::util::temp_dir(name)
-}
+use common::*;
 
 #[test]
 fn token_prints_only_a_jwt_and_refuses_bad_roles() {

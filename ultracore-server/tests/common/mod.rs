@@ -1,0 +1,121 @@
+//! Helpers shared by the tests that drive the real `ultracore` binary: environment, token,
+//! start on free ports, and one HTTP/1.1 exchange over a plain socket.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ultracore"))
+}
+
+pub fn with_env(mut c: Command, dir: &Path) -> Command {
+    c.env("ULTRACORE_DATA_DIR", dir)
+        .env("ULTRACORE_LEDGER_ADDR", "127.0.0.1:0")
+        .env("ULTRACORE_COMPLIANCE_ADDR", "127.0.0.1:0")
+        .env("ULTRACORE_DOCUMENT_ADDR", "127.0.0.1:0")
+        .env("ULTRACORE_NOTIFICATION_ADDR", "127.0.0.1:0")
+        .env_remove("ULTRACORE_JWT_SECRET")
+        .env_remove("ULTRACORE_CONFIG");
+    c
+}
+
+pub fn token(dir: &Path, role: &str) -> String {
+    let out = with_env(bin(), dir)
+        .args(["token", "--sub", "it", "--role", role, "--ttl", "120"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "only the token on stdout: {stdout:?}");
+    assert_eq!(lines[0].split('.').count(), 3, "a JWT: {stdout:?}");
+    lines[0].to_string()
+}
+
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn start(dir: &Path) -> Server {
+    let mut child = with_env(bin(), dir)
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines.next().expect("server printed its address").unwrap();
+        if let Some(rest) = line.strip_prefix("ultracore: ledger API listening on http://") {
+            break rest.to_string();
+        }
+    };
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, addr }
+}
+
+/// One HTTP/1.1 exchange with `Connection: close`: (status, head, body).
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String, String) {
+    try_http(addr, method, path, token, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// Like [`http`], but a connection that fails (a dead server) is an error, not a panic.
+pub fn try_http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> std::io::Result<(u16, String, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nX-Request-Id: bin-{method}\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    s.write_all(req.as_bytes())?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response");
+    let (head, body) = resp.split_once("\r\n\r\n").ok_or_else(bad)?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(bad)?;
+    Ok((status, head.to_ascii_lowercase(), body.to_string()))
+}
+
+pub fn temp(name: &str) -> PathBuf {
+    ultracore_server::util::temp_dir(name)
+}
