@@ -35,6 +35,8 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// Snapshot store, if the backend has one.
     pub snapshots: Option<Arc<dyn ultracore_core::store::SnapshotStore>>,
+    /// Owner and branch of accounts already seen (for authorisation without the state lock).
+    pub attrs: Arc<crate::routes::AttrCache>,
 }
 
 /// Why the server could not start.
@@ -111,6 +113,7 @@ impl AppState {
             )),
             ready: Arc::new(AtomicBool::new(true)),
             snapshots: stores.snapshots,
+            attrs: Arc::default(),
         };
         Ok((
             state,

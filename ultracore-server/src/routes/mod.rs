@@ -17,6 +17,87 @@ use crate::error::ApiError;
 use crate::extract::Caller;
 use crate::state::AppState;
 
+/// Owner and branch of the accounts seen so far. They are fixed when an account is opened
+/// (no command changes them), so a cached answer is exactly the ledger's answer. Looking them
+/// up here keeps authorisation off the engine's state lock, which the engine holds while it
+/// makes a batch durable: with a read under that lock before every command, each request
+/// waited for the previous commit before joining the queue, and group commit never formed
+/// (measured: 1.07 events per commit and 480 transfers/s at 64 connections).
+#[derive(Default)]
+pub struct AttrCache {
+    inner: std::sync::RwLock<std::collections::HashMap<AccountId, OwnerBranch>>,
+}
+
+/// An account's (owner, branch).
+type OwnerBranch = (Option<String>, Option<String>);
+
+impl AttrCache {
+    fn get(&self, id: &AccountId) -> Option<OwnerBranch> {
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Remembers `id`'s attributes if the ledger knows the account (unknown ones are not
+    /// cached: they may be opened later).
+    fn fill(&self, ledger: &Ledger, id: &AccountId) {
+        if let Some(a) = ledger.account(id) {
+            self.inner
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.clone(), (a.owner.clone(), a.branch.clone()));
+        }
+    }
+}
+
+/// The policy resource of a request naming these accounts (`(id, debited)`; an id that does
+/// not parse counts as an unknown account): from the cache when every account is in it,
+/// otherwise from one consistent read, which also fills the cache.
+pub async fn accounts_resource(state: &AppState, accounts: &[(&str, bool)]) -> Resource {
+    let parsed: Vec<(Option<AccountId>, bool)> = accounts
+        .iter()
+        .map(|(s, debited)| (crate::dto::account_id(s).ok(), *debited))
+        .collect();
+    let mut cached = Vec::with_capacity(parsed.len());
+    for (id, debited) in &parsed {
+        let attrs = match id {
+            None => Some((None, None)),
+            Some(id) => state.attrs.get(id),
+        };
+        match attrs {
+            Some((owner, branch)) => cached.push(AccountAttrs {
+                owner,
+                branch,
+                debited: *debited,
+            }),
+            None => break,
+        }
+    }
+    if cached.len() == parsed.len() {
+        return Resource { accounts: cached };
+    }
+    state
+        .engine
+        .read(|l| Resource {
+            accounts: parsed
+                .iter()
+                .map(|(id, debited)| match id {
+                    Some(id) => {
+                        state.attrs.fill(l, id);
+                        account_attrs(l, id, *debited)
+                    }
+                    None => AccountAttrs {
+                        debited: *debited,
+                        ..AccountAttrs::default()
+                    },
+                })
+                .collect(),
+        })
+        .await
+}
+
 /// The policy attributes of `id` (none if the ledger does not know it).
 pub fn account_attrs(ledger: &Ledger, id: &AccountId, debited: bool) -> AccountAttrs {
     let a = ledger.account(id);

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use ultracore_core::ledger::{Command, EntryKind, PostHold, VoidHold};
 
-use super::{account_attrs, entry_receipt, entry_resource, execute};
+use super::{account_attrs, accounts_resource, entry_receipt, entry_resource, execute};
 use crate::auth::policy::{authorize, Action, Resource};
 use crate::config::TRANSFERS_PER_BATCH_MAX;
 use crate::dto::{
@@ -46,7 +46,11 @@ pub async fn create(
     Body(req): Body<TransferIn>,
 ) -> Result<(StatusCode, Json<TransferOut>), ApiError> {
     let cmd = req.to_command()?;
-    let resource = state.engine.read(|l| transfer_resource(l, &req)).await;
+    let resource = accounts_resource(
+        &state,
+        &[(&req.debit_account, true), (&req.credit_account, false)],
+    )
+    .await;
     caller.authorize(Action::MoneyMove, &req.id, &resource)?;
     let receipt = entry_receipt(execute(&state, &caller, cmd, None).await?)?;
     Ok((StatusCode::CREATED, Json(TransferOut::new(receipt, &req))))
@@ -62,7 +66,7 @@ pub async fn create(
 pub async fn batch(
     State(state): State<AppState>,
     caller: Caller,
-    Body(items): Body<Vec<serde_json::Value>>,
+    Body(items): Body<Vec<Box<serde_json::value::RawValue>>>,
 ) -> Result<Json<BatchOut>, ApiError> {
     if items.len() > TRANSFERS_PER_BATCH_MAX {
         return Err(ApiError::new(
@@ -78,7 +82,9 @@ pub async fn batch(
     let mut results: Vec<Option<Result<TransferOut, ApiError>>> = vec![None; items.len()];
     let mut parsed: Vec<(usize, TransferIn, Command)> = Vec::with_capacity(items.len());
     for (i, v) in items.into_iter().enumerate() {
-        let item = serde_json::from_value::<TransferIn>(v)
+        // Each item is parsed on its own from its raw text (no intermediate `Value` tree), so
+        // a malformed item fails alone.
+        let item = serde_json::from_str::<TransferIn>(v.get())
             .map_err(|e| json_error(&e))
             .and_then(|t| t.to_command().map(|c| (t, c)));
         match item {
