@@ -81,6 +81,7 @@ mod journal;
 mod ledger;
 pub mod segment;
 mod snapshot;
+mod streams;
 
 pub use codec::JournalEvent;
 pub use error::{JournalError, RecoveryReport, TornTail};
