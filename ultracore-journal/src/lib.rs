@@ -75,6 +75,7 @@
 
 #![warn(missing_docs)]
 
+mod checkpoint;
 pub mod codec;
 mod error;
 mod journal;

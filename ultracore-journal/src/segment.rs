@@ -99,6 +99,16 @@ pub struct SegmentScan {
     pub records: u64,
     /// A torn tail that was cut off.
     pub torn: Option<TornTail>,
+    /// [`fold_crc`] over the body checksums of its intact records, in order.
+    pub crc_fold: u32,
+    /// The same over the records that start before `decode_from`.
+    pub crc_fold_covered: u32,
+}
+
+/// Folds a record's body checksum into a segment's running value: what binds an index
+/// checkpoint to the exact records it covers.
+pub fn fold_crc(fold: u32, body_crc: u32) -> u32 {
+    crc32c::crc32c_append(fold, &body_crc.to_le_bytes())
 }
 
 /// Checks one segment and calls `on_event` for each event in order. `next_position` is the
@@ -127,6 +137,8 @@ pub fn scan(
             return Ok(SegmentScan {
                 len: SEGMENT_HEADER_LEN as u64,
                 records: 0,
+                crc_fold: 0,
+                crc_fold_covered: 0,
                 torn: Some(TornTail {
                     file: path.to_path_buf(),
                     offset: 0,
@@ -141,6 +153,7 @@ pub fn scan(
     let mut at = SEGMENT_HEADER_LEN;
     let mut position = next_position;
     let mut records = 0;
+    let (mut crc_fold, mut crc_fold_covered) = (0, 0);
     while at < buf.len() {
         let rest = &buf[at..];
         let frame = match codec::check_frame(rest) {
@@ -152,6 +165,8 @@ pub fn scan(
                         len: at as u64,
                         records,
                         torn: Some(torn),
+                        crc_fold,
+                        crc_fold_covered,
                     });
                 }
                 return Err(corrupt(at, e.to_string()));
@@ -166,6 +181,11 @@ pub fn scan(
             ));
         }
         let decode = at as u64 >= decode_from;
+        let body_crc = codec::le_u32(rest, 4);
+        crc_fold = fold_crc(crc_fold, body_crc);
+        if !decode {
+            crc_fold_covered = fold_crc(crc_fold_covered, body_crc);
+        }
         for (rel, bytes) in events {
             let offset = at + FRAME_HEADER_LEN + rel;
             let key = if decode {
@@ -185,6 +205,8 @@ pub fn scan(
         len: buf.len() as u64,
         records,
         torn: None,
+        crc_fold,
+        crc_fold_covered,
     })
 }
 

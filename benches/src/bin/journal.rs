@@ -28,10 +28,10 @@ use ultracore_core::ids::{AccountId, EntryId, EventId};
 use ultracore_core::ledger::{
     AccountKind, Constraints, Direction, Ledger, LedgerConfig, LedgerEvent, Metadata, Posting,
 };
-use ultracore_core::store::SnapshotStore;
-use ultracore_core::time::ManualClock;
 use ultracore_core::money::{Amount, Currency};
+use ultracore_core::store::SnapshotStore;
 use ultracore_core::store::{AppendBatch, EventStore};
+use ultracore_core::time::ManualClock;
 use ultracore_core::time::{EffectiveAt, RecordedAt, Timestamp};
 use ultracore_journal::{FileSnapshotStore, Journal, JournalConfig};
 
@@ -357,7 +357,10 @@ fn append_ledger_log(journal: &Journal<LedgerEvent>, mut after: u64, upto: u64) 
             block_on(in_flight.pop_front().expect("queued")).expect("append");
         }
         if after % 1_000_000 < n {
-            eprintln!("  building: {after} / {upto} events ({:.0} s)", t.elapsed().as_secs_f64());
+            eprintln!(
+                "  building: {after} / {upto} events ({:.0} s)",
+                t.elapsed().as_secs_f64()
+            );
         }
     }
     for p in in_flight {
@@ -366,7 +369,10 @@ fn append_ledger_log(journal: &Journal<LedgerEvent>, mut after: u64, upto: u64) 
 }
 
 fn restart(events: u64) {
-    assert!(events > RESTART_ACCOUNTS + RESTART_TAIL, "at least 110,001 events");
+    assert!(
+        events > RESTART_ACCOUNTS + RESTART_TAIL,
+        "at least 110,001 events"
+    );
     let dir = bench_dir().join(format!("restart-{events}"));
     let (log, snaps) = (dir.join("journal"), dir.join("snapshots"));
     let done = dir.join("complete");
@@ -411,10 +417,13 @@ fn restart(events: u64) {
     for round in 0..2 {
         // The parts alone.
         let t = Instant::now();
-        let snap = block_on(store.load("ledger-0")).expect("load").expect("a snapshot");
+        let snap = block_on(store.load("ledger-0"))
+            .expect("load")
+            .expect("a snapshot");
         let load = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let ledger = Ledger::decode_snapshot(LedgerConfig::default(), &snap.bytes).expect("decodes");
+        let ledger =
+            Ledger::decode_snapshot(LedgerConfig::default(), &snap.bytes).expect("decodes");
         let decode = t.elapsed().as_secs_f64();
         let folded = ledger.position();
         drop((ledger, snap));
@@ -433,7 +442,12 @@ fn restart(events: u64) {
         ))
         .expect("engine opens");
         let total = start.elapsed().as_secs_f64();
-        assert_eq!(from, OpenedFrom::Snapshot { position: events - RESTART_TAIL });
+        assert_eq!(
+            from,
+            OpenedFrom::Snapshot {
+                position: events - RESTART_TAIL
+            }
+        );
         let position = block_on(engine.read(|l| l.position()));
         assert_eq!(position, events);
         let engine_secs = total - open;
