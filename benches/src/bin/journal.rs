@@ -16,6 +16,8 @@
 //! `cargo run --release -p ultracore-benches --bin journal -- append 16 128 2000000`
 //! `cargo run --release -p ultracore-benches --bin journal -- scan 10000000`
 //! `cargo run --release -p ultracore-benches --bin journal -- restart 10000000`
+//! `cargo run --release -p ultracore-benches --bin journal -- open 10000000` (the journal
+//! part of the restart log alone: 3 opens without, 3 with the index checkpoint)
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -53,6 +55,7 @@ fn main() {
         "scan" => scan(num(10_000_000)),
         "encode" => encode(num(1_000_000)),
         "restart" => restart(num(10_000_000)),
+        "open" => open_only(num(10_000_000)),
         other => eprintln!("unknown mode {other}: append | scan | encode | restart"),
     }
 }
@@ -484,5 +487,44 @@ fn restart(events: u64) {
             (engine_secs - load - decode).max(0.0)
         );
         drop(engine);
+    }
+}
+
+/// `Journal::open` of the restart log alone, alternating without and with its checkpoint.
+fn open_only(events: u64) {
+    let log = bench_dir()
+        .join(format!("restart-{events}"))
+        .join("journal");
+    let (cp, aside) = (
+        log.join("index.checkpoint"),
+        log.join("index.checkpoint.aside"),
+    );
+    if !cp.exists() && !aside.exists() {
+        let (journal, _) =
+            Journal::<LedgerEvent>::open(&log, JournalConfig::default()).expect("open");
+        let t = Instant::now();
+        let at = journal.checkpoint().expect("checkpoint");
+        println!(
+            "checkpoint at {at} written in {:.2} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    for round in 0..6 {
+        if round % 2 == 0 && cp.exists() {
+            std::fs::rename(&cp, &aside).expect("aside");
+        } else if round % 2 == 1 && aside.exists() {
+            std::fs::rename(&aside, &cp).expect("back");
+        }
+        let t = Instant::now();
+        let (journal, report) =
+            Journal::<LedgerEvent>::open(&log, JournalConfig::default()).expect("open");
+        let secs = t.elapsed().as_secs_f64();
+        assert_eq!(report.events, events);
+        println!(
+            "open round {round}: {secs:.2} s ({:.0} ns/event), checkpoint {:?}",
+            secs * 1e9 / events as f64,
+            report.checkpoint
+        );
+        drop(journal);
     }
 }
