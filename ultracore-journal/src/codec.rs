@@ -176,6 +176,26 @@ struct ScanHead {
     recorded_at: RecordedAt,
 }
 
+/// [`ScanHead`] with the stream name borrowed from the record (no allocation, no parse).
+#[derive(Deserialize)]
+struct RawHead<'a> {
+    #[serde(borrow)]
+    stream: &'a str,
+    stream_version: u64,
+    recorded_at: RecordedAt,
+}
+
+/// What the index needs from one event, the stream as the text stored in the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawKey<'a> {
+    /// Its stream's name (as [`StreamId`]'s `Display` writes it).
+    pub stream: &'a str,
+    /// Its version in the stream.
+    pub stream_version: u64,
+    /// Its transaction time.
+    pub recorded_at: RecordedAt,
+}
+
 /// What the index needs from one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventKey {
@@ -330,6 +350,47 @@ pub fn scan_event(bytes: &[u8]) -> Result<EventKey, DecodeError> {
         stream_version: h.stream_version,
         recorded_at: h.recorded_at,
     })
+}
+
+/// Like [`scan_event`], without building a [`StreamId`]: what the recovery scan uses. The
+/// name is not checked against the id rules here (a full decode, which every read does, does).
+pub fn scan_event_raw(bytes: &[u8]) -> Result<RawKey<'_>, DecodeError> {
+    let content = event_content(bytes)?;
+    let (h, _): (RawHead<'_>, &[u8]) = postcard::take_from_bytes(content)
+        .map_err(|e| DecodeError::Malformed(format!("event head: {e}")))?;
+    Ok(RawKey {
+        stream: h.stream,
+        stream_version: h.stream_version,
+        recorded_at: h.recorded_at,
+    })
+}
+
+/// Bytes from an event's start that always hold its stream name: the length prefix, the
+/// name's length (a varint) and the longest stream name.
+pub const STREAM_NAME_SPAN: usize = 4 + 10 + ultracore_core::limits::ID_LEN_MAX + 16;
+
+/// The stream name of the event at the start of `bytes` (length prefix included), reading no
+/// further than the name, so `bytes` may be just the event's first [`STREAM_NAME_SPAN`]
+/// bytes. The index confirms a hash match with it.
+pub fn event_stream(bytes: &[u8]) -> Result<&[u8], DecodeError> {
+    let len = bytes
+        .get(..4)
+        .map(|b| le_u32(b, 0) as usize)
+        .ok_or(DecodeError::Incomplete)?;
+    let content = &bytes[4..bytes.len().min(4 + len)];
+    let mut name_len: u64 = 0;
+    for (i, &b) in content.iter().enumerate().take(10) {
+        name_len |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            let start = i + 1;
+            let end = usize::try_from(name_len)
+                .ok()
+                .and_then(|n| n.checked_add(start))
+                .ok_or_else(|| DecodeError::Malformed("stream name length".into()))?;
+            return content.get(start..end).ok_or(DecodeError::Incomplete);
+        }
+    }
+    Err(DecodeError::Incomplete)
 }
 
 /// Decodes a whole frame at the start of `buf` into its events; returns them and the frame's

@@ -100,4 +100,10 @@ pub struct RecoveryReport {
     pub bytes: u64,
     /// The torn tail that was truncated, if there was one.
     pub torn_tail: Option<TornTail>,
+    /// The position an index checkpoint covered, if open started from one (events up to it
+    /// were checksummed and located but not decoded).
+    pub checkpoint: Option<u64>,
+    /// Why an index checkpoint file was not used (damaged, made with another hash, or
+    /// disagreeing with the segments); the index was then rebuilt from a full scan.
+    pub checkpoint_ignored: Option<String>,
 }

@@ -39,9 +39,11 @@ use ultracore_core::limits::EVENTS_PER_READ_MAX;
 use ultracore_core::store::{validate_batch, AppendBatch, AppendReceipt, EventStore, StoreError};
 use ultracore_core::time::RecordedAt;
 
+use crate::checkpoint::{self, Checkpoint};
 use crate::codec::{self, EncodeError, EncodedRecord, JournalEvent};
 use crate::error::{JournalError, RecoveryReport};
 use crate::segment::{self, SEGMENT_HEADER_LEN};
+use crate::streams::{self, Positions, StreamIndex};
 
 /// Smallest allowed `segment_size_max`.
 pub const SEGMENT_SIZE_MIN: u64 = 4096;
@@ -59,24 +61,28 @@ pub struct JournalConfig {
     /// A segment is closed and a new one started before a record would take it past this size
     /// (a single larger record gets a segment of its own). Default 64 MiB.
     pub segment_size_max: u64,
+    /// Bits of the stream hash the index keeps: all of them (`!0`, the default). Tests set a
+    /// tiny mask to make different streams collide; answers must stay exact regardless.
+    #[doc(hidden)]
+    pub stream_hash_mask: u64,
 }
 
 impl Default for JournalConfig {
     fn default() -> Self {
         JournalConfig {
             segment_size_max: 64 << 20,
+            stream_hash_mask: !0,
         }
     }
 }
-
-type Positions = SmallVec<[u64; 2]>;
-type StreamMap = HashMap<StreamId, Positions, foldhash::fast::RandomState>;
 
 struct SegmentRef {
     path: PathBuf,
     file: Arc<File>,
     /// Bytes durable and published.
     len: u64,
+    /// `segment::fold_crc` over the body checksums of its records up to `len`.
+    crc_fold: u32,
 }
 
 /// What readers see: only published (durable) events.
@@ -84,22 +90,46 @@ struct Index {
     /// `(segment index << 32) | offset` of the event at position `i + 1`.
     locations: Vec<u64>,
     segments: Vec<SegmentRef>,
-    streams: StreamMap,
+    streams: StreamIndex,
     last_recorded_at: Option<RecordedAt>,
 }
 
 impl Index {
-    fn version(&self, stream: &StreamId) -> u64 {
-        self.streams.get(stream).map_or(0, |p| p.len() as u64)
+    /// Whether the event at `position` is on the stream named `name` (read from the log: the
+    /// index keeps hashes, not names).
+    fn stream_is(&self, position: u64, name: &[u8]) -> std::io::Result<bool> {
+        let (seg, off) = unpack(self.locations[(position - 1) as usize]);
+        let s = &self.segments[seg];
+        let mut buf = [0u8; codec::STREAM_NAME_SPAN];
+        let n = s.len.saturating_sub(off).min(buf.len() as u64) as usize;
+        s.file.read_exact_at(&mut buf[..n], off)?;
+        let stored = codec::event_stream(&buf[..n]).map_err(|e| {
+            std::io::Error::other(format!(
+                "{} at byte {off}: stream name of the event at position {position}: {e}",
+                s.path.display()
+            ))
+        })?;
+        Ok(stored == name)
+    }
+
+    /// The positions of the stream named `name` whose stored hash is `hash`.
+    fn find(&self, hash: u64, name: &[u8]) -> std::io::Result<Option<Positions<'_>>> {
+        self.streams.find(hash, |first| self.stream_is(first, name))
     }
 }
 
 struct Shared {
     dir: PathBuf,
+    /// The stream index's hash seed and mask (fixed for the journal's life), so appenders can
+    /// hash their streams before queueing.
+    hash_seed: u64,
+    hash_mask: u64,
     stats: StatCounters,
     index: RwLock<Index>,
     last_position: AtomicU64,
     waiters: Mutex<Vec<oneshot::Sender<()>>>,
+    /// One checkpoint written at a time.
+    checkpointing: Mutex<()>,
 }
 
 impl Shared {
@@ -147,6 +177,8 @@ pub struct JournalStats {
 struct Request<E> {
     batch: AppendBatch<E>,
     encoded: Result<EncodedRecord, EncodeError>,
+    /// Each event's stream hash, computed on the caller's thread (empty if encoding failed).
+    hashes: Vec<u64>,
     reply: oneshot::Sender<Reply<E>>,
 }
 
@@ -181,17 +213,22 @@ impl<E: JournalEvent> Journal<E> {
             )));
         }
         std::fs::create_dir_all(&dir).map_err(JournalError::io(&dir))?;
-        let (index, report, writer_file) = recover(&dir)?;
+        let (index, report, writer_file) = recover(&dir, &config)?;
+        let (hash_seed, hash_mask) = (index.streams.seed(), index.streams.mask());
         let last_position = index.locations.len() as u64;
         let last_recorded_at = index.last_recorded_at;
         let seg_idx = index.segments.len() - 1;
         let seg_len = index.segments[seg_idx].len;
+        let seg_fold = index.segments[seg_idx].crc_fold;
         let shared = Arc::new(Shared {
             dir: dir.clone(),
+            hash_seed,
+            hash_mask,
             stats: StatCounters::default(),
             index: RwLock::new(index),
             last_position: AtomicU64::new(last_position),
             waiters: Mutex::new(Vec::new()),
+            checkpointing: Mutex::new(()),
         });
         let (tx, rx) = mpsc::channel();
         let mut writer = Writer {
@@ -199,6 +236,7 @@ impl<E: JournalEvent> Journal<E> {
             file: writer_file,
             seg_idx,
             seg_len,
+            seg_fold,
             segment_size_max: config.segment_size_max,
             last_position,
             last_recorded_at,
@@ -234,6 +272,30 @@ impl<E: JournalEvent> Journal<E> {
         }
     }
 
+    /// Writes an index checkpoint of everything durable now (atomically replacing the last
+    /// one) and returns the position it covers; the next [`Journal::open`] then decodes only
+    /// the events after it (it still reads and checksums every record). Call it alongside
+    /// ledger snapshots. The index is copied under its read lock (a pause of appends' publish
+    /// for the copy, ~30 bytes per event) and written outside it, on the calling thread.
+    pub fn checkpoint(&self) -> Result<u64, JournalError> {
+        let _one = self
+            .shared
+            .checkpointing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let cp = {
+            let idx = self.shared.read();
+            Checkpoint {
+                segments: idx.segments.iter().map(|s| (s.len, s.crc_fold)).collect(),
+                locations: idx.locations.clone(),
+                last_recorded_at: idx.last_recorded_at,
+                streams: idx.streams.clone(),
+            }
+        };
+        checkpoint::save(&self.shared.dir, &cp)?;
+        Ok(cp.locations.len() as u64)
+    }
+
     /// The journal's directory.
     pub fn dir(&self) -> &Path {
         &self.shared.dir
@@ -249,11 +311,25 @@ impl<E: JournalEvent> Journal<E> {
         batch: AppendBatch<E>,
     ) -> impl std::future::Future<Output = Result<AppendReceipt, StoreError>> + Send + 'static {
         let encoded = codec::encode_record(&batch.events);
+        let (seed, mask) = (self.shared.hash_seed, self.shared.hash_mask);
+        let hashes = match &encoded {
+            // The name as the record stores it: what the recovery scan will hash.
+            Ok(rec) => rec
+                .event_offsets
+                .iter()
+                .map(|&o| {
+                    codec::event_stream(&rec.frame[o as usize..])
+                        .map_or(0, |name| streams::hash_with(seed, mask, name))
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
         let (reply, rx) = oneshot::channel();
         let sent = self.tx.as_ref().map(|tx| {
             tx.send(Request {
                 batch,
                 encoded,
+                hashes,
                 reply,
             })
             .is_ok()
@@ -372,15 +448,13 @@ impl<E: JournalEvent> EventStore<E> for Journal<E> {
         limit: usize,
     ) -> Result<Vec<Envelope<E>>, StoreError> {
         let limit = limit.min(EVENTS_PER_READ_MAX);
+        let name = stream.to_string();
         let positions: Vec<u64> = {
             let idx = self.shared.read();
-            idx.streams.get(stream).map_or_else(Vec::new, |p| {
-                p.iter()
-                    .skip(from_version.saturating_sub(1) as usize)
-                    .take(limit)
-                    .copied()
-                    .collect()
-            })
+            let hash = idx.streams.hash(name.as_bytes());
+            idx.find(hash, name.as_bytes())
+                .map_err(|e| StoreError::Unavailable(format!("journal read: {e}")))?
+                .map_or_else(Vec::new, |p| p.range(from_version, limit))
         };
         let mut out = Vec::with_capacity(positions.len());
         for p in positions {
@@ -424,20 +498,112 @@ impl<E: JournalEvent> EventStore<E> for Journal<E> {
 }
 
 /// Scans every segment and returns the index, the report and the last segment open for append.
-fn recover(dir: &Path) -> Result<(Index, RecoveryReport, File), JournalError> {
+/// With a usable index checkpoint, events it covers are checked (record checksums, positions,
+/// locations) but not decoded; if it disagrees with the segments in any way, or the scan
+/// through it fails, the index is rebuilt from a full scan instead (which reports real damage).
+fn recover(
+    dir: &Path,
+    config: &JournalConfig,
+) -> Result<(Index, RecoveryReport, File), JournalError> {
     let mut files = segment::list(dir)?;
     if files.is_empty() {
         segment::create(dir, 1, 1)?;
         files = segment::list(dir)?;
     }
-    let mut index = Index {
-        locations: Vec::new(),
-        segments: Vec::with_capacity(files.len()),
-        streams: StreamMap::default(),
-        last_recorded_at: None,
+    let mut ignored = None;
+    let mut torn_before = None;
+    let mut result = None;
+    match checkpoint::load(dir, config.stream_hash_mask) {
+        Ok(None) => {}
+        Err(why) => ignored = Some(why),
+        Ok(Some(cp)) => {
+            let position = cp.locations.len() as u64;
+            match scan_segments(&files, config, Some(cp)) {
+                Ok(Ok((index, mut report))) => {
+                    report.checkpoint = Some(position);
+                    result = Some((index, report));
+                }
+                Ok(Err((why, torn))) => {
+                    ignored = Some(why);
+                    torn_before = torn;
+                }
+                Err(e) => {
+                    ignored = Some(format!("scan through it failed: {e}"));
+                }
+            }
+        }
+    }
+    let (index, mut report) = match result {
+        Some(r) => r,
+        None => match scan_segments(&files, config, None)? {
+            Ok(r) => r,
+            Err((why, _)) => unreachable!("a full scan has no checkpoint to disagree with: {why}"),
+        },
     };
+    if report.torn_tail.is_none() {
+        // Cut off by the attempt through the checkpoint, before it was abandoned.
+        report.torn_tail = torn_before;
+    }
+    report.checkpoint_ignored = ignored;
+    let last = index.segments.last().expect("at least one segment");
+    let writer_file = OpenOptions::new()
+        .append(true)
+        .open(&last.path)
+        .map_err(JournalError::io(&last.path))?;
+    Ok((index, report, writer_file))
+}
+
+/// Why a checkpoint was abandoned, and a torn tail cut off before that.
+type Disagreement = (String, Option<crate::error::TornTail>);
+
+fn scan_segments(
+    files: &[(u32, PathBuf)],
+    config: &JournalConfig,
+    cp: Option<Checkpoint>,
+) -> Result<Result<(Index, RecoveryReport), Disagreement>, JournalError> {
+    // Pre-size the index from the segment sizes (~100 bytes per event; most ledger events
+    // start a stream), so the scan never grows it.
+    let bytes: u64 = files
+        .iter()
+        .filter_map(|(_, p)| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    let events_guess = (bytes / 100) as usize;
+    let (mut index, covered_lens) = match cp {
+        Some(cp) => {
+            let mut locations = cp.locations;
+            locations.reserve(events_guess.saturating_sub(locations.len()));
+            let index = Index {
+                locations,
+                segments: Vec::with_capacity(files.len()),
+                streams: cp.streams,
+                last_recorded_at: cp.last_recorded_at,
+            };
+            (index, cp.segments)
+        }
+        None => {
+            let index = Index {
+                locations: Vec::with_capacity(events_guess),
+                segments: Vec::with_capacity(files.len()),
+                streams: StreamIndex::new(
+                    streams::random_seed(),
+                    config.stream_hash_mask,
+                    events_guess,
+                ),
+                last_recorded_at: None,
+            };
+            (index, Vec::new())
+        }
+    };
+    if covered_lens.len() > files.len() {
+        return Ok(Err(("covers segments that do not exist".into(), None)));
+    }
+    let covered_events = index.locations.len() as u64;
+    let mut seen_covered = 0u64;
+    let mut disagreement: Option<String> = None;
     let mut report = RecoveryReport::default();
     let count = files.len();
+    let mut next = 1u64;
     for (i, (seq, path)) in files.iter().enumerate() {
         let expected_seq = files[0].0 + i as u32;
         if *seq != expected_seq || files[0].0 != 1 {
@@ -448,47 +614,98 @@ fn recover(dir: &Path) -> Result<(Index, RecoveryReport, File), JournalError> {
             });
         }
         let seg_idx = index.segments.len();
-        let next = index.locations.len() as u64 + 1;
-        let Index {
-            locations,
-            streams,
-            last_recorded_at,
-            ..
-        } = &mut index;
-        let scan = segment::scan(path, *seq, next, i + 1 == count, |position, ev| {
-            segment::check_time(last_recorded_at, ev.key.recorded_at)?;
-            let versions = streams.entry(ev.key.stream).or_default();
-            if ev.key.stream_version != versions.len() as u64 + 1 {
-                return Err(format!(
-                    "event at position {position} has stream version {}, expected {}",
-                    ev.key.stream_version,
-                    versions.len() + 1
-                ));
-            }
-            versions.push(position);
-            locations.push(pack(seg_idx, ev.offset as u64));
-            Ok(())
-        })?;
+        // Listed before its scan so that a stream name in it can be read back (below).
+        let file = File::open(path).map_err(JournalError::io(path))?;
+        let file_len = file.metadata().map_err(JournalError::io(path))?.len();
+        index.segments.push(SegmentRef {
+            path: path.clone(),
+            file: Arc::new(file),
+            len: file_len,
+            crc_fold: 0,
+        });
+        let decode_from = covered_lens.get(i).map_or(0, |c| c.0);
+        let mut pending_io: Option<std::io::Error> = None;
+        let mut last_seen = next - 1;
+        let scan = segment::scan(
+            path,
+            *seq,
+            next,
+            i + 1 == count,
+            decode_from,
+            |position, ev| {
+                last_seen = position;
+                let here = pack(seg_idx, ev.offset as u64);
+                let Some(key) = ev.key else {
+                    // Covered by the checkpoint: it must say exactly this.
+                    if position > covered_events || index.locations[(position - 1) as usize] != here
+                    {
+                        disagreement = Some(format!("disagrees at position {position}"));
+                        return Err("checkpoint disagrees".into());
+                    }
+                    seen_covered += 1;
+                    return Ok(());
+                };
+                if position != index.locations.len() as u64 + 1 {
+                    disagreement = Some(format!("does not cover position {position}"));
+                    return Err("checkpoint disagrees".into());
+                }
+                segment::check_time(&mut index.last_recorded_at, key.recorded_at)?;
+                let name = key.stream.as_bytes();
+                let hash = index.streams.hash(name);
+                let found = match index.find(hash, name) {
+                    Ok(found) => found.map(|p| (p.first(), p.version())),
+                    Err(e) => {
+                        let reason = e.to_string();
+                        pending_io = Some(e);
+                        return Err(reason);
+                    }
+                };
+                let (first, version) = found.unwrap_or((position, 0));
+                if key.stream_version != version + 1 {
+                    return Err(format!(
+                        "event at position {position} has stream version {}, expected {}",
+                        key.stream_version,
+                        version + 1
+                    ));
+                }
+                index.locations.push(here);
+                index.streams.push(hash, first, position);
+                Ok(())
+            },
+        );
+        if let Some(why) = disagreement {
+            return Ok(Err((format!("index checkpoint {why}"), report.torn_tail)));
+        }
+        if let (Err(_), Some(e)) = (&scan, pending_io) {
+            return Err(JournalError::io(path)(e));
+        }
+        let scan = scan?;
+        next = last_seen + 1;
         report.segments += 1;
         report.records += scan.records;
         report.bytes += scan.len;
         if scan.torn.is_some() {
             report.torn_tail = scan.torn;
         }
-        let file = File::open(path).map_err(JournalError::io(path))?;
-        index.segments.push(SegmentRef {
-            path: path.clone(),
-            file: Arc::new(file),
-            len: scan.len,
-        });
+        index.segments[seg_idx].len = scan.len;
+        index.segments[seg_idx].crc_fold = scan.crc_fold;
+        if let Some(&(_, fold)) = covered_lens.get(i) {
+            if fold != scan.crc_fold_covered {
+                return Ok(Err((
+                    format!("does not match the records of {}", path.display()),
+                    report.torn_tail,
+                )));
+            }
+        }
+    }
+    if seen_covered != covered_events {
+        return Ok(Err((
+            format!("index checkpoint covers {covered_events} events, the segments {seen_covered}"),
+            report.torn_tail,
+        )));
     }
     report.events = index.locations.len() as u64;
-    let last = index.segments.last().expect("at least one segment");
-    let writer_file = OpenOptions::new()
-        .append(true)
-        .open(&last.path)
-        .map_err(JournalError::io(&last.path))?;
-    Ok((index, report, writer_file))
+    Ok(Ok((index, report)))
 }
 
 struct Writer {
@@ -496,11 +713,31 @@ struct Writer {
     file: File,
     seg_idx: usize,
     seg_len: u64,
+    seg_fold: u32,
     segment_size_max: u64,
     last_position: u64,
     last_recorded_at: Option<RecordedAt>,
     failed: Option<String>,
     buf: Vec<u8>,
+}
+
+/// A request that passed validation, with each event's `(stream hash, first position of its
+/// stream)`: how the index files it without looking the stream up again.
+struct Accepted<E> {
+    request: Request<E>,
+    keys: Vec<(u64, u64)>,
+}
+
+/// Streams of batches accepted earlier in the group, by hash: (request, an event naming the
+/// stream, its first position, its version).
+type Overlay = HashMap<u64, SmallVec<[(u32, u32, u64, u64); 1]>, foldhash::fast::FixedState>;
+
+/// A stream as validation found it: its hash, first position (0 if new) and version.
+#[derive(Clone, Copy)]
+struct Resolved {
+    hash: u64,
+    first: u64,
+    version: u64,
 }
 
 /// A segment created during a group, published with it.
@@ -541,9 +778,9 @@ impl Writer {
                 stats
                     .appends
                     .fetch_add(accepted.len() as u64, Ordering::Relaxed);
-                let events: usize = accepted.iter().map(|r| r.batch.events.len()).sum();
+                let events: usize = accepted.iter().map(|a| a.request.batch.events.len()).sum();
                 stats.events.fetch_add(events as u64, Ordering::Relaxed);
-                for r in accepted {
+                for Accepted { request: r, .. } in accepted {
                     let last = r
                         .batch
                         .events
@@ -559,7 +796,7 @@ impl Writer {
             Err(e) => {
                 let msg = format!("journal write failed, outcome unknown; reopen to recover: {e}");
                 self.failed = Some(msg.clone());
-                for r in accepted {
+                for Accepted { request: r, .. } in accepted {
                     let _ = r
                         .reply
                         .send((Err(StoreError::Unavailable(msg.clone())), Some(r.batch)));
@@ -568,41 +805,134 @@ impl Writer {
         }
     }
 
-    /// Validates in arrival order; answers refused requests; returns the accepted ones.
-    fn validate<E: JournalEvent>(&mut self, group: Vec<Request<E>>) -> Vec<Request<E>> {
-        let mut accepted = Vec::with_capacity(group.len());
+    /// Validates in arrival order; answers refused requests; returns the accepted ones, each
+    /// with its events' `(stream hash, stream's first position)` for the index.
+    fn validate<E: JournalEvent>(&mut self, group: Vec<Request<E>>) -> Vec<Accepted<E>> {
         let idx = self.shared.read();
-        let mut overlay: HashMap<StreamId, u64, foldhash::fast::RandomState> = HashMap::default();
-        for r in group {
+        // Streams written by batches accepted earlier in this group (not yet in the index):
+        // hash → (request, event naming the stream, its first position, its version).
+        let mut overlay: Overlay = HashMap::default();
+        let mut verdicts: Vec<Result<Vec<(u64, u64)>, StoreError>> =
+            Vec::with_capacity(group.len());
+        for (ri, r) in group.iter().enumerate() {
             if let Some(msg) = &self.failed {
-                let _ = r
-                    .reply
-                    .send((Err(StoreError::Unavailable(msg.clone())), Some(r.batch)));
+                verdicts.push(Err(StoreError::Unavailable(msg.clone())));
+                continue;
+            }
+            let events = &r.batch.events;
+            // The version (and first position) of every stream the batch names, before it.
+            let mut local: HashMap<&StreamId, Resolved, foldhash::fast::FixedState> =
+                HashMap::with_capacity_and_hasher(events.len(), Default::default());
+            let resolve = |stream: &StreamId, hash: Option<u64>| -> std::io::Result<Resolved> {
+                let mut name: Option<String> = None;
+                let hash = match hash.filter(|&h| h != 0) {
+                    Some(h) => h,
+                    None => idx
+                        .streams
+                        .hash(name.get_or_insert_with(|| stream.to_string()).as_bytes()),
+                };
+                if let Some(cands) = overlay.get(&hash) {
+                    for &(rj, ej, first, version) in cands {
+                        if group[rj as usize].batch.events[ej as usize].stream == *stream {
+                            return Ok(Resolved {
+                                hash,
+                                first,
+                                version,
+                            });
+                        }
+                    }
+                }
+                let name = name.get_or_insert_with(|| stream.to_string());
+                Ok(match idx.find(hash, name.as_bytes())? {
+                    Some(p) => Resolved {
+                        hash,
+                        first: p.first(),
+                        version: p.version(),
+                    },
+                    None => Resolved {
+                        hash,
+                        first: 0,
+                        version: 0,
+                    },
+                })
+            };
+            let mut io_error = None;
+            for (i, e) in events.iter().enumerate() {
+                if !local.contains_key(&e.stream) {
+                    match resolve(&e.stream, r.hashes.get(i).copied()) {
+                        Ok(res) => {
+                            local.insert(&e.stream, res);
+                        }
+                        Err(err) => {
+                            io_error = Some(err);
+                            break;
+                        }
+                    }
+                }
+            }
+            for (stream, _) in &r.batch.expectations {
+                if io_error.is_none() && !local.contains_key(stream) {
+                    match resolve(stream, None) {
+                        Ok(res) => {
+                            local.insert(stream, res);
+                        }
+                        Err(err) => io_error = Some(err),
+                    }
+                }
+            }
+            if let Some(err) = io_error {
+                verdicts.push(Err(StoreError::Unavailable(format!(
+                    "journal read while validating: {err}"
+                ))));
                 continue;
             }
             let checked =
                 validate_batch(&r.batch, self.last_position, self.last_recorded_at, |s| {
-                    overlay.get(s).copied().unwrap_or_else(|| idx.version(s))
+                    local.get(s).map_or(0, |res| res.version)
                 })
                 .and_then(|()| match &r.encoded {
                     Ok(_) => Ok(()),
                     Err(e) => Err(StoreError::InvalidBatch(e.to_string())),
                 });
             if let Err(e) = checked {
-                let _ = r.reply.send((Err(e), Some(r.batch)));
+                verdicts.push(Err(e));
                 continue;
             }
-            for e in &r.batch.events {
-                overlay.insert(e.stream.clone(), e.stream_version);
+            let mut keys = Vec::with_capacity(events.len());
+            for e in events {
+                let res = local.get_mut(&e.stream).expect("every stream was resolved");
+                if res.version == 0 {
+                    res.first = e.position;
+                }
+                res.version += 1;
+                keys.push((res.hash, res.first));
             }
-            let last = r
-                .batch
-                .events
-                .last()
-                .expect("validated batches are not empty");
+            for (ei, e) in events.iter().enumerate() {
+                let res = local[&e.stream];
+                let cands = overlay.entry(res.hash).or_default();
+                let entry = (ri as u32, ei as u32, res.first, res.version);
+                match cands
+                    .iter_mut()
+                    .find(|c| group[c.0 as usize].batch.events[c.1 as usize].stream == e.stream)
+                {
+                    Some(c) => *c = entry,
+                    None => cands.push(entry),
+                }
+            }
+            let last = events.last().expect("validated batches are not empty");
             self.last_position = last.position;
             self.last_recorded_at = Some(last.recorded_at);
-            accepted.push(r);
+            verdicts.push(Ok(keys));
+        }
+        drop(idx);
+        let mut accepted = Vec::with_capacity(group.len());
+        for (r, verdict) in group.into_iter().zip(verdicts) {
+            match verdict {
+                Ok(keys) => accepted.push(Accepted { request: r, keys }),
+                Err(e) => {
+                    let _ = r.reply.send((Err(e), Some(r.batch)));
+                }
+            }
         }
         accepted
     }
@@ -612,14 +942,14 @@ impl Writer {
     #[allow(clippy::type_complexity)]
     fn write<E: JournalEvent>(
         &mut self,
-        accepted: &[Request<E>],
-    ) -> std::io::Result<(Vec<u64>, Vec<NewSegment>, Vec<(usize, u64)>)> {
-        let events: usize = accepted.iter().map(|r| r.batch.events.len()).sum();
+        accepted: &[Accepted<E>],
+    ) -> std::io::Result<(Vec<u64>, Vec<NewSegment>, Vec<(usize, u64, u32)>)> {
+        let events: usize = accepted.iter().map(|a| a.request.batch.events.len()).sum();
         let mut locations = Vec::with_capacity(events);
         let mut new_segments = Vec::new();
         let mut lens = Vec::new();
         self.buf.clear();
-        for r in accepted {
+        for Accepted { request: r, .. } in accepted {
             let Ok(rec) = &r.encoded else {
                 unreachable!("validate accepts only encoded batches")
             };
@@ -628,7 +958,7 @@ impl Writer {
                 && used + rec.frame.len() as u64 > self.segment_size_max
             {
                 self.flush()?;
-                lens.push((self.seg_idx, self.seg_len));
+                lens.push((self.seg_idx, self.seg_len, self.seg_fold));
                 let first = r.batch.events[0].position;
                 let seq = u32::try_from(self.seg_idx + 2)
                     .map_err(|_| std::io::Error::other("too many segments"))?;
@@ -639,6 +969,7 @@ impl Writer {
                 self.file = file;
                 self.seg_idx += 1;
                 self.seg_len = SEGMENT_HEADER_LEN as u64;
+                self.seg_fold = 0;
                 new_segments.push(NewSegment {
                     path,
                     file: Arc::new(reader),
@@ -650,10 +981,11 @@ impl Writer {
                     .iter()
                     .map(|&o| pack(self.seg_idx, base + o as u64)),
             );
+            self.seg_fold = segment::fold_crc(self.seg_fold, codec::le_u32(&rec.frame, 4));
             self.buf.extend_from_slice(&rec.frame);
         }
         self.flush()?;
-        lens.push((self.seg_idx, self.seg_len));
+        lens.push((self.seg_idx, self.seg_len, self.seg_fold));
         Ok((locations, new_segments, lens))
     }
 
@@ -680,10 +1012,10 @@ impl Writer {
 
     fn publish<E: JournalEvent>(
         &mut self,
-        accepted: &[Request<E>],
+        accepted: &[Accepted<E>],
         locations: Vec<u64>,
         new_segments: Vec<NewSegment>,
-        lens: Vec<(usize, u64)>,
+        lens: Vec<(usize, u64, u32)>,
     ) {
         {
             let mut idx = self.shared.write();
@@ -692,20 +1024,17 @@ impl Writer {
                     path: s.path,
                     file: s.file,
                     len: SEGMENT_HEADER_LEN as u64,
+                    crc_fold: 0,
                 });
             }
-            for (seg, len) in lens {
+            for (seg, len, fold) in lens {
                 idx.segments[seg].len = len;
+                idx.segments[seg].crc_fold = fold;
             }
             idx.locations.extend(locations);
-            for r in accepted {
-                for e in &r.batch.events {
-                    // One probe per event (an entry); new streams are the common case for a
-                    // ledger (every entry has its own stream).
-                    idx.streams
-                        .entry(e.stream.clone())
-                        .or_default()
-                        .push(e.position);
+            for a in accepted {
+                for (e, &(hash, first)) in a.request.batch.events.iter().zip(&a.keys) {
+                    idx.streams.push(hash, first, e.position);
                 }
             }
             idx.last_recorded_at = self.last_recorded_at;

@@ -75,12 +75,14 @@
 
 #![warn(missing_docs)]
 
+mod checkpoint;
 pub mod codec;
 mod error;
 mod journal;
 mod ledger;
 pub mod segment;
 mod snapshot;
+mod streams;
 
 pub use codec::JournalEvent;
 pub use error::{JournalError, RecoveryReport, TornTail};

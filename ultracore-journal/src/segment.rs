@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use ultracore_core::time::RecordedAt;
 
-use crate::codec::{self, DecodeError, EventKey, FRAME_HEADER_LEN};
+use crate::codec::{self, DecodeError, RawKey, FRAME_HEADER_LEN};
 use crate::error::{JournalError, TornTail};
 
 /// Bytes of a segment header.
@@ -83,11 +83,12 @@ pub fn create(dir: &Path, sequence: u32, first_position: u64) -> Result<File, Jo
 }
 
 /// One event found by the scan.
-pub struct Scanned {
+pub struct Scanned<'a> {
     /// Offset of the event (its length prefix) in the file.
     pub offset: u32,
-    /// Stream, version, time.
-    pub key: EventKey,
+    /// Stream (as stored), version, time; `None` for events before `decode_from` (covered by
+    /// an index checkpoint: their record is checked, their head is not decoded).
+    pub key: Option<RawKey<'a>>,
 }
 
 /// What the scan of one segment found.
@@ -98,17 +99,30 @@ pub struct SegmentScan {
     pub records: u64,
     /// A torn tail that was cut off.
     pub torn: Option<TornTail>,
+    /// [`fold_crc`] over the body checksums of its intact records, in order.
+    pub crc_fold: u32,
+    /// The same over the records that start before `decode_from`.
+    pub crc_fold_covered: u32,
+}
+
+/// Folds a record's body checksum into a segment's running value: what binds an index
+/// checkpoint to the exact records it covers.
+pub fn fold_crc(fold: u32, body_crc: u32) -> u32 {
+    crc32c::crc32c_append(fold, &body_crc.to_le_bytes())
 }
 
 /// Checks one segment and calls `on_event` for each event in order. `next_position` is the
 /// position the segment's first record must start at; `is_last` allows a torn tail (which is
-/// then truncated). Everything else that fails a check is [`JournalError::Corrupt`].
+/// then truncated). Everything else that fails a check is [`JournalError::Corrupt`]. Heads of
+/// events in records that start before byte `decode_from` are not decoded (their records'
+/// checksums and positions are still checked).
 pub fn scan(
     path: &Path,
     sequence: u32,
     next_position: u64,
     is_last: bool,
-    mut on_event: impl FnMut(u64, Scanned) -> Result<(), String>,
+    decode_from: u64,
+    mut on_event: impl FnMut(u64, Scanned<'_>) -> Result<(), String>,
 ) -> Result<SegmentScan, JournalError> {
     let buf = fs::read(path).map_err(JournalError::io(path))?;
     let corrupt = |offset: usize, reason: String| JournalError::Corrupt {
@@ -123,6 +137,8 @@ pub fn scan(
             return Ok(SegmentScan {
                 len: SEGMENT_HEADER_LEN as u64,
                 records: 0,
+                crc_fold: 0,
+                crc_fold_covered: 0,
                 torn: Some(TornTail {
                     file: path.to_path_buf(),
                     offset: 0,
@@ -137,6 +153,7 @@ pub fn scan(
     let mut at = SEGMENT_HEADER_LEN;
     let mut position = next_position;
     let mut records = 0;
+    let (mut crc_fold, mut crc_fold_covered) = (0, 0);
     while at < buf.len() {
         let rest = &buf[at..];
         let frame = match codec::check_frame(rest) {
@@ -148,6 +165,8 @@ pub fn scan(
                         len: at as u64,
                         records,
                         torn: Some(torn),
+                        crc_fold,
+                        crc_fold_covered,
                     });
                 }
                 return Err(corrupt(at, e.to_string()));
@@ -161,9 +180,19 @@ pub fn scan(
                 format!("record starts at position {first}, expected {position}"),
             ));
         }
+        let decode = at as u64 >= decode_from;
+        let body_crc = codec::le_u32(rest, 4);
+        crc_fold = fold_crc(crc_fold, body_crc);
+        if !decode {
+            crc_fold_covered = fold_crc(crc_fold_covered, body_crc);
+        }
         for (rel, bytes) in events {
             let offset = at + FRAME_HEADER_LEN + rel;
-            let key = codec::scan_event(bytes).map_err(|e| corrupt(offset, e.to_string()))?;
+            let key = if decode {
+                Some(codec::scan_event_raw(bytes).map_err(|e| corrupt(offset, e.to_string()))?)
+            } else {
+                None
+            };
             let offset = u32::try_from(offset)
                 .map_err(|_| corrupt(offset, "segment longer than 4 GiB".into()))?;
             on_event(position, Scanned { offset, key }).map_err(|r| corrupt(offset as usize, r))?;
@@ -176,6 +205,8 @@ pub fn scan(
         len: buf.len() as u64,
         records,
         torn: None,
+        crc_fold,
+        crc_fold_covered,
     })
 }
 

@@ -33,6 +33,7 @@ fn crash_child() {
         .unwrap_or(1);
     let config = JournalConfig {
         segment_size_max: 256 << 10, // rollovers happen during the run
+        ..JournalConfig::default()
     };
     let (journal, _) = Journal::open(Path::new(&dir), config).expect("child opens");
     // Submission order = position order: a sequencer hands out positions and submits under
@@ -109,6 +110,7 @@ fn run_once(seed: u64) {
         dir.path(),
         JournalConfig {
             segment_size_max: 256 << 10,
+            ..JournalConfig::default()
         },
     )
     .unwrap_or_else(|e| panic!("seed {seed}: reopen failed: {e}"));

@@ -21,6 +21,7 @@ fn clock() -> Arc<ManualClock> {
 fn open_journal(dir: &std::path::Path) -> Journal<LedgerEvent> {
     let config = JournalConfig {
         segment_size_max: 16 << 10, // several segments even for this small ledger
+        ..JournalConfig::default()
     };
     Journal::open(dir, config).expect("open").0
 }

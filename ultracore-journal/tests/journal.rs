@@ -149,6 +149,7 @@ fn segments_roll_over_and_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = JournalConfig {
         segment_size_max: 4096,
+        ..JournalConfig::default()
     };
     let (j, _) = open_with(dir.path(), config.clone());
     let sizes: Vec<u64> = (0..60).map(|i| 1 + i % 7).collect();
@@ -290,6 +291,7 @@ fn damage_in_a_segment_that_is_not_the_last_is_never_a_torn_tail() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = JournalConfig {
         segment_size_max: 4096,
+        ..JournalConfig::default()
     };
     let (j, _) = open_with(dir.path(), config.clone());
     fill(&j, &vec![5; 40]);
@@ -387,4 +389,192 @@ fn a_wrong_schema_version_is_refused() {
         Err(StoreError::InvalidBatch(_))
     ));
     assert_eq!(block_on(j.last_position()), Ok(0));
+}
+
+/// A journal whose stream hash keeps no bits at all: every stream collides with every other,
+/// so each lookup must tell streams apart by the names stored in the log.
+fn colliding() -> JournalConfig {
+    JournalConfig {
+        stream_hash_mask: 0,
+        ..JournalConfig::default()
+    }
+}
+
+#[test]
+fn every_stream_colliding_still_passes_the_store_contract_before_and_after_reopen() {
+    let dirs = Mutex::new(Vec::new());
+    block_on(event_store_contract(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (j, _) = open_with(dir.path(), colliding());
+        dirs.lock().expect("lock").push(dir);
+        j
+    }));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (j, _) = open_with(dir.path(), colliding());
+    let written = fill(&j, &[1, 5, 40, 3, 20]);
+    drop(j);
+    let (j, report) = open_with(dir.path(), colliding());
+    assert_eq!(report.events, written.len() as u64);
+    // Every stream reads back exactly its own events, and versions continue after reopen.
+    let mut streams: Vec<_> = written.iter().map(|e| e.stream.clone()).collect();
+    streams.dedup();
+    for s in &streams {
+        let want: Vec<_> = written.iter().filter(|e| &e.stream == s).cloned().collect();
+        assert_eq!(block_on(j.read_stream(s, 1, 1_000)).expect("read"), want);
+    }
+    let more = fill(&j, &[50]);
+    assert_eq!(all(&j), [written, more].concat());
+}
+
+fn small_segments() -> JournalConfig {
+    JournalConfig {
+        segment_size_max: 4096,
+        ..JournalConfig::default()
+    }
+}
+
+/// Everything a reader can see: the whole log and every stream read by name.
+fn observed(
+    j: &Journal<LedgerEvent>,
+) -> (Vec<Envelope<LedgerEvent>>, Vec<Vec<Envelope<LedgerEvent>>>) {
+    let log = all(j);
+    let mut names: Vec<_> = log.iter().map(|e| e.stream.clone()).collect();
+    names.sort_by_key(|s| s.to_string());
+    names.dedup();
+    let streams = names
+        .iter()
+        .map(|s| block_on(j.read_stream(s, 1, 10_000)).expect("read_stream"))
+        .collect();
+    (log, streams)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("mkdir");
+    for e in fs::read_dir(from).expect("dir") {
+        let e = e.expect("entry");
+        fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+    }
+}
+
+#[test]
+fn an_index_checkpoint_is_used_and_answers_like_a_full_scan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (j, _) = open_with(dir.path(), small_segments());
+    fill(&j, &[1, 5, 40, 3, 200, 7, 60]);
+    let covered = j.checkpoint().expect("checkpoint");
+    assert_eq!(covered, 316);
+    fill(&j, &[9, 100, 2]); // after the checkpoint: decoded at open
+    drop(j);
+    let (j, report) = open_with(dir.path(), small_segments());
+    assert_eq!(report.checkpoint, Some(316));
+    assert_eq!(report.checkpoint_ignored, None);
+    assert_eq!(report.events, 427);
+    let with_checkpoint = observed(&j);
+    // Stream versions carry on from the checkpoint's index (the generator's streams recur).
+    let more = fill(&j, &[30]);
+    drop(j);
+    fs::remove_file(dir.path().join("index.checkpoint")).expect("remove");
+    let (j, report) = open_with(dir.path(), small_segments());
+    assert_eq!(report.checkpoint, None);
+    let (log, streams) = observed(&j);
+    assert_eq!(log[..427], with_checkpoint.0[..]);
+    assert_eq!(log[427..], more[..]);
+    assert_eq!(streams.iter().map(Vec::len).sum::<usize>(), 457);
+    assert!(with_checkpoint.1.iter().all(|s| !s.is_empty()));
+}
+
+#[test]
+fn a_damaged_checkpoint_is_ignored_and_the_log_is_scanned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (j, _) = open_with(dir.path(), small_segments());
+    fill(&j, &[10, 20, 30]);
+    j.checkpoint().expect("checkpoint");
+    let want = observed(&j);
+    drop(j);
+    let path = dir.path().join("index.checkpoint");
+    let len = fs::metadata(&path).expect("meta").len() as usize;
+    for at in [0, 9, 40, len / 2, len - 1] {
+        let mut b = fs::read(&path).expect("read");
+        let good = b.clone();
+        b[at] ^= 0x10;
+        fs::write(&path, &b).expect("write");
+        let (j, report) = open_with(dir.path(), small_segments());
+        assert_eq!(report.checkpoint, None, "flip at {at}");
+        assert!(report.checkpoint_ignored.is_some(), "flip at {at}");
+        assert_eq!(observed(&j), want);
+        drop(j);
+        fs::write(&path, &good).expect("restore");
+    }
+    let (_, report) = open_with(dir.path(), small_segments());
+    assert_eq!(report.checkpoint, Some(60));
+}
+
+#[test]
+fn a_checkpoint_ahead_of_the_log_or_of_another_log_is_never_used() {
+    // Ahead: a copy of the directory taken before the checkpoint's last events.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let earlier = tempfile::tempdir().expect("tempdir");
+    let (j, _) = open_with(dir.path(), small_segments());
+    fill(&j, &[10, 20]);
+    copy_dir(dir.path(), earlier.path());
+    fill(&j, &[5]);
+    j.checkpoint().expect("checkpoint");
+    drop(j);
+    fs::copy(
+        dir.path().join("index.checkpoint"),
+        earlier.path().join("index.checkpoint"),
+    )
+    .expect("copy");
+    let (j, report) = open_with(earlier.path(), small_segments());
+    assert_eq!(report.checkpoint, None);
+    assert!(report.checkpoint_ignored.is_some());
+    assert_eq!(report.events, 30);
+    assert_eq!(all(&j).len(), 30);
+    drop(j);
+
+    // Another log with exactly the same layout (same sizes, so the same locations) but other
+    // bytes: the checksum fold tells them apart.
+    let other = tempfile::tempdir().expect("tempdir");
+    let (j, _) = open_with(other.path(), small_segments());
+    let mut at = 0;
+    for n in [10, 20, 5] {
+        let mut b = batch(at, n);
+        for e in &mut b.events {
+            if e.trace.actor.is_some() {
+                e.trace.actor = Some("TESTER".into()); // same length, other bytes
+            }
+        }
+        block_on(j.append(b)).expect("append");
+        at += n;
+    }
+    let want = observed(&j);
+    drop(j);
+    fs::copy(
+        dir.path().join("index.checkpoint"),
+        other.path().join("index.checkpoint"),
+    )
+    .expect("copy");
+    let (j, report) = open_with(other.path(), small_segments());
+    assert_eq!(report.checkpoint, None);
+    assert!(report.checkpoint_ignored.is_some());
+    assert_eq!(observed(&j), want);
+}
+
+#[test]
+fn a_checkpoint_with_colliding_hashes_is_exact_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (j, _) = open_with(dir.path(), colliding());
+    fill(&j, &[3, 40, 7]);
+    j.checkpoint().expect("checkpoint");
+    fill(&j, &[11]);
+    let want = observed(&j);
+    drop(j);
+    let (j, report) = open_with(dir.path(), colliding());
+    assert_eq!(report.checkpoint, Some(50));
+    assert_eq!(observed(&j), want);
+    // A checkpoint made with another hash is not used.
+    drop(j);
+    let (_, report) = open_with(dir.path(), JournalConfig::default());
+    assert_eq!(report.checkpoint, None);
+    assert!(report.checkpoint_ignored.is_some());
 }

@@ -8,21 +8,34 @@
 //!   `$UC_BENCH_DIR`, default `/var/tmp/uc-journal-bench`), then times `Journal::open`
 //!   (checksums, head decode, index rebuild) and a full `read_all` decode of every event.
 //!
+//! - `restart [events]`: builds (once, in `$UC_BENCH_DIR/restart-<events>`) a ledger log of
+//!   10,000 account openings then transfers between them, with a file snapshot of the ledger
+//!   taken 100,000 events before the end, then times a restart: `Journal::open` plus
+//!   `Engine::open_with_snapshot` (snapshot load, decode, tail replay), each part alone too.
+//!
 //! `cargo run --release -p ultracore-benches --bin journal -- append 16 128 2000000`
 //! `cargo run --release -p ultracore-benches --bin journal -- scan 10000000`
+//! `cargo run --release -p ultracore-benches --bin journal -- restart 10000000`
+//! `cargo run --release -p ultracore-benches --bin journal -- open 10000000` (the journal
+//! part of the restart log alone: 3 opens without, 3 with the index checkpoint)
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures_executor::block_on;
+use ultracore_core::engine::{Engine, EngineConfig, OpenedFrom};
 use ultracore_core::event::{DomainEvent, Envelope, Trace};
 use ultracore_core::ids::{AccountId, EntryId, EventId};
-use ultracore_core::ledger::{Direction, LedgerEvent, Metadata, Posting};
+use ultracore_core::ledger::{
+    AccountKind, Constraints, Direction, Ledger, LedgerConfig, LedgerEvent, Metadata, Posting,
+};
 use ultracore_core::money::{Amount, Currency};
+use ultracore_core::store::SnapshotStore;
 use ultracore_core::store::{AppendBatch, EventStore};
+use ultracore_core::time::ManualClock;
 use ultracore_core::time::{EffectiveAt, RecordedAt, Timestamp};
-use ultracore_journal::{Journal, JournalConfig};
+use ultracore_journal::{FileSnapshotStore, Journal, JournalConfig};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -41,7 +54,9 @@ fn main() {
         }
         "scan" => scan(num(10_000_000)),
         "encode" => encode(num(1_000_000)),
-        other => eprintln!("unknown mode {other}: append | scan"),
+        "restart" => restart(num(10_000_000)),
+        "open" => open_only(num(10_000_000)),
+        other => eprintln!("unknown mode {other}: append | scan | encode | restart"),
     }
 }
 
@@ -286,4 +301,230 @@ fn build(dir: &PathBuf, events: u64) {
         "built {events} events in {:.1} s",
         t.elapsed().as_secs_f64()
     );
+}
+
+/// Accounts of the restart log.
+const RESTART_ACCOUNTS: u64 = 10_000;
+/// Events after the snapshot in the restart log.
+const RESTART_TAIL: u64 = 100_000;
+
+fn time_at(position: u64) -> Timestamp {
+    Timestamp::from_micros(1_767_225_600_000_000 + position as i64).expect("time")
+}
+
+/// The event at `position` of a log the ledger accepts: account `a{p-1}` opened at positions
+/// 1..=10,000, then `transfer_at`'s transfers between those accounts.
+fn ledger_event_at(position: u64) -> Envelope<LedgerEvent> {
+    if position > RESTART_ACCOUNTS {
+        return transfer_at(position);
+    }
+    let t = time_at(position);
+    let payload = LedgerEvent::AccountOpened {
+        id: AccountId::new(&format!("a{}", position - 1)).expect("id"),
+        currency: Currency::USD,
+        kind: AccountKind::Asset,
+        owner: None,
+        branch: None,
+        constraints: Constraints::default(),
+        metadata: Metadata::new(),
+        opened_at: EffectiveAt(time_at(0)),
+        fingerprint: position,
+    };
+    Envelope {
+        event_id: EventId::from_log_position(0, position),
+        stream: payload.stream(),
+        stream_version: 1,
+        position,
+        recorded_at: RecordedAt(t),
+        effective_at: EffectiveAt(t),
+        trace: Trace::default(),
+        schema_version: <LedgerEvent as DomainEvent>::SCHEMA_VERSION,
+        payload,
+    }
+}
+
+/// Appends the ledger log's events `after+1..=upto` in pipelined batches of 4,096.
+fn append_ledger_log(journal: &Journal<LedgerEvent>, mut after: u64, upto: u64) {
+    let t = Instant::now();
+    let mut in_flight = std::collections::VecDeque::new();
+    while after < upto {
+        let n = 4_096.min(upto - after);
+        let batch = AppendBatch {
+            expected_position: after,
+            expectations: Vec::new(),
+            events: (after + 1..=after + n).map(ledger_event_at).collect(),
+        };
+        in_flight.push_back(journal.submit(batch));
+        after += n;
+        if in_flight.len() >= 8 {
+            block_on(in_flight.pop_front().expect("queued")).expect("append");
+        }
+        if after % 1_000_000 < n {
+            eprintln!(
+                "  building: {after} / {upto} events ({:.0} s)",
+                t.elapsed().as_secs_f64()
+            );
+        }
+    }
+    for p in in_flight {
+        block_on(p).expect("append");
+    }
+}
+
+fn restart(events: u64) {
+    assert!(
+        events > RESTART_ACCOUNTS + RESTART_TAIL,
+        "at least 110,001 events"
+    );
+    let dir = bench_dir().join(format!("restart-{events}"));
+    let (log, snaps) = (dir.join("journal"), dir.join("snapshots"));
+    let done = dir.join("complete");
+    let clock = Arc::new(ManualClock::new(time_at(events + 1_000_000)));
+    let config = EngineConfig::default();
+    if !done.exists() {
+        let _ = std::fs::remove_dir_all(&dir);
+        let t = Instant::now();
+        let at_snapshot = events - RESTART_TAIL;
+        {
+            let (journal, _) = Journal::open(&log, JournalConfig::default()).expect("open");
+            append_ledger_log(&journal, 0, at_snapshot);
+        }
+        eprintln!("  replaying {at_snapshot} events to take the snapshot");
+        let (journal, _) = Journal::open(&log, JournalConfig::default()).expect("open");
+        let engine =
+            block_on(Engine::open(journal, clock.clone(), config.clone())).expect("replay");
+        let store = FileSnapshotStore::open(&snaps).expect("snapshots");
+        let covered = block_on(engine.save_snapshot(&store)).expect("snapshot");
+        assert_eq!(covered, at_snapshot);
+        // The journal's index checkpoint goes with the ledger snapshot.
+        assert_eq!(
+            engine.store().checkpoint().expect("checkpoint"),
+            at_snapshot
+        );
+        drop(engine);
+        let (journal, _) = Journal::open(&log, JournalConfig::default()).expect("open");
+        append_ledger_log(&journal, at_snapshot, events);
+        drop(journal);
+        std::fs::write(&done, b"").expect("mark");
+        eprintln!("built in {:.1} s", t.elapsed().as_secs_f64());
+    }
+    let dir_bytes = |d: &PathBuf| -> u64 {
+        std::fs::read_dir(d)
+            .expect("dir")
+            .filter_map(|e| e.ok()?.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    };
+    println!(
+        "restart: {events} events ({:.0} MB of journal), snapshot at {} ({:.0} MB), {RESTART_TAIL} events after it",
+        dir_bytes(&log) as f64 / 1e6,
+        events - RESTART_TAIL,
+        dir_bytes(&snaps) as f64 / 1e6
+    );
+    let store = FileSnapshotStore::open(&snaps).expect("snapshots");
+    let cp = log.join("index.checkpoint");
+    let aside = log.join("index.checkpoint.aside");
+    if !cp.exists() {
+        // A log built before checkpoints existed: checkpoint it now (it then covers every
+        // event; the report below says which position it covers).
+        let (journal, _) =
+            Journal::<LedgerEvent>::open(&log, JournalConfig::default()).expect("open");
+        journal.checkpoint().expect("checkpoint");
+    }
+    for round in 0..4 {
+        // Rounds 0 and 2 without the index checkpoint (moved aside), 1 and 3 with it.
+        if round % 2 == 0 {
+            std::fs::rename(&cp, &aside).expect("aside");
+        } else {
+            std::fs::rename(&aside, &cp).expect("back");
+        }
+        // The parts alone.
+        let t = Instant::now();
+        let snap = block_on(store.load("ledger-0"))
+            .expect("load")
+            .expect("a snapshot");
+        let load = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let ledger =
+            Ledger::decode_snapshot(LedgerConfig::default(), &snap.bytes).expect("decodes");
+        let decode = t.elapsed().as_secs_f64();
+        let folded = ledger.position();
+        drop((ledger, snap));
+        // The whole restart, with a progress line per phase.
+        let start = Instant::now();
+        eprintln!("  round {round}: opening the journal...");
+        let (journal, report) = Journal::open(&log, JournalConfig::default()).expect("open");
+        let open = start.elapsed().as_secs_f64();
+        assert_eq!(report.events, events);
+        eprintln!("  journal open in {open:.2} s; loading the snapshot and replaying the tail...");
+        let (engine, from) = block_on(Engine::open_with_snapshot(
+            journal,
+            &store,
+            clock.clone(),
+            config.clone(),
+        ))
+        .expect("engine opens");
+        let total = start.elapsed().as_secs_f64();
+        assert_eq!(
+            from,
+            OpenedFrom::Snapshot {
+                position: events - RESTART_TAIL
+            }
+        );
+        let position = block_on(engine.read(|l| l.position()));
+        assert_eq!(position, events);
+        let engine_secs = total - open;
+        println!(
+            "round {round} ({}): restart {total:.2} s = journal open {open:.2} s + engine from snapshot {engine_secs:.2} s",
+            match report.checkpoint {
+                Some(p) => format!("index checkpoint at {p}"),
+                None => "no index checkpoint: full scan".into(),
+            }
+        );
+        println!(
+            "  parts alone: snapshot file load + CRC {load:.2} s, Ledger::decode_snapshot {decode:.2} s ({:.0} ns per folded event), so tail replay of {RESTART_TAIL} ≈ {:.2} s",
+            decode * 1e9 / folded as f64,
+            (engine_secs - load - decode).max(0.0)
+        );
+        drop(engine);
+    }
+}
+
+/// `Journal::open` of the restart log alone, alternating without and with its checkpoint.
+fn open_only(events: u64) {
+    let log = bench_dir()
+        .join(format!("restart-{events}"))
+        .join("journal");
+    let (cp, aside) = (
+        log.join("index.checkpoint"),
+        log.join("index.checkpoint.aside"),
+    );
+    if !cp.exists() && !aside.exists() {
+        let (journal, _) =
+            Journal::<LedgerEvent>::open(&log, JournalConfig::default()).expect("open");
+        let t = Instant::now();
+        let at = journal.checkpoint().expect("checkpoint");
+        println!(
+            "checkpoint at {at} written in {:.2} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    for round in 0..6 {
+        if round % 2 == 0 && cp.exists() {
+            std::fs::rename(&cp, &aside).expect("aside");
+        } else if round % 2 == 1 && aside.exists() {
+            std::fs::rename(&aside, &cp).expect("back");
+        }
+        let t = Instant::now();
+        let (journal, report) =
+            Journal::<LedgerEvent>::open(&log, JournalConfig::default()).expect("open");
+        let secs = t.elapsed().as_secs_f64();
+        assert_eq!(report.events, events);
+        println!(
+            "open round {round}: {secs:.2} s ({:.0} ns/event), checkpoint {:?}",
+            secs * 1e9 / events as f64,
+            report.checkpoint
+        );
+        drop(journal);
+    }
 }
