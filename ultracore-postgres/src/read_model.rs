@@ -366,14 +366,15 @@ fn entry_id(s: Option<String>) -> Result<Option<EntryId>, ReadError> {
 }
 
 async fn account_info(
-    client: &tokio_postgres::Client,
+    client: &deadpool_postgres::ClientWrapper,
     account: &AccountId,
 ) -> Result<AccountInfo, ReadError> {
+    let stmt = client
+        .prepare_cached("SELECT currency, kind FROM uc_accounts WHERE account_id = $1 LIMIT 1")
+        .await
+        .map_err(db)?;
     let row = client
-        .query_opt(
-            "SELECT currency, kind FROM uc_accounts WHERE account_id = $1 LIMIT 1",
-            &[&account.as_str()],
-        )
+        .query_opt(&stmt, &[&account.as_str()])
         .await
         .map_err(db)?
         .ok_or_else(|| QueryError::UnknownAccount(account.clone()))?;
@@ -389,7 +390,7 @@ async fn account_info(
 }
 
 async fn basis(
-    client: &tokio_postgres::Client,
+    client: &deadpool_postgres::ClientWrapper,
     projection: &str,
     known_at: KnownAt,
 ) -> Result<Basis, ReadError> {
@@ -399,8 +400,8 @@ async fn basis(
         KnownAt::Position(p) => (None, Some(i64::try_from(p).unwrap_or(i64::MAX))),
     };
     // One round trip: the checkpoint, the position the question resolves to, and its time.
-    let row = client
-        .query_one(
+    let stmt = client
+        .prepare_cached(
             "WITH c AS (SELECT coalesce((SELECT position FROM uc_projection_checkpoints \
                                          WHERE projection = $1), 0) AS last), \
                   b AS (SELECT CASE \
@@ -412,8 +413,11 @@ async fn basis(
              SELECT b.last, b.position, \
                     (SELECT t.recorded_at FROM uc_transactions t WHERE t.position = b.position) \
              FROM b",
-            &[&projection, &t, &p],
         )
+        .await
+        .map_err(db)?;
+    let row = client
+        .query_one(&stmt, &[&projection, &t, &p])
         .await
         .map_err(db)?;
     let last = row.get::<_, i64>(0) as u64;

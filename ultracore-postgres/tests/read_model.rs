@@ -421,7 +421,7 @@ async fn exclusion_constraints_refuse_overlapping_versions() {
         .await
         .expect("a version after the closed one");
     assert_eq!(sequential, 1);
-    // Two versions of one entry believed at the same time.
+    // Two versions of one entry both in force now.
     let overlap_entry = client
         .execute(
             "INSERT INTO uc_entries (entry_id, version, kind, effective_at, postings, cancelled, \
@@ -432,9 +432,9 @@ async fn exclusion_constraints_refuse_overlapping_versions() {
             &[],
         )
         .await
-        .expect_err("overlapping entry versions must be refused");
+        .expect_err("two open versions of one entry must be refused");
     assert_eq!(
         overlap_entry.code(),
-        Some(&tokio_postgres::error::SqlState::EXCLUSION_VIOLATION)
+        Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
     );
 }
