@@ -4,7 +4,10 @@
 //! [`EventStore`](ultracore_core::store::EventStore) on `tokio-postgres` + `deadpool-postgres`
 //! with a commit-ordered, gapless global position, and [`PgSnapshotStore`]; both live in one
 //! schema whose tables are created by embedded, versioned migrations ([`migrate`]).
-//! Still to come (issue 4): the bitemporal read models and their projection runner.
+//! The query side: [`Projector`] applies the log to bitemporal read-model tables (accounts,
+//! entries, postings with valid and transaction periods; migration V2) with its checkpoint in
+//! the same transaction, and [`ReadModel`] answers core's balance, statement and restatement
+//! questions from them in SQL.
 //!
 //! ## How an append works
 //! One transaction per engine batch: take a transaction-scoped advisory lock (one writer at a
@@ -52,12 +55,22 @@
 
 mod error;
 mod follow;
+mod numeric;
+mod projector;
+mod read_model;
+mod rows;
 mod snapshots;
 mod store;
 
 use std::time::Duration;
 
 pub use error::PgError;
+pub use numeric::Minor;
+pub use projector::{
+    Lag, ProjectionError, Projector, ProjectorConfig, BLOCK_CHANGES, BLOCK_FANOUT, BLOCK_LEVEL_TOP,
+    PAGE_EVENTS_MAX,
+};
+pub use read_model::{ReadError, ReadModel};
 pub use snapshots::PgSnapshotStore;
 pub use store::PgEventStore;
 
