@@ -106,6 +106,13 @@ pub async fn serve(
             Err(e) => tracing::warn!(error = %e, "snapshot not saved"),
         }
     }
+    if let Some(checkpoint) = state.index_checkpoint.clone() {
+        match tokio::task::spawn_blocking(move || checkpoint()).await {
+            Ok(Ok(p)) => tracing::info!(position = p, "journal index checkpoint written"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "journal index checkpoint not written"),
+            Err(e) => tracing::warn!(error = %e, "journal index checkpoint task failed"),
+        }
+    }
     tracing::info!("shutdown complete");
     Ok(())
 }

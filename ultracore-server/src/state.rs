@@ -37,6 +37,8 @@ pub struct AppState {
     pub snapshots: Option<Arc<dyn ultracore_core::store::SnapshotStore>>,
     /// Owner and branch of accounts already seen (for authorisation without the state lock).
     pub attrs: Arc<crate::routes::AttrCache>,
+    /// The store's start-up checkpoint, written next to each snapshot.
+    pub index_checkpoint: Option<crate::store::IndexCheckpoint>,
 }
 
 /// Why the server could not start.
@@ -114,6 +116,7 @@ impl AppState {
             ready: Arc::new(AtomicBool::new(true)),
             snapshots: stores.snapshots,
             attrs: Arc::default(),
+            index_checkpoint: stores.index_checkpoint,
         };
         Ok((
             state,

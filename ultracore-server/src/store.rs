@@ -28,7 +28,13 @@ pub struct Stores {
     pub snapshots: Option<Arc<dyn SnapshotStore>>,
     /// Whether the log survives a restart (printed at start-up).
     pub durable: bool,
+    /// Writes the store's own start-up checkpoint (the journal's index), if it has one; called
+    /// next to each ledger snapshot so the next start decodes only the tail.
+    pub index_checkpoint: Option<IndexCheckpoint>,
 }
+
+/// A store's checkpoint hook: writes it and returns the position it covers.
+pub type IndexCheckpoint = Arc<dyn Fn() -> Result<u64, String> + Send + Sync>;
 
 /// Builds the stores named by `config`. Opening the journal scans it (recovery): a torn tail
 /// left by a crash is truncated and logged; any other damage stops start-up with an error
@@ -53,10 +59,15 @@ pub fn open_stores(config: &Config) -> Result<Stores, StoreError> {
                 ),
             }
             let snapshots = FileSnapshotStore::open(config.data_dir.join("snapshots"))?;
+            let journal = Arc::new(journal);
+            let for_checkpoint = journal.clone();
             Ok(Stores {
-                events: Arc::new(journal),
+                events: journal,
                 snapshots: Some(Arc::new(snapshots)),
                 durable: true,
+                index_checkpoint: Some(Arc::new(move || {
+                    for_checkpoint.checkpoint().map_err(|e| e.to_string())
+                })),
             })
         }
         StoreKind::Postgres => {
@@ -72,12 +83,14 @@ pub fn open_stores(config: &Config) -> Result<Stores, StoreError> {
                 events: Arc::new(pg.clone()),
                 snapshots: Some(Arc::new(PgSnapshotStore::new(pg))),
                 durable: true,
+                index_checkpoint: None,
             })
         }
         StoreKind::Memory => Ok(Stores {
             events: Arc::new(MemoryEventStore::<LedgerEvent>::new()),
             snapshots: None,
             durable: false,
+            index_checkpoint: None,
         }),
     }
 }

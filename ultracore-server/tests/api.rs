@@ -1203,6 +1203,7 @@ async fn store_failures_answer_503_and_a_retry_with_the_same_id_is_safe() {
         events: Arc::new(store),
         snapshots: None,
         durable: false,
+        index_checkpoint: None,
     };
     let (state, _) = AppState::build_on(&config, stores).await.unwrap();
     let app = App {

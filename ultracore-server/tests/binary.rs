@@ -81,6 +81,25 @@ fn serves_over_a_socket_then_shuts_down_and_the_audit_chain_verifies() {
     // accounts, two transfers, one balance.
     assert!(stdout.contains("6 records, chain intact"), "{stdout}");
 
+    // The graceful shutdown left a snapshot and the journal's index checkpoint; a restart
+    // starts from them and the ledger is as it was.
+    assert!(dir.join("journal/index.checkpoint").exists());
+    assert!(std::fs::read_dir(dir.join("snapshots")).unwrap().count() > 0);
+    let server = start(&dir);
+    let (status, _, body) = http(
+        &server.addr,
+        "GET",
+        "/v1/accounts/ana/balance",
+        Some(&admin),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(r#""posted":"12.34""#),
+        "after restart: {body}"
+    );
+    drop(server);
+
     // Change one recorded status: verify-audit names that record and fails.
     let path = dir.join("audit.log");
     let text = std::fs::read_to_string(&path).unwrap();
