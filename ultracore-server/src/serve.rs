@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use ultracore_core::engine::OpenedFrom;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -80,9 +81,16 @@ pub async fn serve(
     } else {
         "in memory: nothing survives a restart"
     };
+    let position = state.engine.read(|l| l.position()).await;
+    let rebuilt = match startup.opened {
+        OpenedFrom::Snapshot { position: at } => format!(
+            "state at position {position}: snapshot at {at} + {} events replayed",
+            position.saturating_sub(at)
+        ),
+        OpenedFrom::Replay => format!("state at position {position}: {position} events replayed"),
+    };
     println!(
-        "ultracore: store {store}; {} events replayed; audit log {} ({} records)",
-        state.engine.read(|l| l.position()).await,
+        "ultracore: store {store}; {rebuilt}; audit log {} ({} records)",
         config.audit_path().display(),
         startup.audit.records
     );
