@@ -10,6 +10,19 @@ use ultracore_core::ledger::{
 use ultracore_core::money::{Amount, Currency};
 use ultracore_core::time::{EffectiveAt, Timestamp};
 
+/// The wall clock, for the bench binaries that run the engine against a real store (the
+/// core never reads a clock itself).
+pub struct WallClock;
+
+impl ultracore_core::time::Clock for WallClock {
+    fn now(&self) -> Timestamp {
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        Timestamp::from_micros(micros).unwrap_or(Timestamp::MIN)
+    }
+}
+
 /// 2026-01-01T00:00:00Z: the start of every benchmark's timeline.
 pub const START_SECS: i64 = 1_767_225_600;
 

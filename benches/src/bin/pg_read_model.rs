@@ -16,22 +16,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ultracore_benches::{ledger_with_accounts, open, random_transfers, start, transfer, SplitMix};
+use ultracore_benches::{
+    ledger_with_accounts, open, random_transfers, start, transfer, SplitMix, WallClock,
+};
 use ultracore_core::prelude::*;
 use ultracore_core::store::AppendBatch;
 use ultracore_postgres::{PgConfig, PgEventStore, Projector, ProjectorConfig, ReadModel};
-
-/// The wall clock (the core never reads it itself).
-struct WallClock;
-
-impl Clock for WallClock {
-    fn now(&self) -> Timestamp {
-        let micros = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as i64);
-        Timestamp::from_micros(micros).unwrap_or(Timestamp::MIN)
-    }
-}
 
 const BATCH: usize = 1_000;
 

@@ -16,21 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ultracore_benches::{open, random_transfers};
+use ultracore_benches::{open, random_transfers, WallClock};
 use ultracore_core::prelude::*;
 use ultracore_postgres::{PgConfig, PgEventStore};
-
-/// The wall clock (the core never reads it itself).
-struct WallClock;
-
-impl Clock for WallClock {
-    fn now(&self) -> Timestamp {
-        let micros = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as i64);
-        Timestamp::from_micros(micros).unwrap_or(Timestamp::MIN)
-    }
-}
 
 const CALLERS: usize = 64;
 const BATCH: usize = 1_000;
