@@ -48,6 +48,9 @@ enum Cmd {
     VerifyAudit,
     /// Rebuild the ledger state from the store, with a progress line.
     Replay,
+    /// Create the PostgreSQL schema (`ULTRACORE_POSTGRES_SCHEMA`) if needed and apply every
+    /// pending migration (`ULTRACORE_POSTGRES_URL`); the server also migrates at start.
+    Migrate,
 }
 
 /// The request path allocates many small, short-lived objects on several threads, where
@@ -89,6 +92,40 @@ fn main() -> ExitCode {
         ),
         Cmd::VerifyAudit => verify_audit(&config),
         Cmd::Replay => run_replay(&config),
+        Cmd::Migrate => migrate(&config),
+    }
+}
+
+fn migrate(config: &Config) -> ExitCode {
+    let Some(url) = config.postgres_url.as_deref() else {
+        eprintln!("ultracore: migrate needs a PostgreSQL URL (ULTRACORE_POSTGRES_URL)");
+        return ExitCode::from(2);
+    };
+    let pg = match ultracore_postgres::PgConfig::new(url, &config.postgres_schema) {
+        Ok(pg) => pg,
+        Err(e) => {
+            eprintln!("ultracore: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime().block_on(ultracore_postgres::migrate(&pg)) {
+        Ok(applied) if applied.is_empty() => {
+            println!("migrate: schema {} is up to date", pg.schema);
+            ExitCode::SUCCESS
+        }
+        Ok(applied) => {
+            let list: Vec<String> = applied.iter().map(u32::to_string).collect();
+            println!(
+                "migrate: schema {}: applied version {}",
+                pg.schema,
+                list.join(", ")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ultracore: migrate: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -133,3 +133,47 @@ fn replay_reports_what_it_rebuilt() {
         "{stdout}"
     );
 }
+
+#[test]
+fn migrate_creates_the_postgres_schema_once() {
+    let url = std::env::var("ULTRACORE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let schema = format!("uc_migrate_{}", std::process::id());
+    let dir = temp("bin-migrate");
+    let run = || {
+        with_env(bin(), &dir)
+            .arg("migrate")
+            .env("ULTRACORE_POSTGRES_URL", &url)
+            .env("ULTRACORE_POSTGRES_SCHEMA", &schema)
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    let stdout = String::from_utf8_lossy(&first.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&first.stderr).to_string();
+    assert!(
+        first.status.success(),
+        "PostgreSQL at {url} (scripts/test provides one): {stdout}{stderr}"
+    );
+    assert!(stdout.contains("applied version 1, 2"), "{stdout}");
+    let again = run();
+    let stdout = String::from_utf8_lossy(&again.stdout).to_string();
+    assert!(again.status.success(), "{stdout}");
+    assert!(stdout.contains("is up to date"), "{stdout}");
+    // Clean up the schema (it lives in the shared database).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let config = ultracore_postgres::PgConfig::new(&url, &schema).unwrap();
+        let store = ultracore_postgres::PgEventStore::connect(config)
+            .await
+            .unwrap();
+        let client = store.pool().get().await.unwrap();
+        client
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await
+            .unwrap();
+    });
+}
