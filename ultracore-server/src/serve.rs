@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use ultracore_core::engine::OpenedFrom;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -69,6 +70,10 @@ pub async fn serve(
         };
         let mut rx = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
+            // No Nagle delay: each answer is one small write that the client is waiting for.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             axum::serve(listener, router)
                 .with_graceful_shutdown(async move {
                     let _ = rx.wait_for(|stop| *stop).await;
