@@ -27,16 +27,11 @@ fn open_journal(dir: &std::path::Path) -> Journal<LedgerEvent> {
 }
 
 fn open_account(id: &str, kind: AccountKind) -> Command {
-    Command::OpenAccount(OpenAccount {
-        id: id.parse().expect("id"),
-        currency: Currency::USD,
+    Command::OpenAccount(OpenAccount::new(
+        id.parse().expect("id"),
+        Currency::USD,
         kind,
-        owner: None,
-        branch: None,
-        constraints: Constraints::default(),
-        metadata: Metadata::new(),
-        effective_at: None,
-    })
+    ))
 }
 
 fn transfer(id: String, to: usize, cents: u64) -> Command {

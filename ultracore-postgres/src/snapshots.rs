@@ -25,11 +25,8 @@ impl PgSnapshotStore {
 #[async_trait]
 impl SnapshotStore for PgSnapshotStore {
     async fn save(&self, snapshot: Snapshot) -> Result<(), StoreError> {
-        // Make sure the tables exist (the event store migrates on first use).
-        let _ = ultracore_core::store::EventStore::<ultracore_core::ledger::LedgerEvent>::last_position(
-            &self.store,
-        )
-        .await?;
+        // The tables exist once the store has migrated (on first use, then free).
+        self.store.ready().await?;
         let client = self.store.pool().get().await.map_err(error::pool)?;
         let position = i64::try_from(snapshot.position)
             .map_err(|_| StoreError::InvalidBatch("snapshot position too large".into()))?;
@@ -53,10 +50,7 @@ impl SnapshotStore for PgSnapshotStore {
     }
 
     async fn load(&self, scope: &str) -> Result<Option<Snapshot>, StoreError> {
-        let _ = ultracore_core::store::EventStore::<ultracore_core::ledger::LedgerEvent>::last_position(
-            &self.store,
-        )
-        .await?;
+        self.store.ready().await?;
         let client = self.store.pool().get().await.map_err(error::pool)?;
         let row = client
             .query_opt(

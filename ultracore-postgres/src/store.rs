@@ -105,7 +105,8 @@ impl PgEventStore {
         &self.inner.pool
     }
 
-    async fn ready(&self) -> Result<&Follower, PgError> {
+    /// Migrates and starts following on first use; afterwards free.
+    pub(crate) async fn ready(&self) -> Result<&Follower, PgError> {
         self.inner
             .ready
             .get_or_try_init(|| async {

@@ -20,17 +20,11 @@ fn clock() -> Arc<ManualClock> {
 
 fn open(id: &str, kind: AccountKind, no_overdraft: bool) -> Command {
     Command::OpenAccount(OpenAccount {
-        id: id.parse().expect("id"),
-        currency: Currency::USD,
-        kind,
-        owner: None,
-        branch: None,
         constraints: Constraints {
             debits_must_not_exceed_credits: no_overdraft,
             ..Constraints::default()
         },
-        metadata: Metadata::new(),
-        effective_at: None,
+        ..OpenAccount::new(id.parse().expect("id"), Currency::USD, kind)
     })
 }
 

@@ -178,16 +178,11 @@ fn transfer(i: usize) -> Command {
 }
 
 fn open(id: &str, kind: AccountKind) -> Command {
-    Command::OpenAccount(OpenAccount {
-        id: id.parse().expect("id"),
-        currency: Currency::USD,
+    Command::OpenAccount(OpenAccount::new(
+        id.parse().expect("id"),
+        Currency::USD,
         kind,
-        owner: None,
-        branch: None,
-        constraints: Constraints::default(),
-        metadata: Metadata::new(),
-        effective_at: None,
-    })
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,6 +38,23 @@ pub struct OpenAccount {
     pub effective_at: Option<EffectiveAt>,
 }
 
+impl OpenAccount {
+    /// An opening with no owner, branch, constraints or metadata, effective now; set the
+    /// other fields with struct update syntax.
+    pub fn new(id: AccountId, currency: Currency, kind: AccountKind) -> OpenAccount {
+        OpenAccount {
+            id,
+            currency,
+            kind,
+            owner: None,
+            branch: None,
+            constraints: Constraints::default(),
+            metadata: Metadata::new(),
+            effective_at: None,
+        }
+    }
+}
+
 /// Post a balanced journal entry with two or more postings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
