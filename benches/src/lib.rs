@@ -2,6 +2,12 @@
 //! account with many entries, and pre-built command streams, so each bench measures only the
 //! operation it names.
 
+/// The server's allocator (see ultracore-server's main.rs), so the benches measure what the
+/// server runs; `--features system-alloc` keeps glibc's for a comparison run.
+#[cfg(not(feature = "system-alloc"))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use ultracore_core::event::{Envelope, Trace};
 use ultracore_core::ledger::{
     AccountKind, Command, Constraints, Ledger, LedgerConfig, LedgerEvent, Metadata, OpenAccount,

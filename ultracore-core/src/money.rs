@@ -258,6 +258,11 @@ impl Currency {
         }
     }
 
+    /// The code's bytes, zero-padded to 8, and its length (for hashing without a `str`).
+    pub(crate) fn code_word(&self) -> ([u8; CODE_LEN_MAX], u8) {
+        (self.code, self.len)
+    }
+
     /// The code, e.g. `"USD"` or `"USDC"`.
     pub fn code(&self) -> &str {
         // Constructors only store ASCII and len <= 8, so neither fallback is ever taken.

@@ -394,11 +394,16 @@ impl Fingerprinter {
             self.word(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
         }
     }
+    /// Same as `bytes(&[x])` (a one-byte remainder word), without the slice walk.
     fn u8(&mut self, x: u8) {
-        self.bytes(&[x]);
+        self.word(u64::from(x) ^ (1 << 59));
+    }
+    /// Same as `bytes(&x.to_le_bytes())`.
+    fn u64(&mut self, x: u64) {
+        self.word(x);
     }
     fn str(&mut self, s: &str) {
-        self.bytes(&(s.len() as u64).to_le_bytes());
+        self.u64(s.len() as u64);
         self.bytes(s.as_bytes());
     }
     fn opt_str(&mut self, s: Option<&str>) {
@@ -415,14 +420,25 @@ impl Fingerprinter {
             None => self.u8(0),
             Some(x) => {
                 self.u8(1);
-                self.bytes(&x.to_le_bytes());
+                self.u64(x as u64);
             }
         }
     }
     fn amount(&mut self, a: &Amount) {
-        self.str(a.currency().code());
+        // Same as `self.str(a.currency().code())`: the length word, then the zero-padded code
+        // as one word (a remainder word, so tagged with its length, unless it fills all 8).
+        let (code, len) = a.currency().code_word();
+        self.u64(u64::from(len));
+        if len == 8 {
+            self.word(u64::from_le_bytes(code));
+        } else if len > 0 {
+            self.word(u64::from_le_bytes(code) ^ (u64::from(len) << 59));
+        }
         self.u8(a.currency().minor_units());
-        self.bytes(&a.minor().to_le_bytes());
+        // Same as `bytes(&minor.to_le_bytes())`: the low word, then the high word.
+        let minor = a.minor() as u128;
+        self.u64(minor as u64);
+        self.u64((minor >> 64) as u64);
     }
     fn opt_amount(&mut self, a: Option<&Amount>) {
         match a {
@@ -434,7 +450,7 @@ impl Fingerprinter {
         }
     }
     fn postings(&mut self, p: &[Posting]) {
-        self.bytes(&(p.len() as u64).to_le_bytes());
+        self.u64(p.len() as u64);
         for x in p {
             self.str(x.account.as_str());
             self.u8(x.direction as u8);
@@ -442,7 +458,7 @@ impl Fingerprinter {
         }
     }
     fn metadata(&mut self, m: &Metadata) {
-        self.bytes(&(m.as_map().len() as u64).to_le_bytes());
+        self.u64(m.as_map().len() as u64);
         for (k, v) in m.as_map() {
             self.str(k);
             self.str(v);

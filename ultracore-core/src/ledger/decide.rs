@@ -15,7 +15,10 @@ use super::command::{
 };
 use super::event::LedgerEvent;
 use super::model::{validate_text, AccountStatus, Direction, EntryKind, Metadata, Posting};
-use super::{hold_place_changes, hold_resolve_changes, share, Changes, Ledger, Rejection};
+use super::{
+    hold_place_changes, hold_resolve_changes, posting_changes_at, share, AccountIxs, Changes,
+    Ledger, Rejection,
+};
 
 /// What `decide` needs from outside the state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,12 +51,24 @@ pub enum Decision {
 impl Ledger {
     /// Decides `command` against the current state. Pure.
     pub fn decide(&self, command: &Command, ctx: &Context) -> Decision {
+        self.decide_with_changes(command, ctx).0
+    }
+
+    /// [`Ledger::decide`], plus the balance-index changes of the first accepted event when
+    /// deciding computed them (plain postings), so applying that event at
+    /// `ctx.next_position` need not look its accounts up again.
+    pub(crate) fn decide_with_changes(
+        &self,
+        command: &Command,
+        ctx: &Context,
+    ) -> (Decision, Option<Changes>) {
         let fingerprint = command.fingerprint();
         if let Some(id) = command.entry_id() {
             if let Some(d) = self.check_entry_id(id, fingerprint, command) {
-                return d;
+                return (d, None);
             }
         }
+        let mut changes = None;
         let result = match command {
             Command::OpenAccount(c) => self.decide_open(c, ctx, fingerprint),
             Command::FreezeAccount { account } => {
@@ -66,7 +81,10 @@ impl Ledger {
             Command::SetAccountMetadata { account, metadata } => {
                 self.decide_metadata(account, metadata)
             }
-            Command::PostEntry(c) => self.decide_post(c, ctx, fingerprint),
+            Command::PostEntry(c) => self.decide_post(c, ctx, fingerprint).map(|(e, ch)| {
+                changes = ch;
+                e
+            }),
             Command::PlaceHold(c) => self.decide_hold(c, ctx, fingerprint),
             Command::PostHold(c) => self.decide_resolve(&c.hold, Some(c), None, ctx, fingerprint),
             Command::VoidHold(c) => self.decide_resolve(&c.hold, None, Some(c), ctx, fingerprint),
@@ -74,7 +92,7 @@ impl Ledger {
             Command::Reverse(c) => self.decide_reverse(c, ctx, fingerprint),
             Command::Correct(c) => self.decide_correct(c, ctx, fingerprint),
         };
-        match result {
+        let decision = match result {
             Ok(events) if events.is_empty() => Decision::AlreadyDone,
             Ok(events) => Decision::Accept(events),
             Err(rejection) => {
@@ -83,9 +101,10 @@ impl Ledger {
                     fingerprint,
                     rejection: rejection.clone(),
                 });
-                Decision::Reject { rejection, record }
+                return (Decision::Reject { rejection, record }, None);
             }
-        }
+        };
+        (decision, changes)
     }
 
     /// Idempotency: the id's earlier fate decides, if it has one.
@@ -99,7 +118,11 @@ impl Ledger {
             rejection: Rejection::IdConflict { id: id.clone() },
             record: None,
         };
-        if let Some((fp, rejection)) = self.rejected.get(id) {
+        // Rejected ids and corrections are rare: skip hashing the id for an empty map.
+        let rejected = (!self.rejected.is_empty())
+            .then(|| self.rejected.get(id))
+            .flatten();
+        if let Some((fp, rejection)) = rejected {
             return Some(if *fp == fingerprint {
                 Decision::Reject {
                     rejection: rejection.clone(),
@@ -109,7 +132,10 @@ impl Ledger {
                 conflict()
             });
         }
-        let same = match (self.entries.get(id), self.corrections.get(id)) {
+        let corrections = (!self.corrections.is_empty())
+            .then(|| self.corrections.get(id))
+            .flatten();
+        let same = match (self.entries.get(id), corrections) {
             (Some(e), _) => {
                 Some(e.fingerprint == fingerprint && !matches!(command, Command::Correct(_)))
             }
@@ -200,9 +226,13 @@ impl Ledger {
     }
 
     fn account_state(&self, id: &crate::ids::AccountId) -> Result<&super::AccountState, Rejection> {
+        self.account_index(id).map(|i| &self.accounts[i as usize])
+    }
+
+    fn account_index(&self, id: &crate::ids::AccountId) -> Result<u32, Rejection> {
         self.account_ix
             .get(id)
-            .map(|&i| &self.accounts[i as usize])
+            .copied()
             .ok_or_else(|| Rejection::UnknownAccount {
                 account: id.clone(),
             })
@@ -275,11 +305,13 @@ impl Ledger {
 
     /// Validates postings: count, amounts, accounts usable at `effective_at`, currencies,
     /// balance per currency.
+    /// Returns the postings' account indexes, in posting order, so callers need not look the
+    /// accounts up again.
     fn validate_postings(
         &self,
         postings: &[Posting],
         effective_at: EffectiveAt,
-    ) -> Result<(), Rejection> {
+    ) -> Result<AccountIxs, Rejection> {
         if postings.len() < 2 || postings.len() > POSTINGS_PER_ENTRY_MAX {
             return Err(Rejection::PostingCount {
                 count: postings.len(),
@@ -288,6 +320,7 @@ impl Ledger {
         }
         // (currency, debits, credits); entries rarely hold more than one or two currencies.
         let mut sums: smallvec::SmallVec<[(Currency, i128, i128); 4]> = smallvec::SmallVec::new();
+        let mut ixs = AccountIxs::new();
         for p in postings {
             if p.amount.is_zero() {
                 return Err(Rejection::ZeroAmount);
@@ -295,7 +328,9 @@ impl Ledger {
             if p.amount.minor() > POSTING_AMOUNT_MINOR_MAX {
                 return Err(Rejection::Overflow);
             }
-            let st = self.account_state(&p.account)?;
+            let ix = self.account_index(&p.account)?;
+            ixs.push(ix);
+            let st = &self.accounts[ix as usize];
             self.check_usable(st, effective_at)?;
             if p.amount.currency() != st.account.currency {
                 return Err(Rejection::CurrencyMismatch {
@@ -326,7 +361,7 @@ impl Ledger {
                 }
             }
         }
-        if postings.iter().all(|p| p.account == postings[0].account) {
+        if ixs.iter().all(|&ix| ix == ixs[0]) {
             return Err(Rejection::SameAccount);
         }
         for (currency, debits, credits) in sums {
@@ -338,7 +373,7 @@ impl Ledger {
                 });
             }
         }
-        Ok(())
+        Ok(ixs)
     }
 
     fn check_usable(
@@ -377,11 +412,17 @@ impl Ledger {
                 continue; // this account was checked with its first change
             }
             let st = &self.accounts[acc as usize];
-            let mine: smallvec::SmallVec<[(TimelineKey, Deltas); 4]> = changes[i..]
-                .iter()
-                .filter(|c| c.0 == acc)
-                .map(|c| (c.1, c.2))
-                .collect();
+            let mine: smallvec::SmallVec<[(TimelineKey, Deltas); 4]> =
+                if changes[i + 1..].iter().all(|c| c.0 != acc) {
+                    // The common case (one change per account): no filtering pass.
+                    smallvec::smallvec![(changes[i].1, changes[i].2)]
+                } else {
+                    changes[i..]
+                        .iter()
+                        .filter(|c| c.0 == acc)
+                        .map(|c| (c.1, c.2))
+                        .collect()
+                };
             if !st.index.can_apply(&mine) {
                 return Err(Rejection::Overflow);
             }
@@ -406,20 +447,21 @@ impl Ledger {
         c: &PostEntry,
         ctx: &Context,
         fingerprint: u64,
-    ) -> Result<Vec<LedgerEvent>, Rejection> {
+    ) -> Result<(Vec<LedgerEvent>, Option<Changes>), Rejection> {
         let effective_at = self.effective(c.effective_at, ctx)?;
-        self.validate_postings(&c.postings, effective_at)?;
+        let ixs = self.validate_postings(&c.postings, effective_at)?;
         c.metadata.validate()?;
-        let changes = self.posting_changes(&c.postings, effective_at, ctx.next_position, 1)?;
+        let changes = posting_changes_at(&c.postings, &ixs, effective_at, ctx.next_position, 1)?;
         self.check_limits(&changes)?;
-        Ok(vec![LedgerEvent::EntryPosted {
+        let event = LedgerEvent::EntryPosted {
             id: c.id.clone(),
             postings: share(&c.postings),
             effective_at,
             metadata: c.metadata.clone(),
             reversal_of: None,
             fingerprint,
-        }])
+        };
+        Ok((vec![event], Some(changes)))
     }
 
     fn decide_hold(
@@ -626,8 +668,8 @@ impl Ledger {
                 ..p.clone()
             })
             .collect();
-        self.validate_postings(&postings, effective_at)?;
-        let changes = self.posting_changes(&postings, effective_at, ctx.next_position, 1)?;
+        let ixs = self.validate_postings(&postings, effective_at)?;
+        let changes = posting_changes_at(&postings, &ixs, effective_at, ctx.next_position, 1)?;
         self.check_limits(&changes)?;
         Ok(vec![LedgerEvent::EntryPosted {
             id: c.id.clone(),

@@ -26,6 +26,9 @@ use std::collections::{BTreeSet, HashMap};
 /// which covers transfers, holds and their resolutions without a heap allocation.
 pub(crate) type Changes = smallvec::SmallVec<[(u32, TimelineKey, Deltas); 4]>;
 
+/// Account indexes of an entry's postings, in posting order.
+pub(crate) type AccountIxs = smallvec::SmallVec<[u32; 4]>;
+
 /// Hash maps keyed by ids, with a seeded fast hasher (see [`LedgerConfig::hash_seed`]).
 pub(crate) type IdMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 use std::sync::Arc;
@@ -295,7 +298,8 @@ impl Ledger {
             now,
             next_position: self.position() + 1,
         };
-        let (payloads, rejection) = match self.decide(command, &ctx) {
+        let (decision, mut changes) = self.decide_with_changes(command, &ctx);
+        let (payloads, rejection) = match decision {
             Decision::Accept(events) => (events, None),
             Decision::AlreadyDone => (Vec::new(), None),
             Decision::Reject { rejection, record } => {
@@ -305,7 +309,8 @@ impl Ledger {
         let count = payloads.len();
         for payload in payloads {
             let env = self.envelope(payload, trace, now, log_id);
-            self.apply(&env)?;
+            // Only the first event can use changes computed by the decision (at its position).
+            self.apply_with(&env, changes.take())?;
             out.push(env);
         }
         Ok(match rejection {
@@ -373,6 +378,16 @@ impl Ledger {
     /// Fails only on a broken invariant (a bug, or an event that `decide` would never have
     /// produced); the ledger is then unusable and must be rebuilt from the log.
     pub fn apply(&mut self, env: &Envelope<LedgerEvent>) -> Result<(), InvariantViolated> {
+        self.apply_with(env, None)
+    }
+
+    /// [`Ledger::apply`], given the event's balance-index changes when `decide` already
+    /// computed them against this same state (see [`Ledger::decide_with_changes`]).
+    fn apply_with(
+        &mut self,
+        env: &Envelope<LedgerEvent>,
+        changes: Option<Changes>,
+    ) -> Result<(), InvariantViolated> {
         let expected = self.position() + 1;
         if env.position != expected {
             return Err(InvariantViolated(format!(
@@ -385,7 +400,7 @@ impl Ledger {
                 return Err(InvariantViolated("recorded_at did not increase".into()));
             }
         }
-        let entry = self.apply_payload(env)?;
+        let entry = self.apply_payload(env, changes)?;
         self.positions.push(PositionMeta {
             recorded_at: env.recorded_at.0.as_micros(),
             entry,
@@ -436,6 +451,7 @@ impl Ledger {
     fn apply_payload(
         &mut self,
         env: &Envelope<LedgerEvent>,
+        precomputed: Option<Changes>,
     ) -> Result<Option<EntryId>, InvariantViolated> {
         let pos = env.position;
         match &env.payload {
@@ -499,9 +515,19 @@ impl Ledger {
                 reversal_of,
                 fingerprint,
             } => {
-                let changes = self
-                    .posting_changes(postings, *effective_at, pos, 1)
-                    .map_err(|r| InvariantViolated(format!("entry {id}: {r}")))?;
+                let changes = match precomputed {
+                    Some(c) => {
+                        debug_assert_eq!(
+                            Ok(&c),
+                            self.posting_changes(postings, *effective_at, pos, 1)
+                                .as_ref()
+                        );
+                        c
+                    }
+                    None => self
+                        .posting_changes(postings, *effective_at, pos, 1)
+                        .map_err(|r| InvariantViolated(format!("entry {id}: {r}")))?,
+                };
                 self.apply_changes(pos, &changes)?;
                 if let Some(of) = reversal_of {
                     self.entry_mut(of)?.reversed_by = Some(id.clone());
@@ -803,36 +829,53 @@ impl Ledger {
         seq: u64,
         sign: i128,
     ) -> Result<Changes, Rejection> {
-        let key = (effective_at.0.as_micros(), seq);
-        let mut out = Changes::new();
-        for p in postings {
-            let acc =
-                *self
-                    .account_ix
+        let ixs = postings
+            .iter()
+            .map(|p| {
+                self.account_ix
                     .get(&p.account)
+                    .copied()
                     .ok_or_else(|| Rejection::UnknownAccount {
                         account: p.account.clone(),
-                    })?;
-            let signed = match p.direction {
-                Direction::Credit => p.amount.minor(),
-                Direction::Debit => -p.amount.minor(),
-            } * sign;
-            match out.iter_mut().find(|(a, _, _)| *a == acc) {
-                Some((_, _, d)) => {
-                    d.posted = d.posted.checked_add(signed).ok_or(Rejection::Overflow)?;
-                }
-                None => out.push((
-                    acc,
-                    key,
-                    Deltas {
-                        posted: signed,
-                        ..Deltas::ZERO
-                    },
-                )),
-            }
-        }
-        Ok(out)
+                    })
+            })
+            .collect::<Result<AccountIxs, Rejection>>()?;
+        posting_changes_at(postings, &ixs, effective_at, seq, sign)
     }
+}
+
+/// [`Ledger::posting_changes`] with the postings' account indexes already known (`ixs[i]` is
+/// the index of `postings[i].account`).
+pub(crate) fn posting_changes_at(
+    postings: &[Posting],
+    ixs: &[u32],
+    effective_at: EffectiveAt,
+    seq: u64,
+    sign: i128,
+) -> Result<Changes, Rejection> {
+    debug_assert_eq!(postings.len(), ixs.len());
+    let key = (effective_at.0.as_micros(), seq);
+    let mut out = Changes::new();
+    for (p, &acc) in postings.iter().zip(ixs) {
+        let signed = match p.direction {
+            Direction::Credit => p.amount.minor(),
+            Direction::Debit => -p.amount.minor(),
+        } * sign;
+        match out.iter_mut().find(|(a, _, _)| *a == acc) {
+            Some((_, _, d)) => {
+                d.posted = d.posted.checked_add(signed).ok_or(Rejection::Overflow)?;
+            }
+            None => out.push((
+                acc,
+                key,
+                Deltas {
+                    posted: signed,
+                    ..Deltas::ZERO
+                },
+            )),
+        }
+    }
+    Ok(out)
 }
 
 /// Index changes of placing a hold: the reservation starts at `effective_at` and, if there is

@@ -620,3 +620,43 @@ fn an_entry_that_touches_one_account_only_is_refused() {
     s.when(transfer("x1", "alice", "alice", "1.00", None))
         .rejected("same_account");
 }
+
+/// Fingerprints are stored in events (idempotency across restarts), so their definition may
+/// never change: these values were computed by the original byte-at-a-time implementation.
+#[test]
+fn fingerprints_are_stable() {
+    let usd = |s: &str| Amount::parse(s, Currency::USD).unwrap();
+    let transfer = Command::PostEntry(PostEntry::transfer(
+        "t-1".parse().unwrap(),
+        "alice".parse().unwrap(),
+        "bob-the-longer-account".parse().unwrap(),
+        usd("10.05"),
+        Some(EffectiveAt(
+            Timestamp::from_micros(1_700_000_000_000_000).unwrap(),
+        )),
+    ));
+    let mut open = OpenAccount::new(
+        "alice".parse().unwrap(),
+        Currency::USD,
+        AccountKind::Liability,
+    );
+    open.owner = Some("cust-1".into());
+    open.constraints.overdraft_limit = Some(usd("50.00"));
+    let open = Command::OpenAccount(open);
+    let freeze = Command::FreezeAccount {
+        account: "alice".parse().unwrap(),
+    };
+    let got = [
+        transfer.fingerprint(),
+        open.fingerprint(),
+        freeze.fingerprint(),
+    ];
+    assert_eq!(
+        got,
+        [
+            192002237236234464,
+            4886048438208702653,
+            17550914571477366570
+        ]
+    );
+}
