@@ -73,6 +73,7 @@ pub mod limits;
 pub mod money;
 pub mod store;
 pub mod time;
+mod varint;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;

@@ -148,6 +148,7 @@ struct Level {
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct BitemporalIndex {
     current: Timeline,
+    #[serde(with = "change_log")]
     log: Vec<Change>,
     levels: Vec<Level>,
     block_len: usize,
@@ -368,6 +369,100 @@ impl BitemporalIndex {
                 None => break,
             }
         }
+    }
+}
+
+/// The change log's serialised form: one byte string of varints, each change as its position's
+/// delta from the previous one, its key (valid time as a delta from the previous change's, the
+/// sequence as a delta from its position), a byte saying which amounts are non-zero, and those.
+/// About 10 bytes per change instead of 40 in generic serde form, and decoded without a serde
+/// call per field (snapshots are restored at start-up, where every microsecond counts).
+mod change_log {
+    use super::{Change, Deltas};
+    use crate::varint::{Reader, Writer};
+
+    pub(super) fn serialize<S: serde::Serializer>(log: &[Change], s: S) -> Result<S::Ok, S::Error> {
+        let mut w = Writer(Vec::with_capacity(8 + log.len() * 10));
+        w.var(log.len() as u64);
+        let (mut position, mut valid) = (0u64, 0i64);
+        for c in log {
+            w.var(c.position.wrapping_sub(position));
+            w.zig(c.key.0.wrapping_sub(valid));
+            w.zig(c.key.1.wrapping_sub(c.position) as i64);
+            (position, valid) = (c.position, c.key.0);
+            let d = &c.deltas;
+            let parts = [d.posted, d.pending_debit, d.pending_credit];
+            let mask = parts
+                .iter()
+                .enumerate()
+                .fold(0u8, |m, (i, v)| if *v != 0 { m | 1 << i } else { m });
+            w.0.push(mask);
+            for v in parts.into_iter().filter(|v| *v != 0) {
+                w.zig128(v);
+            }
+        }
+        s.serialize_bytes(&w.0)
+    }
+
+    fn decode(b: &[u8]) -> Result<Vec<Change>, crate::varint::Malformed> {
+        let mut r = Reader::new(b);
+        let n = r.len_hint(4)?;
+        let mut log = Vec::with_capacity(n);
+        let (mut position, mut valid) = (0u64, 0i64);
+        for _ in 0..n {
+            position = position.wrapping_add(r.var()?);
+            valid = valid.wrapping_add(r.zig()?);
+            let seq = position.wrapping_add(r.zig()? as u64);
+            let mask = r.u8()?;
+            let mut parts = [0i128; 3];
+            for (i, p) in parts.iter_mut().enumerate() {
+                if mask & (1 << i) != 0 {
+                    *p = r.zig128()?;
+                }
+            }
+            log.push(Change {
+                position,
+                key: (valid, seq),
+                deltas: Deltas {
+                    posted: parts[0],
+                    pending_debit: parts[1],
+                    pending_credit: parts[2],
+                },
+            });
+        }
+        if !r.is_done() {
+            return Err(crate::varint::Malformed("trailing bytes"));
+        }
+        Ok(log)
+    }
+
+    struct Bytes;
+
+    impl<'de> serde::de::Visitor<'de> for Bytes {
+        type Value = Vec<Change>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an encoded change log")
+        }
+        fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<Vec<Change>, E> {
+            decode(b).map_err(E::custom)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Vec<Change>, A::Error> {
+            // Self-describing formats (JSON) write bytes as a sequence of numbers.
+            let mut b = Vec::new();
+            while let Some(x) = a.next_element::<u8>()? {
+                b.push(x);
+            }
+            decode(&b).map_err(serde::de::Error::custom)
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<Change>, D::Error> {
+        d.deserialize_bytes(Bytes)
     }
 }
 

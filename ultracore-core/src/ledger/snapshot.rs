@@ -3,21 +3,38 @@
 //! from another build or damaged is refused with a typed error and the caller replays instead,
 //! so losing or corrupting snapshots never loses data.
 //!
-//! Wire form: 8 bytes schema (little endian), 8 bytes checksum of the body, then the body in
-//! postcard (compact binary serde; amounts, times and ids in their exact binary forms).
+//! Wire form: 8 bytes schema (little endian), 8 bytes checksum of the body, then the body:
+//!
+//! 1. the accounts (with their balance indexes) and the small tables (opening fingerprints,
+//!    corrections, resolutions, refusals, hold deadlines) in postcard (compact binary serde),
+//!    length-prefixed;
+//! 2. the log positions: transaction time as a delta from the previous one, the event type as
+//!    a byte, the entry as an index into the entries below (sharing its id);
+//! 3. the entries, hand-encoded: a plain posted entry (one version, no metadata, the common
+//!    case by far) as its id, fingerprint, stream version, position (its transaction time is
+//!    the position's), valid time as a delta from that, and postings, each as (account index,
+//!    direction, minor units), so decoding shares the account's id instead of allocating a
+//!    copy per posting; any other entry in postcard.
+//!
+//! Integers are LEB128 varints (signed ones zigzag-encoded) unless said otherwise. Hand-encoding
+//! the two big tables makes decoding about as fast as allocating the state (see
+//! docs/BENCHMARKS.md, "Snapshots").
 
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{AccountId, EntryId};
-use crate::time::Timestamp;
+use crate::money::Amount;
+use crate::time::{EffectiveAt, RecordedAt, Timestamp};
 
-use super::model::Entry;
+use crate::varint::{Malformed, Reader, Writer};
+
+use super::model::{Direction, Entry, EntryKind, EntryVersion, Metadata, Posting};
 use super::rejection::Rejection;
 use super::{AccountState, Ledger, LedgerConfig, PositionMeta};
 
 /// The snapshot format this build writes and reads. Bump it whenever any snapshotted type
 /// (ledger state, balance index internals) changes shape.
-pub const SNAPSHOT_SCHEMA: u64 = 0x5543_534e_0000_0002;
+pub const SNAPSHOT_SCHEMA: u64 = 0x5543_534e_0000_0003;
 
 /// Why a snapshot could not be used (the caller then replays the log).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,44 +59,51 @@ pub enum SnapshotError {
     Inconsistent(String),
 }
 
+/// Part 1 of the body (see the module docs), as written.
 #[derive(Serialize)]
-struct BodyRef<'a> {
+struct RestRef<'a> {
     accounts: &'a [AccountState],
     open_fingerprints: Vec<(&'a AccountId, u64)>,
-    entries: Vec<&'a Entry>,
     corrections: Vec<(&'a EntryId, &'a (EntryId, u32, u64))>,
     resolutions: Vec<(&'a EntryId, u64)>,
     /// (id, fingerprint, rejection as JSON: `Rejection` is internally tagged, which binary
     /// formats cannot decode; rejected ids are few).
     rejected: Vec<(&'a EntryId, u64, String)>,
     hold_deadlines: Vec<&'a (Timestamp, EntryId)>,
-    positions: &'a [PositionMeta],
 }
 
+/// Part 1 of the body, as read.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Body {
+struct Rest {
     accounts: Vec<AccountState>,
     open_fingerprints: Vec<(AccountId, u64)>,
-    entries: Vec<Entry>,
     corrections: Vec<(EntryId, (EntryId, u32, u64))>,
     resolutions: Vec<(EntryId, u64)>,
     rejected: Vec<(EntryId, u64, String)>,
     hold_deadlines: Vec<(Timestamp, EntryId)>,
-    positions: Vec<PositionMeta>,
 }
+
+/// Entry tags in part 3.
+const ENTRY_PLAIN: u8 = 0;
+const ENTRY_FULL: u8 = 1;
+
+/// A position's entry reference in part 2: none, an id written inline, or `REF_ENTRY + i` for
+/// the `i`-th entry of part 3.
+const REF_NONE: u64 = 0;
+const REF_INLINE: u64 = 1;
+const REF_ENTRY: u64 = 2;
 
 impl Ledger {
     /// Encodes the whole state as a snapshot.
     pub fn encode_snapshot(&self) -> Vec<u8> {
-        let body = BodyRef {
+        let rest = RestRef {
             accounts: &self.accounts,
             open_fingerprints: self
                 .open_fingerprints
                 .iter()
                 .map(|(k, v)| (k, *v))
                 .collect(),
-            entries: self.entries.values().map(|e| &**e).collect(),
             corrections: self.corrections.iter().collect(),
             resolutions: self.resolutions.iter().map(|(k, v)| (k, *v)).collect(),
             rejected: self
@@ -91,21 +115,125 @@ impl Ledger {
                 })
                 .collect(),
             hold_deadlines: self.hold_deadlines.iter().collect(),
-            positions: &self.positions,
         };
         // Plain data, no maps with non-string keys, no failing custom serialisers: serialising
         // to a Vec cannot fail.
-        let json = postcard::to_stdvec(&body).expect("ledger state always serialises");
-        let mut out = Vec::with_capacity(json.len() + 16);
-        out.extend_from_slice(&SNAPSHOT_SCHEMA.to_le_bytes());
-        out.extend_from_slice(&super::command::stable_hash(&json).to_le_bytes());
-        out.extend_from_slice(&json);
-        out
+        let rest = postcard::to_stdvec(&rest).expect("ledger state always serialises");
+        let mut w = Writer(Vec::with_capacity(
+            rest.len() + 16 + self.entries.len() * 48 + self.positions.len() * 6,
+        ));
+        w.0.extend_from_slice(&[0; 16]);
+        w.bytes(&rest);
+
+        let mut entry_index: super::IdMap<&EntryId, u64> =
+            std::collections::HashMap::with_capacity_and_hasher(
+                self.entries.len(),
+                foldhash::fast::FixedState::with_seed(self.config.hash_seed),
+            );
+        for (i, e) in self.entries.values().enumerate() {
+            entry_index.insert(&e.id, i as u64);
+        }
+
+        w.var(self.positions.len() as u64);
+        let mut last = 0i64;
+        for (i, m) in self.positions.iter().enumerate() {
+            if i == 0 {
+                w.zig(m.recorded_at);
+            } else {
+                // Strictly increasing (checked on apply), so the delta is positive.
+                w.var(m.recorded_at.wrapping_sub(last) as u64);
+            }
+            last = m.recorded_at;
+            let ty = EVENT_TYPE_NAMES
+                .iter()
+                .position(|n| *n == m.event_type)
+                .expect("every applied event has a known type");
+            w.0.push(ty as u8);
+            match &m.entry {
+                None => w.var(REF_NONE),
+                Some(id) => match entry_index.get(id) {
+                    Some(&i) => w.var(REF_ENTRY + i),
+                    None => {
+                        w.var(REF_INLINE);
+                        w.bytes(id.as_str().as_bytes());
+                    }
+                },
+            }
+        }
+
+        w.var(self.entries.len() as u64);
+        for e in self.entries.values() {
+            self.encode_entry(&mut w, e);
+        }
+
+        seal(w.0)
+    }
+
+    /// Wraps an arbitrary snapshot body in a valid header (schema and checksum), so a fuzzer
+    /// can reach the body decoder past the checksum. Not for anything else.
+    #[doc(hidden)]
+    pub fn seal_snapshot_body(body: &[u8]) -> Vec<u8> {
+        let mut out = vec![0; 16];
+        out.extend_from_slice(body);
+        seal(out)
+    }
+
+    /// Part 3's form of one entry.
+    fn encode_entry(&self, w: &mut Writer, e: &Entry) {
+        let c = &e.current;
+        let plain = matches!(e.kind, EntryKind::Posted)
+            && e.metadata.as_map().is_empty()
+            && e.previous.is_empty()
+            && e.reversed_by.is_none()
+            && c.version == 1
+            && c.superseded_at.is_none()
+            && c.correction_id.is_none()
+            && c.reason.is_none()
+            && !c.cancelled;
+        let ixs: Option<Vec<u32>> = plain
+            .then(|| {
+                c.postings
+                    .iter()
+                    .map(|p| {
+                        let ix = *self.account_ix.get(&p.account)?;
+                        let same =
+                            self.accounts[ix as usize].account.currency == p.amount.currency();
+                        same.then_some(ix)
+                    })
+                    .collect()
+            })
+            .flatten();
+        let Some(ixs) = ixs else {
+            w.0.push(ENTRY_FULL);
+            w.bytes(&postcard::to_stdvec(e).expect("entries always serialise"));
+            return;
+        };
+        w.0.push(ENTRY_PLAIN);
+        w.bytes(e.id.as_str().as_bytes());
+        w.0.extend_from_slice(&e.fingerprint.to_le_bytes());
+        w.var(e.stream_version);
+        // recorded_at is the position's (part 2); valid time is usually close to it.
+        w.var(c.position);
+        w.zig(
+            c.effective_at
+                .0
+                .as_micros()
+                .wrapping_sub(c.recorded_at.0.as_micros()),
+        );
+        w.var(c.postings.len() as u64);
+        for (p, ix) in c.postings.iter().zip(ixs) {
+            w.var(u64::from(ix));
+            w.0.push(match p.direction {
+                Direction::Debit => 0,
+                Direction::Credit => 1,
+            });
+            w.zig128(p.amount.minor());
+        }
     }
 
     /// Rebuilds a ledger from a snapshot made by [`Ledger::encode_snapshot`].
     pub fn decode_snapshot(config: LedgerConfig, bytes: &[u8]) -> Result<Ledger, SnapshotError> {
-        let (head, json) = bytes.split_at_checked(16).ok_or(SnapshotError::Checksum)?;
+        let (head, body) = bytes.split_at_checked(16).ok_or(SnapshotError::Checksum)?;
         let word = |i: usize| {
             let mut w = [0u8; 8];
             w.copy_from_slice(&head[i..i + 8]);
@@ -117,51 +245,203 @@ impl Ledger {
                 expected: SNAPSHOT_SCHEMA,
             });
         }
-        if word(8) != super::command::stable_hash(json) {
+        if word(8) != super::command::stable_hash(body) {
             return Err(SnapshotError::Checksum);
         }
-        let body: Body =
-            postcard::from_bytes(json).map_err(|e| SnapshotError::Decode(e.to_string()))?;
+        let mut r = Reader::new(body);
+        let rest: Rest = postcard::from_bytes(r.bytes()?).map_err(decode_error)?;
         let mut ledger = Ledger::new(config);
-        check_consistent(&body)?;
-        for (i, st) in body.accounts.iter().enumerate() {
-            let ix = u32::try_from(i)
-                .map_err(|_| SnapshotError::Inconsistent("too many accounts".into()))?;
+        for (i, st) in rest.accounts.iter().enumerate() {
+            let ix = u32::try_from(i).map_err(|_| inconsistent("too many accounts"))?;
             if ledger
                 .account_ix
                 .insert(st.account.id.clone(), ix)
                 .is_some()
             {
-                return Err(SnapshotError::Inconsistent(format!(
-                    "account {} twice",
-                    st.account.id
-                )));
+                return Err(inconsistent(&format!("account {} twice", st.account.id)));
             }
         }
-        ledger.accounts = body.accounts;
-        ledger.open_fingerprints.extend(body.open_fingerprints);
-        for e in body.entries {
-            ledger.entries.insert(e.id.clone(), Box::new(e));
+        ledger.accounts = rest.accounts;
+
+        let n = r.len_hint(2)?;
+        let mut positions = Vec::with_capacity(n);
+        // (position index, entry index) of references to part 3, resolved once it is read.
+        let mut refs: Vec<(usize, usize)> = Vec::with_capacity(n);
+        let mut last = 0i64;
+        for i in 0..n {
+            let recorded_at = if i == 0 {
+                r.zig()?
+            } else {
+                let delta = i64::try_from(r.var()?).map_err(|_| decode_error("time delta"))?;
+                last.checked_add(delta)
+                    .ok_or_else(|| decode_error("time"))?
+            };
+            last = recorded_at;
+            let event_type = *EVENT_TYPE_NAMES
+                .get(usize::from(r.u8()?))
+                .ok_or_else(|| decode_error("event type"))?;
+            let entry = match r.var()? {
+                REF_NONE => None,
+                REF_INLINE => Some(entry_id(&mut r)?),
+                k => {
+                    refs.push((i, usize::try_from(k - REF_ENTRY).unwrap_or(usize::MAX)));
+                    None
+                }
+            };
+            positions.push(PositionMeta {
+                recorded_at,
+                entry,
+                event_type,
+            });
         }
-        ledger.corrections.extend(body.corrections);
-        ledger.resolutions.extend(body.resolutions);
-        for (id, fp, json) in body.rejected {
-            let r: Rejection =
-                serde_json::from_str(&json).map_err(|e| SnapshotError::Decode(e.to_string()))?;
+
+        let n = r.len_hint(4)?;
+        let mut entries: Vec<Box<Entry>> = Vec::with_capacity(n);
+        for _ in 0..n {
+            entries.push(Box::new(ledger.decode_entry(&mut r, &positions)?));
+        }
+        if !r.is_done() {
+            return Err(decode_error("trailing bytes"));
+        }
+        for (p, e) in refs {
+            let e = entries
+                .get(e)
+                .ok_or_else(|| decode_error("entry reference"))?;
+            positions[p].entry = Some(e.id.clone());
+        }
+
+        ledger.entries.reserve(entries.len());
+        for e in entries {
+            let id = e.id.clone();
+            if ledger.entries.insert(id, e).is_some() {
+                return Err(inconsistent("an entry twice"));
+            }
+        }
+        ledger.positions = positions;
+        ledger.open_fingerprints.extend(rest.open_fingerprints);
+        ledger.corrections.extend(rest.corrections);
+        ledger.resolutions.extend(rest.resolutions);
+        for (id, fp, json) in rest.rejected {
+            let r: Rejection = serde_json::from_str(&json).map_err(decode_error)?;
             ledger.rejected.insert(id, (fp, r));
         }
-        ledger.hold_deadlines.extend(body.hold_deadlines);
-        ledger.positions = body.positions;
+        ledger.hold_deadlines.extend(rest.hold_deadlines);
+        check_consistent(&ledger)?;
         Ok(ledger)
+    }
+
+    /// Reads part 3's form of one entry; account indexes refer to `self.accounts`, positions
+    /// (for its transaction time) to part 2.
+    fn decode_entry(
+        &self,
+        r: &mut Reader<'_>,
+        positions: &[PositionMeta],
+    ) -> Result<Entry, SnapshotError> {
+        match r.u8()? {
+            ENTRY_FULL => postcard::from_bytes(r.bytes()?).map_err(decode_error),
+            ENTRY_PLAIN => {
+                let id = entry_id(r)?;
+                let fingerprint = r.u64_le()?;
+                let stream_version = r.var()?;
+                let position = r.var()?;
+                let recorded_at = usize::try_from(position)
+                    .ok()
+                    .and_then(|p| positions.get(p.checked_sub(1)?))
+                    .ok_or_else(|| decode_error("entry position"))?
+                    .recorded_at;
+                let effective_at = recorded_at
+                    .checked_add(r.zig()?)
+                    .and_then(Timestamp::from_micros)
+                    .ok_or_else(|| decode_error("time out of range"))?;
+                let (effective_at, recorded_at) = (
+                    EffectiveAt(effective_at),
+                    RecordedAt(
+                        Timestamp::from_micros(recorded_at)
+                            .ok_or_else(|| decode_error("time out of range"))?,
+                    ),
+                );
+                let n = r.len_hint(3)?;
+                let postings = (0..n)
+                    .map(|_| {
+                        let ix = usize::try_from(r.var()?).unwrap_or(usize::MAX);
+                        let acc = &self
+                            .accounts
+                            .get(ix)
+                            .ok_or_else(|| decode_error("account index"))?
+                            .account;
+                        let direction = match r.u8()? {
+                            0 => Direction::Debit,
+                            1 => Direction::Credit,
+                            _ => return Err(decode_error("direction")),
+                        };
+                        let amount =
+                            Amount::from_minor(r.zig128()?, acc.currency).map_err(decode_error)?;
+                        Ok(Posting {
+                            account: acc.id.clone(),
+                            direction,
+                            amount,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, SnapshotError>>()?;
+                Ok(Entry {
+                    id,
+                    kind: EntryKind::Posted,
+                    metadata: Metadata::new(),
+                    current: EntryVersion {
+                        version: 1,
+                        postings: postings.into(),
+                        effective_at,
+                        position,
+                        recorded_at,
+                        superseded_at: None,
+                        correction_id: None,
+                        reason: None,
+                        cancelled: false,
+                    },
+                    previous: Vec::new(),
+                    reversed_by: None,
+                    fingerprint,
+                    stream_version,
+                })
+            }
+            _ => Err(decode_error("entry tag")),
+        }
     }
 }
 
-/// Cheap cross-checks of a decoded body (a checksum catches damage; these catch a snapshot
+/// Fills in the header of `out` (16 bytes reserved at its start, then the body).
+fn seal(mut out: Vec<u8>) -> Vec<u8> {
+    let sum = super::command::stable_hash(&out[16..]);
+    out[..8].copy_from_slice(&SNAPSHOT_SCHEMA.to_le_bytes());
+    out[8..16].copy_from_slice(&sum.to_le_bytes());
+    out
+}
+
+impl From<Malformed> for SnapshotError {
+    fn from(m: Malformed) -> SnapshotError {
+        decode_error(m)
+    }
+}
+
+fn entry_id(r: &mut Reader<'_>) -> Result<EntryId, SnapshotError> {
+    let s = std::str::from_utf8(r.bytes()?).map_err(decode_error)?;
+    EntryId::new(s).map_err(decode_error)
+}
+
+fn decode_error(e: impl std::fmt::Display) -> SnapshotError {
+    SnapshotError::Decode(e.to_string())
+}
+
+fn inconsistent(what: &str) -> SnapshotError {
+    SnapshotError::Inconsistent(what.to_string())
+}
+
+/// Cheap cross-checks of a decoded ledger (a checksum catches damage; these catch a snapshot
 /// that was written wrong).
-fn check_consistent(b: &Body) -> Result<(), SnapshotError> {
-    let last = b.positions.len() as u64;
+fn check_consistent(l: &Ledger) -> Result<(), SnapshotError> {
+    let last = l.positions.len() as u64;
     let bad = |what: String| Err(SnapshotError::Inconsistent(what));
-    for st in &b.accounts {
+    for st in &l.accounts {
         if st.position > last || st.bounds != st.account.constraints.bounds(st.account.kind) {
             return bad(format!("account {}", st.account.id));
         }
@@ -172,10 +452,10 @@ fn check_consistent(b: &Body) -> Result<(), SnapshotError> {
             ));
         }
     }
-    if b.entries.iter().any(|e| e.current.position > last) {
+    if l.entries.values().any(|e| e.current.position > last) {
         return bad("an entry is ahead of the log".into());
     }
-    if b.positions
+    if l.positions
         .windows(2)
         .any(|w| w[0].recorded_at >= w[1].recorded_at)
     {
@@ -198,29 +478,3 @@ const EVENT_TYPE_NAMES: [&str; 12] = [
     "entry_corrected",
     "entry_rejected",
 ];
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PositionMetaWire {
-    recorded_at: i64,
-    entry: Option<EntryId>,
-    event_type: String,
-}
-
-impl<'de> Deserialize<'de> for PositionMeta {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let w = PositionMetaWire::deserialize(d)?;
-        let event_type = EVENT_TYPE_NAMES
-            .iter()
-            .copied()
-            .find(|n| *n == w.event_type)
-            .ok_or_else(|| {
-                serde::de::Error::custom(format!("unknown event type {}", w.event_type))
-            })?;
-        Ok(PositionMeta {
-            recorded_at: w.recorded_at,
-            entry: w.entry,
-            event_type,
-        })
-    }
-}
