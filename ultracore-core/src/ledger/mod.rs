@@ -238,7 +238,7 @@ impl Ledger {
         let events = events.into_iter();
         self.reserve(events.size_hint().0);
         self.deferred
-            .get_or_insert_with(|| (Vec::new(), buffer_max.max(1)));
+            .get_or_insert_with(|| (Vec::new(), buffer_max.clamp(1, u32::MAX as usize)));
         let applied = events.into_iter().try_for_each(|e| self.apply(e));
         let ended = self.bulk_end();
         applied.and(ended)
@@ -261,13 +261,26 @@ impl Ledger {
     }
 
     /// Applies buffered index changes grouped by account, each account's in log order.
-    fn apply_deferred(
-        &mut self,
-        mut changes: Vec<DeferredChange>,
-    ) -> Result<(), InvariantViolated> {
-        // Stable: an account's changes keep their log order.
-        changes.sort_by_key(|c| c.0);
-        for (acc, pos, key, d) in changes {
+    ///
+    /// The order comes from a counting sort of indexes (stable, O(changes + accounts)): the
+    /// changes themselves (~90 bytes each) are never moved, which a comparison sort of the
+    /// buffer spent most of a replay doing.
+    fn apply_deferred(&mut self, changes: Vec<DeferredChange>) -> Result<(), InvariantViolated> {
+        let mut next = vec![0u32; self.accounts.len() + 1];
+        for c in &changes {
+            next[c.0 as usize + 1] += 1;
+        }
+        for i in 1..next.len() {
+            next[i] += next[i - 1];
+        }
+        let mut order = vec![0u32; changes.len()];
+        for (i, c) in changes.iter().enumerate() {
+            let slot = &mut next[c.0 as usize];
+            order[*slot as usize] = i as u32;
+            *slot += 1;
+        }
+        for i in order {
+            let (acc, pos, key, d) = changes[i as usize];
             self.accounts[acc as usize]
                 .index
                 .apply(pos, key, d)
@@ -829,17 +842,17 @@ impl Ledger {
         seq: u64,
         sign: i128,
     ) -> Result<Changes, Rejection> {
-        let ixs = postings
-            .iter()
-            .map(|p| {
-                self.account_ix
-                    .get(&p.account)
-                    .copied()
-                    .ok_or_else(|| Rejection::UnknownAccount {
+        let mut ixs = AccountIxs::new();
+        for p in postings {
+            match self.account_ix.get(&p.account) {
+                Some(&ix) => ixs.push(ix),
+                None => {
+                    return Err(Rejection::UnknownAccount {
                         account: p.account.clone(),
                     })
-            })
-            .collect::<Result<AccountIxs, Rejection>>()?;
+                }
+            }
+        }
         posting_changes_at(postings, &ixs, effective_at, seq, sign)
     }
 }
