@@ -126,9 +126,39 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
         clock: Arc<dyn Clock>,
         config: EngineConfig,
     ) -> Result<(Self, OpenedFrom), EngineError> {
-        let from_snapshot = match snapshots.load(&snapshot_scope(&config)).await {
-            Ok(Some(snap)) => usable_snapshot(&store, &snap, &config).await,
-            _ => None,
+        let snapshot = Self::load_snapshot(snapshots, &config).await;
+        Self::open_from(store, snapshot, clock, config).await
+    }
+
+    /// The ledger of the latest snapshot in `snapshots` for an engine with `config`, decoded,
+    /// or `None` when there is none or it is of another format or damaged. It does not look at
+    /// the log: pass the result to [`Engine::open_from`], which checks it against the log. So
+    /// start-up can decode the snapshot on one thread while another opens the store.
+    pub async fn load_snapshot(
+        snapshots: &dyn SnapshotStore,
+        config: &EngineConfig,
+    ) -> Option<Ledger> {
+        let snap = snapshots.load(&snapshot_scope(config)).await.ok()??;
+        if snap.schema_fingerprint != SNAPSHOT_SCHEMA {
+            return None;
+        }
+        let ledger = Ledger::decode_snapshot(config.ledger.clone(), &snap.bytes).ok()?;
+        (ledger.position() == snap.position).then_some(ledger)
+    }
+
+    /// Like [`Engine::open_with_snapshot`], with the snapshot already loaded (see
+    /// [`Engine::load_snapshot`]): uses it when it is a prefix of `store`'s log (not ahead of
+    /// it, and agreeing with it on the transaction time of its last position) and replays the
+    /// events after it; otherwise replays the whole log.
+    pub async fn open_from(
+        store: S,
+        snapshot: Option<Ledger>,
+        clock: Arc<dyn Clock>,
+        config: EngineConfig,
+    ) -> Result<(Self, OpenedFrom), EngineError> {
+        let from_snapshot = match snapshot {
+            Some(ledger) => prefix_of_log(&store, ledger).await,
+            None => None,
         };
         let (ledger, opened) = match from_snapshot {
             Some(ledger) => {
@@ -389,17 +419,9 @@ fn snapshot_scope(config: &EngineConfig) -> String {
 }
 
 /// The snapshot's ledger, if it can be trusted as a prefix of this store's log.
-async fn usable_snapshot<S: EventStore<LedgerEvent>>(
-    store: &S,
-    snap: &Snapshot,
-    config: &EngineConfig,
-) -> Option<Ledger> {
-    if snap.schema_fingerprint != SNAPSHOT_SCHEMA {
-        return None;
-    }
-    let ledger = Ledger::decode_snapshot(config.ledger.clone(), &snap.bytes).ok()?;
+async fn prefix_of_log<S: EventStore<LedgerEvent>>(store: &S, ledger: Ledger) -> Option<Ledger> {
     let position = ledger.position();
-    if position != snap.position || position > store.last_position().await.ok()? {
+    if position > store.last_position().await.ok()? {
         return None;
     }
     if position > 0 {

@@ -165,9 +165,6 @@ mod tests {
         // A count of 100 items of at least 4 bytes in 3 remaining bytes.
         assert!(Reader::new(&[100, 0, 0, 0]).len_hint(4).is_err());
         assert_eq!(Reader::new(&[1, 0, 0, 0, 0]).len_hint(4), Ok(1));
-        assert_eq!(
-            Reader::new(&[5, 1, 2]).bytes(),
-            Err(Malformed("truncated"))
-        );
+        assert_eq!(Reader::new(&[5, 1, 2]).bytes(), Err(Malformed("truncated")));
     }
 }

@@ -82,10 +82,12 @@ impl Default for LedgerConfig {
 #[error("invariant violated: {0}")]
 pub struct InvariantViolated(pub String);
 
-/// One account with its bitemporal balance index.
+/// One account with its bitemporal balance index. Snapshots write the index apart from the
+/// rest (see `snapshot`), so it is skipped here.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct AccountState {
     pub(crate) account: Account,
+    #[serde(skip)]
     pub(crate) index: BitemporalIndex,
     /// (lower, upper) bounds on the index's series, from the constraints.
     pub(crate) bounds: (Option<i128>, Option<i128>),

@@ -5,14 +5,16 @@
 //!
 //! Wire form: 8 bytes schema (little endian), 8 bytes checksum of the body, then the body:
 //!
-//! 1. the accounts (with their balance indexes) and the small tables (opening fingerprints,
-//!    corrections, resolutions, refusals, hold deadlines) in postcard (compact binary serde),
-//!    length-prefixed;
-//! 2. the log positions: transaction time as a delta from the previous one, the event type as
+//! 1. the accounts and the small tables (opening fingerprints, corrections, resolutions,
+//!    refusals, hold deadlines) in postcard (compact binary serde), length-prefixed;
+//! 2. each account's balance index in postcard, in account order, the whole part
+//!    length-prefixed (so it decodes on a second thread while parts 3 and 4 decode on the
+//!    calling one);
+//! 3. the log positions: transaction time as a delta from the previous one, the event type as
 //!    a byte, the entry as an index into the entries below (sharing its id);
-//! 3. the entries, hand-encoded: a plain posted entry (one version, no metadata, the common
+//! 4. the entries, hand-encoded: a plain posted entry (one version, no metadata, the common
 //!    case by far) as its id, fingerprint, stream version, position (its transaction time is
-//!    the position's), valid time as a delta from that, and postings, each as (account index,
+//!    the position's, part 3), valid time as a delta from that, and postings, each as (account index,
 //!    direction, minor units), so decoding shares the account's id instead of allocating a
 //!    copy per posting; any other entry in postcard.
 //!
@@ -34,7 +36,7 @@ use super::{AccountState, Ledger, LedgerConfig, PositionMeta};
 
 /// The snapshot format this build writes and reads. Bump it whenever any snapshotted type
 /// (ledger state, balance index internals) changes shape.
-pub const SNAPSHOT_SCHEMA: u64 = 0x5543_534e_0000_0003;
+pub const SNAPSHOT_SCHEMA: u64 = 0x5543_534e_0000_0004;
 
 /// Why a snapshot could not be used (the caller then replays the log).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -84,12 +86,12 @@ struct Rest {
     hold_deadlines: Vec<(Timestamp, EntryId)>,
 }
 
-/// Entry tags in part 3.
+/// Entry tags in part 4.
 const ENTRY_PLAIN: u8 = 0;
 const ENTRY_FULL: u8 = 1;
 
-/// A position's entry reference in part 2: none, an id written inline, or `REF_ENTRY + i` for
-/// the `i`-th entry of part 3.
+/// A position's entry reference in part 3: none, an id written inline, or `REF_ENTRY + i` for
+/// the `i`-th entry of part 4.
 const REF_NONE: u64 = 0;
 const REF_INLINE: u64 = 1;
 const REF_ENTRY: u64 = 2;
@@ -119,11 +121,16 @@ impl Ledger {
         // Plain data, no maps with non-string keys, no failing custom serialisers: serialising
         // to a Vec cannot fail.
         let rest = postcard::to_stdvec(&rest).expect("ledger state always serialises");
+        let mut indexes = Writer(Vec::new());
+        for st in &self.accounts {
+            indexes.bytes(&postcard::to_stdvec(&st.index).expect("indexes always serialise"));
+        }
         let mut w = Writer(Vec::with_capacity(
-            rest.len() + 16 + self.entries.len() * 48 + self.positions.len() * 6,
+            rest.len() + indexes.0.len() + 32 + self.entries.len() * 48 + self.positions.len() * 6,
         ));
         w.0.extend_from_slice(&[0; 16]);
         w.bytes(&rest);
+        w.bytes(&indexes.0);
 
         let mut entry_index: super::IdMap<&EntryId, u64> =
             std::collections::HashMap::with_capacity_and_hasher(
@@ -178,7 +185,7 @@ impl Ledger {
         seal(out)
     }
 
-    /// Part 3's form of one entry.
+    /// Part 4's form of one entry.
     fn encode_entry(&self, w: &mut Writer, e: &Entry) {
         let c = &e.current;
         let plain = matches!(e.kind, EntryKind::Posted)
@@ -212,7 +219,7 @@ impl Ledger {
         w.bytes(e.id.as_str().as_bytes());
         w.0.extend_from_slice(&e.fingerprint.to_le_bytes());
         w.var(e.stream_version);
-        // recorded_at is the position's (part 2); valid time is usually close to it.
+        // recorded_at is the position's (part 3); valid time is usually close to it.
         w.var(c.position);
         w.zig(
             c.effective_at
@@ -250,6 +257,31 @@ impl Ledger {
         }
         let mut r = Reader::new(body);
         let rest: Rest = postcard::from_bytes(r.bytes()?).map_err(decode_error)?;
+        let index_part = r.bytes()?;
+        let accounts = rest.accounts.len();
+        // The indexes are about a third of the decoding work and independent of the rest.
+        std::thread::scope(|scope| {
+            let indexes = scope.spawn(move || decode_indexes(index_part, accounts));
+            let ledger = Ledger::decode_rest(config, rest, &mut r);
+            let indexes = indexes
+                .join()
+                .unwrap_or_else(|_| Err(decode_error("index decoder panicked")));
+            let mut ledger = ledger?;
+            for (st, index) in ledger.accounts.iter_mut().zip(indexes?) {
+                st.index = index;
+            }
+            check_consistent(&ledger)?;
+            Ok(ledger)
+        })
+    }
+
+    /// Parts 1, 3 and 4 of a snapshot body (part 2, the balance indexes, is read by
+    /// [`decode_indexes`]); `r` is positioned at part 3.
+    fn decode_rest(
+        config: LedgerConfig,
+        rest: Rest,
+        r: &mut Reader<'_>,
+    ) -> Result<Ledger, SnapshotError> {
         let mut ledger = Ledger::new(config);
         for (i, st) in rest.accounts.iter().enumerate() {
             let ix = u32::try_from(i).map_err(|_| inconsistent("too many accounts"))?;
@@ -265,7 +297,7 @@ impl Ledger {
 
         let n = r.len_hint(2)?;
         let mut positions = Vec::with_capacity(n);
-        // (position index, entry index) of references to part 3, resolved once it is read.
+        // (position index, entry index) of references to part 4, resolved once it is read.
         let mut refs: Vec<(usize, usize)> = Vec::with_capacity(n);
         let mut last = 0i64;
         for i in 0..n {
@@ -282,7 +314,7 @@ impl Ledger {
                 .ok_or_else(|| decode_error("event type"))?;
             let entry = match r.var()? {
                 REF_NONE => None,
-                REF_INLINE => Some(entry_id(&mut r)?),
+                REF_INLINE => Some(entry_id(r)?),
                 k => {
                     refs.push((i, usize::try_from(k - REF_ENTRY).unwrap_or(usize::MAX)));
                     None
@@ -298,7 +330,7 @@ impl Ledger {
         let n = r.len_hint(4)?;
         let mut entries: Vec<Box<Entry>> = Vec::with_capacity(n);
         for _ in 0..n {
-            entries.push(Box::new(ledger.decode_entry(&mut r, &positions)?));
+            entries.push(Box::new(ledger.decode_entry(r, &positions)?));
         }
         if !r.is_done() {
             return Err(decode_error("trailing bytes"));
@@ -326,12 +358,11 @@ impl Ledger {
             ledger.rejected.insert(id, (fp, r));
         }
         ledger.hold_deadlines.extend(rest.hold_deadlines);
-        check_consistent(&ledger)?;
         Ok(ledger)
     }
 
-    /// Reads part 3's form of one entry; account indexes refer to `self.accounts`, positions
-    /// (for its transaction time) to part 2.
+    /// Reads part 4's form of one entry; account indexes refer to `self.accounts`, positions
+    /// (for its transaction time) to part 3.
     fn decode_entry(
         &self,
         r: &mut Reader<'_>,
@@ -407,6 +438,22 @@ impl Ledger {
             _ => Err(decode_error("entry tag")),
         }
     }
+}
+
+/// Part 2: one balance index per account.
+fn decode_indexes(
+    part: &[u8],
+    accounts: usize,
+) -> Result<Vec<crate::bitemporal::index::BitemporalIndex>, SnapshotError> {
+    let mut r = Reader::new(part);
+    let mut out = Vec::with_capacity(accounts.min(part.len()));
+    for _ in 0..accounts {
+        out.push(postcard::from_bytes(r.bytes()?).map_err(decode_error)?);
+    }
+    if !r.is_done() {
+        return Err(decode_error("trailing bytes after the indexes"));
+    }
+    Ok(out)
 }
 
 /// Fills in the header of `out` (16 bytes reserved at its start, then the body).
