@@ -89,4 +89,4 @@ pub use error::{JournalError, RecoveryReport, TornTail};
 pub use journal::{
     Journal, JournalConfig, JournalStats, GROUP_REQUESTS_MAX, SEGMENT_SIZE_MAX, SEGMENT_SIZE_MIN,
 };
-pub use snapshot::{FileSnapshotStore, SCOPE_LEN_MAX};
+pub use snapshot::{FileSnapshotStore, SCOPE_LEN_MAX, SNAPSHOTS_KEPT};

@@ -76,6 +76,12 @@ pub struct Config {
     pub rate_limit_burst: u32,
     /// Log level: error, warn, info, debug, trace.
     pub log_level: String,
+    /// Take a snapshot (and the journal's index checkpoint) while serving once this many events
+    /// were appended since the last one (0: never by count).
+    pub snapshot_every_events: u64,
+    /// Also take one when this many seconds passed since the last one and the log grew
+    /// (0: never by time).
+    pub snapshot_interval_seconds: u64,
 }
 
 impl Default for Config {
@@ -97,6 +103,8 @@ impl Default for Config {
             rate_limit_per_second: 10_000,
             rate_limit_burst: 20_000,
             log_level: "info".to_string(),
+            snapshot_every_events: 1_000_000,
+            snapshot_interval_seconds: 3_600,
         }
     }
 }
@@ -199,6 +207,12 @@ impl Config {
         }
         if let Some(v) = env("ULTRACORE_RATE_LIMIT_BURST") {
             self.rate_limit_burst = parse("ULTRACORE_RATE_LIMIT_BURST", &v)?;
+        }
+        if let Some(v) = env("ULTRACORE_SNAPSHOT_EVERY_EVENTS") {
+            self.snapshot_every_events = parse("ULTRACORE_SNAPSHOT_EVERY_EVENTS", &v)?;
+        }
+        if let Some(v) = env("ULTRACORE_SNAPSHOT_INTERVAL_SECONDS") {
+            self.snapshot_interval_seconds = parse("ULTRACORE_SNAPSHOT_INTERVAL_SECONDS", &v)?;
         }
         if let Some(v) = env("ULTRACORE_LOG") {
             self.log_level = v;

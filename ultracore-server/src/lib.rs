@@ -52,6 +52,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod serve;
+pub mod snapshots;
 pub mod state;
 pub mod store;
 pub mod util;

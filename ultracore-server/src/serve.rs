@@ -1,10 +1,13 @@
 //! `ultracore serve`: binds the four listeners, serves until a shutdown signal, then stops
 //! accepting, lets in-flight requests finish (each one's command is durable and audited before
 //! its answer), flushes the audit log, saves a snapshot when the store keeps them, and returns.
+//! While serving, a task saves snapshots (and the journal's index checkpoint) as configured
+//! (`snapshots.rs`).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 use ultracore_core::engine::OpenedFrom;
 
 use axum::serve::ListenerExt;
@@ -13,6 +16,7 @@ use tokio::sync::watch;
 
 use crate::app::{ledger_router, placeholder_router};
 use crate::config::Config;
+use crate::snapshots::{run_periodic, take, SnapshotPolicy};
 use crate::state::{AppState, StartError};
 
 /// Why serving stopped with an error.
@@ -87,6 +91,10 @@ pub async fn serve(
         "in memory: nothing survives a restart"
     };
     let position = state.engine.read(|l| l.position()).await;
+    let snapshot_at = match startup.opened {
+        OpenedFrom::Snapshot { position: at } => at,
+        OpenedFrom::Replay => 0,
+    };
     let rebuilt = match startup.opened {
         OpenedFrom::Snapshot { position: at } => format!(
             "state at position {position}: snapshot at {at} + {} events replayed",
@@ -94,6 +102,25 @@ pub async fn serve(
         ),
         OpenedFrom::Replay => format!("state at position {position}: {position} events replayed"),
     };
+    let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    state
+        .metrics
+        .startup_snapshot_position
+        .set(gauge(snapshot_at));
+    state
+        .metrics
+        .startup_replayed_events
+        .set(gauge(position.saturating_sub(snapshot_at)));
+    let periodic = tokio::spawn(run_periodic(
+        state.clone(),
+        SnapshotPolicy {
+            every_events: config.snapshot_every_events,
+            interval: (config.snapshot_interval_seconds > 0)
+                .then(|| Duration::from_secs(config.snapshot_interval_seconds)),
+        },
+        snapshot_at,
+        stop_rx.clone(),
+    ));
     println!(
         "ultracore: store {store}; {rebuilt}; audit log {} ({} records)",
         config.audit_path().display(),
@@ -113,18 +140,18 @@ pub async fn serve(
         }
     }
     state.audit.flush().await;
-    if let Some(snaps) = &state.snapshots {
-        match state.engine.save_snapshot(snaps.as_ref()).await {
-            Ok(p) => tracing::info!(position = p, "snapshot saved"),
-            Err(e) => tracing::warn!(error = %e, "snapshot not saved"),
-        }
+    // A periodic snapshot in progress finishes first; then the final one.
+    if let Err(e) = periodic.await {
+        tracing::error!(error = %e, "periodic snapshot task failed");
     }
-    if let Some(checkpoint) = state.index_checkpoint.clone() {
-        match tokio::task::spawn_blocking(move || checkpoint()).await {
-            Ok(Ok(p)) => tracing::info!(position = p, "journal index checkpoint written"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "journal index checkpoint not written"),
-            Err(e) => tracing::warn!(error = %e, "journal index checkpoint task failed"),
-        }
+    match take(&state).await {
+        Ok(Some(t)) => tracing::info!(
+            position = t.position,
+            checkpoint = t.checkpoint,
+            "snapshot saved"
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "snapshot not saved"),
     }
     tracing::info!("shutdown complete");
     Ok(())

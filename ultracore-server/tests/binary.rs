@@ -177,3 +177,134 @@ fn migrate_creates_the_postgres_schema_once() {
             .unwrap();
     });
 }
+
+/// Posts `count` transfers `<prefix>-<i>` of 0.01 from cash to c0..c9 in batches of 100, and
+/// checks each was accepted.
+fn post_transfers(addr: &str, token: &str, prefix: &str, count: usize) {
+    for start in (0..count).step_by(100) {
+        let items: Vec<String> = (start..count.min(start + 100))
+            .map(|i| {
+                format!(
+                    r#"{{"id":"{prefix}-{i}","debit_account":"cash","credit_account":"c{}","amount":"0.01","currency":"USD"}}"#,
+                    i % 10
+                )
+            })
+            .collect();
+        let body = format!("[{}]", items.join(","));
+        let (status, _, answer) = http(
+            addr,
+            "POST",
+            "/v1/transfers/batch",
+            Some(token),
+            Some(&body),
+        );
+        assert_eq!(status, 200, "{answer}");
+        let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(v["refused"], 0, "{answer}");
+        assert_eq!(v["accepted"], items.len(), "{answer}");
+    }
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_periodic_snapshot_is_what_a_restart_after_kill_9_starts_from() {
+    let dir = temp("bin-periodic-snapshot");
+    let log = dir.with_extension("stderr.log");
+    let admin = token(&dir, "admin");
+    let env = [
+        ("ULTRACORE_SNAPSHOT_EVERY_EVENTS", "250"),
+        ("ULTRACORE_SNAPSHOT_INTERVAL_SECONDS", "0"),
+    ];
+    let server = start_with(&dir, &env, Some(&log));
+    let a = server.addr.clone();
+    assert!(
+        server.startup.contains("0 events replayed"),
+        "{}",
+        server.startup
+    );
+    for i in 0..11 {
+        let (id, kind) = match i {
+            0 => ("cash".to_string(), "asset"),
+            _ => (format!("c{}", i - 1), "liability"),
+        };
+        let b = format!(r#"{{"id":"{id}","currency":"USD","kind":"{kind}"}}"#);
+        assert_eq!(
+            http(&a, "POST", "/v1/accounts", Some(&admin), Some(&b)).0,
+            201
+        );
+    }
+    // Three rounds past the threshold: three periodic snapshots, each seen in the metrics.
+    for round in 1..=3 {
+        post_transfers(&a, &admin, &format!("r{round}"), 260);
+        wait_until(&format!("snapshot {round}"), || {
+            metric(&a, "ultracore_snapshots_total") >= f64::from(round)
+        });
+    }
+    let snapped = metric(&a, "ultracore_snapshot_position") as u64;
+    // 11 accounts + 780 transfers, one event each; the last snapshot came after round 3.
+    assert_eq!(
+        snapped, 791,
+        "the third snapshot covers everything up to round 3"
+    );
+    // Below the threshold: these are only in the journal when the process dies.
+    post_transfers(&a, &admin, "tail", 120);
+    assert_eq!(metric(&a, "ultracore_snapshots_total"), 3.0);
+    let mut server = server;
+    server.child.kill().unwrap(); // SIGKILL: no shutdown snapshot
+    server.child.wait().unwrap();
+
+    let files: Vec<_> = std::fs::read_dir(dir.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(files.len(), 2, "older snapshots pruned: {files:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let periodic = text
+        .lines()
+        .filter(|l| l.contains("snapshot saved") && l.contains("\"periodic\":true"))
+        .count();
+    assert_eq!(periodic, 3, "{text}");
+
+    let server = start_with(&dir, &env, None);
+    let a = server.addr.clone();
+    assert!(
+        server
+            .startup
+            .contains("state at position 911: snapshot at 791 + 120 events replayed"),
+        "{}",
+        server.startup
+    );
+    assert_eq!(metric(&a, "ultracore_startup_snapshot_position"), 791.0);
+    assert_eq!(metric(&a, "ultracore_startup_replayed_events"), 120.0);
+    // Every acknowledged transfer is there, and the balances add up.
+    for (prefix, count) in [("r1", 260), ("r2", 260), ("r3", 260), ("tail", 120)] {
+        for i in 0..count {
+            let (status, _, body) = http(
+                &a,
+                "GET",
+                &format!("/v1/entries/{prefix}-{i}"),
+                Some(&admin),
+                None,
+            );
+            assert_eq!(status, 200, "{prefix}-{i}: {body}");
+        }
+    }
+    for c in 0..10 {
+        let (_, _, body) = http(
+            &a,
+            "GET",
+            &format!("/v1/accounts/c{c}/balance"),
+            Some(&admin),
+            None,
+        );
+        // 900 transfers spread over 10 accounts: 90 each of 0.01.
+        assert!(body.contains(r#""posted":"0.90""#), "c{c}: {body}");
+    }
+}
