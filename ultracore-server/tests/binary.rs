@@ -308,3 +308,56 @@ fn a_periodic_snapshot_is_what_a_restart_after_kill_9_starts_from() {
         assert!(body.contains(r#""posted":"0.90""#), "c{c}: {body}");
     }
 }
+
+#[test]
+fn a_second_server_on_the_same_data_dir_fails_at_once_naming_the_first() {
+    let dir = temp("bin-lock");
+    let admin = token(&dir, "admin");
+    let first = start(&dir);
+    let b = r#"{"id":"cash","currency":"USD","kind":"asset"}"#;
+    assert_eq!(
+        http(&first.addr, "POST", "/v1/accounts", Some(&admin), Some(b)).0,
+        201
+    );
+
+    let started = Instant::now();
+    let mut second = with_env(bin(), &dir)
+        .arg("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = loop {
+        if let Some(s) = second.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = second.kill();
+            panic!("the second server did not stop by itself");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    let journal = dir.join("journal");
+    assert!(
+        stderr.contains(&format!(
+            "journal directory {} is locked by another process (PID {})",
+            journal.display(),
+            first.child.id()
+        )),
+        "{stderr}"
+    );
+    // The first one is unharmed.
+    let (status, _, _) = http(&first.addr, "GET", "/v1/accounts/cash", Some(&admin), None);
+    assert_eq!(status, 200);
+
+    // kill -9 leaves no stale lock: the kernel drops it with the process.
+    let mut first = first;
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let again = start(&dir);
+    let (status, _, _) = http(&again.addr, "GET", "/v1/accounts/cash", Some(&admin), None);
+    assert_eq!(status, 200);
+}
