@@ -82,6 +82,12 @@ pub struct Config {
     /// Also take one when this many seconds passed since the last one and the log grew
     /// (0: never by time).
     pub snapshot_interval_seconds: u64,
+    /// Sensitive actions that need a token with `amr` containing `"mfa"`: any of
+    /// `account_close`, `correction`, `reversal`, `transfer` (empty: none).
+    pub mfa_required_for: Vec<String>,
+    /// With `transfer` in `mfa_required_for`: money moves of more than this amount (a decimal,
+    /// in the units of the transfer's own currency) need MFA.
+    pub mfa_transfer_threshold: String,
 }
 
 impl Default for Config {
@@ -105,6 +111,8 @@ impl Default for Config {
             log_level: "info".to_string(),
             snapshot_every_events: 1_000_000,
             snapshot_interval_seconds: 3_600,
+            mfa_required_for: Vec::new(),
+            mfa_transfer_threshold: "10000".to_string(),
         }
     }
 }
@@ -214,6 +222,12 @@ impl Config {
         if let Some(v) = env("ULTRACORE_SNAPSHOT_INTERVAL_SECONDS") {
             self.snapshot_interval_seconds = parse("ULTRACORE_SNAPSHOT_INTERVAL_SECONDS", &v)?;
         }
+        if let Some(v) = env("ULTRACORE_MFA_REQUIRED_FOR") {
+            self.mfa_required_for = v.split(',').map(|s| s.trim().to_string()).collect();
+        }
+        if let Some(v) = env("ULTRACORE_MFA_TRANSFER_THRESHOLD") {
+            self.mfa_transfer_threshold = v;
+        }
         if let Some(v) = env("ULTRACORE_LOG") {
             self.log_level = v;
         }
@@ -266,6 +280,15 @@ impl Config {
                 })
             }
         }
+    }
+
+    /// The step-up (MFA) policy for sensitive actions.
+    pub fn mfa_policy(&self) -> Result<crate::auth::mfa::MfaPolicy, ConfigError> {
+        crate::auth::mfa::MfaPolicy::parse(&self.mfa_required_for, &self.mfa_transfer_threshold)
+            .map_err(|message| ConfigError::Env {
+                var: "ULTRACORE_MFA_REQUIRED_FOR",
+                message,
+            })
     }
 
     /// Path of the audit log.
@@ -386,6 +409,33 @@ mod tests {
             Config::load(Some(&file), env(&[])),
             Err(ConfigError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn mfa_policy_from_env_and_bad_names_are_refused() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(
+            c.mfa_policy().unwrap(),
+            crate::auth::mfa::MfaPolicy::default(),
+            "off by default"
+        );
+        let c = Config::load(
+            None,
+            env(&[
+                ("ULTRACORE_MFA_REQUIRED_FOR", "account_close, transfer"),
+                ("ULTRACORE_MFA_TRANSFER_THRESHOLD", "2500.50"),
+            ]),
+        )
+        .unwrap();
+        let p = c.mfa_policy().unwrap();
+        assert!(p.account_close && !p.correction && !p.reversal);
+        assert_eq!(p.transfer_above, Some("2500.50".parse().unwrap()));
+        let c = Config::load(None, env(&[("ULTRACORE_MFA_REQUIRED_FOR", "everything")])).unwrap();
+        let e = c.mfa_policy().unwrap_err().to_string();
+        assert!(
+            e.contains("ULTRACORE_MFA_REQUIRED_FOR") && e.contains("everything"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -53,12 +53,25 @@ impl App {
             role,
             branch: branch.map(str::to_string),
             customer: customer.map(str::to_string),
+            mfa: false,
         };
         self.keys.mint(&p, unix_seconds(), 300)
     }
 
     fn admin(&self) -> String {
         self.token(Role::Admin, None, None)
+    }
+
+    /// An admin token issued after multi-factor authentication (`amr: ["mfa"]`).
+    fn admin_mfa(&self) -> String {
+        let p = Principal {
+            sub: "admin-user".into(),
+            role: Role::Admin,
+            branch: None,
+            customer: None,
+            mfa: true,
+        };
+        self.keys.mint(&p, unix_seconds(), 300)
     }
 
     async fn raw(&self, req: Request<Body>) -> Resp {
@@ -830,6 +843,7 @@ async fn authentication_is_required_and_checked() {
         role: Role::Admin,
         branch: None,
         customer: None,
+        mfa: false,
     };
     let expired = app.keys.mint(&admin, unix_seconds() - 3600, 60);
     let r = app
@@ -1257,4 +1271,147 @@ async fn store_failures_answer_503_and_a_retry_with_the_same_id_is_safe() {
     );
     let b = app.get("/v1/accounts/ana/balance", &t).await;
     assert_eq!(b.body["posted"], "5.00", "counted once");
+}
+
+/// With the MFA policy on, closing an account, corrections, reversals and money moves above
+/// the threshold need a token whose `amr` contains "mfa": without one they are refused with
+/// `403 mfa_required` (problem JSON, nothing written, audited as such); with one they go
+/// through. At or below the threshold nothing changes.
+#[tokio::test]
+async fn sensitive_actions_need_an_mfa_token_when_the_policy_says_so() {
+    let app = app_with(|c| {
+        c.mfa_required_for = ["account_close", "correction", "reversal", "transfer"]
+            .map(String::from)
+            .to_vec();
+        c.mfa_transfer_threshold = "100".into();
+    })
+    .await;
+    app.seed().await; // deposits of exactly 100.00: not above the threshold
+    let plain = app.admin();
+    let mfa = app.admin_mfa();
+    let r = app
+        .post(
+            "/v1/accounts",
+            &plain,
+            json!({"id": "z", "currency": "USD", "kind": "liability"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+
+    let p = app.position().await;
+    let big = || transfer("big", "cash", "ana", "100.01");
+    let mut hold = transfer("big-hold", "cash", "ana", "250.00");
+    hold["pending"] = json!(true);
+    let entry = json!({"id": "big-entry", "postings": [
+        {"account": "cash", "direction": "debit", "amount": "150.00", "currency": "USD"},
+        {"account": "ana", "direction": "credit", "amount": "150.00", "currency": "USD"}]});
+    for (path, body) in [
+        ("/v1/transfers", big()),
+        ("/v1/transfers", hold.clone()),
+        ("/v1/entries", entry.clone()),
+        (
+            "/v1/entries/dep-ana/corrections",
+            json!({"id": "c1", "amount": "90.00", "reason": "typo"}),
+        ),
+        ("/v1/entries/dep-bob/reversal", json!({"id": "r1"})),
+        ("/v1/accounts/z/close", json!(null)),
+    ] {
+        let r = app.post(path, &plain, body).await;
+        refused(&app, r, StatusCode::FORBIDDEN, "mfa_required", p).await;
+    }
+    // A batch refuses only its items above the threshold.
+    let r = app
+        .post(
+            "/v1/transfers/batch",
+            &plain,
+            json!([transfer("b-small", "cash", "bob", "5.00"), big()]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        (r.body["accepted"].as_u64(), r.body["refused"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(r.body["results"][1]["status"], 403);
+    assert_eq!(
+        r.body["results"][1]["problem"]["type"],
+        "urn:ultracore:error:mfa_required"
+    );
+    let r = app
+        .post(
+            "/v1/transfers",
+            &plain,
+            transfer("at-limit", "cash", "ana", "100.00"),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "at the threshold: {}",
+        r.body
+    );
+
+    // The refusals are audited with their own decision and outcome.
+    let auditor = app.token(Role::Auditor, None, None);
+    let a = app.get("/v1/audit?limit=1000", &auditor).await;
+    let records = a.body["records"].as_array().unwrap();
+    let refusals: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["outcome"] == "mfa_required")
+        .collect();
+    assert_eq!(refusals.len(), 6, "{records:#?}");
+    for r in &refusals {
+        assert_eq!(
+            (r["decision"].as_str(), r["status"].as_u64()),
+            (Some("mfa_required"), Some(403))
+        );
+    }
+    let batch = records
+        .iter()
+        .rev()
+        .find(|r| r["path"] == "/v1/transfers/batch")
+        .unwrap();
+    assert_eq!(batch["decision"], "allow 1 deny 0 mfa_required 1");
+
+    // The same requests with an MFA token go through (the refusals recorded nothing, so the
+    // same ids are free).
+    for (path, body, status) in [
+        ("/v1/transfers", big(), StatusCode::CREATED),
+        ("/v1/transfers", hold, StatusCode::CREATED),
+        ("/v1/entries", entry, StatusCode::CREATED),
+        (
+            "/v1/entries/dep-ana/corrections",
+            json!({"id": "c1", "amount": "90.00", "reason": "typo"}),
+            StatusCode::CREATED,
+        ),
+        (
+            "/v1/entries/dep-bob/reversal",
+            json!({"id": "r1"}),
+            StatusCode::CREATED,
+        ),
+        ("/v1/accounts/z/close", json!(null), StatusCode::OK),
+    ] {
+        let r = app.post(path, &mfa, body).await;
+        assert_eq!(r.status, status, "{path}: {}", r.body);
+    }
+}
+
+/// Off by default: the same sensitive actions need no MFA.
+#[tokio::test]
+async fn without_an_mfa_policy_sensitive_actions_need_no_mfa() {
+    let app = app().await;
+    app.seed().await;
+    let t = app.admin();
+    let r = app
+        .post(
+            "/v1/transfers",
+            &t,
+            transfer("big", "cash", "ana", "100000.00"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let r = app
+        .post("/v1/entries/dep-bob/reversal", &t, json!({"id": "r1"}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
 }

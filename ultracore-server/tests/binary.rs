@@ -361,3 +361,36 @@ fn a_second_server_on_the_same_data_dir_fails_at_once_naming_the_first() {
     let (status, _, _) = http(&again.addr, "GET", "/v1/accounts/cash", Some(&admin), None);
     assert_eq!(status, 200);
 }
+
+#[test]
+fn token_mfa_mints_a_token_that_passes_the_mfa_policy() {
+    let dir = temp("bin-mfa");
+    let mint = |extra: &[&str]| {
+        let out = with_env(bin(), &dir)
+            .args(["token", "--sub", "ops", "--role", "admin"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let (plain, mfa) = (mint(&[]), mint(&["--mfa"]));
+    let server = start_with(
+        &dir,
+        &[("ULTRACORE_MFA_REQUIRED_FOR", "account_close")],
+        None,
+    );
+    let a = &server.addr;
+    let b = r#"{"id":"z","currency":"USD","kind":"liability"}"#;
+    assert_eq!(
+        http(a, "POST", "/v1/accounts", Some(&plain), Some(b)).0,
+        201
+    );
+    let (status, head, body) = http(a, "POST", "/v1/accounts/z/close", Some(&plain), None);
+    assert_eq!(status, 403, "{body}");
+    assert!(head.contains("application/problem+json"), "{head}");
+    assert!(body.contains("urn:ultracore:error:mfa_required"), "{body}");
+    let (status, _, body) = http(a, "POST", "/v1/accounts/z/close", Some(&mfa), None);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""status":"closed""#), "{body}");
+}

@@ -27,6 +27,9 @@ pub struct Claims {
     /// Customer (customers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customer: Option<String>,
+    /// Authentication methods (RFC 8176); `"mfa"` marks a multi-factor login.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
     /// Issued at (seconds since the epoch).
     #[serde(default)]
     pub iat: u64,
@@ -110,6 +113,11 @@ impl JwtKeys {
             role: principal.role,
             branch: principal.branch.clone(),
             customer: principal.customer.clone(),
+            amr: if principal.mfa {
+                vec![super::mfa::MFA_AMR.to_string()]
+            } else {
+                Vec::new()
+            },
             iat: now,
             exp: now.saturating_add(ttl_seconds),
         };
@@ -146,6 +154,7 @@ impl JwtKeys {
             role: c.role,
             branch: c.branch,
             customer: c.customer,
+            mfa: c.amr.iter().any(|m| m == super::mfa::MFA_AMR),
         })
     }
 }
@@ -175,6 +184,7 @@ mod tests {
             role: Role::Teller,
             branch: Some("north".into()),
             customer: None,
+            mfa: false,
         }
     }
 
@@ -184,6 +194,16 @@ mod tests {
         let now = unix_seconds();
         let t = keys.mint(&teller(), now, 60);
         assert_eq!(keys.verify(&t).unwrap(), teller());
+        let stepped_up = Principal {
+            mfa: true,
+            ..teller()
+        };
+        let t = keys.mint(&stepped_up, now, 60);
+        assert_eq!(
+            keys.verify(&t).unwrap(),
+            stepped_up,
+            "amr [\"mfa\"] round-trips"
+        );
 
         let expired = keys.mint(&teller(), now - 3600, 60);
         assert_eq!(keys.verify(&expired).unwrap_err().code, "token_expired");
