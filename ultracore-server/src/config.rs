@@ -60,6 +60,11 @@ pub struct Config {
     pub jwt_leeway_seconds: u64,
     /// JWKS file of an OIDC provider: RS256 / ES256 tokens signed by its keys are accepted too.
     pub jwks_file: Option<PathBuf>,
+    /// JWKS URL of an OIDC provider (`http://`): fetched at start and again when a token names
+    /// an unknown `kid`, at most once per `jwks_refresh_min_seconds`.
+    pub jwks_url: Option<String>,
+    /// Shortest time between two fetches of `jwks_url` (seconds).
+    pub jwks_refresh_min_seconds: u64,
     /// Required `iss` of JWKS-verified tokens.
     pub jwt_issuer: Option<String>,
     /// Required `aud` of JWKS-verified tokens.
@@ -101,6 +106,8 @@ impl Default for Config {
             jwt_secret: None,
             jwt_leeway_seconds: 5,
             jwks_file: None,
+            jwks_url: None,
+            jwks_refresh_min_seconds: 30,
             jwt_issuer: None,
             jwt_audience: None,
             store: StoreKind::Journal,
@@ -201,6 +208,12 @@ impl Config {
         if let Some(v) = env("ULTRACORE_JWKS_FILE") {
             self.jwks_file = Some(PathBuf::from(v));
         }
+        if let Some(v) = env("ULTRACORE_JWKS_URL") {
+            self.jwks_url = Some(v);
+        }
+        if let Some(v) = env("ULTRACORE_JWKS_REFRESH_MIN_SECONDS") {
+            self.jwks_refresh_min_seconds = parse("ULTRACORE_JWKS_REFRESH_MIN_SECONDS", &v)?;
+        }
         if let Some(v) = env("ULTRACORE_JWT_ISSUER") {
             self.jwt_issuer = Some(v);
         }
@@ -259,9 +272,23 @@ impl Config {
         Ok(())
     }
 
-    /// The verification (and HS256 signing) keys: the HS256 secret, plus the JWKS if configured.
+    /// The verification (and HS256 signing) keys: the HS256 secret, plus the JWKS file and the
+    /// JWKS URL if configured (the URL is not fetched here: see `JwtKeys::refresh`).
     pub fn jwt_keys(&self) -> Result<crate::auth::jwt::JwtKeys, ConfigError> {
-        let keys = crate::auth::jwt::JwtKeys::hs256(&self.jwt_secret()?, self.jwt_leeway_seconds);
+        let mut keys =
+            crate::auth::jwt::JwtKeys::hs256(&self.jwt_secret()?, self.jwt_leeway_seconds);
+        if let Some(url) = &self.jwks_url {
+            let url = url.parse().map_err(|message| ConfigError::Env {
+                var: "ULTRACORE_JWKS_URL",
+                message,
+            })?;
+            keys = keys.with_jwks_url(
+                url,
+                self.jwt_issuer.as_deref(),
+                self.jwt_audience.as_deref(),
+                std::time::Duration::from_secs(self.jwks_refresh_min_seconds),
+            );
+        }
         match &self.jwks_file {
             None => Ok(keys),
             Some(path) => {

@@ -168,7 +168,7 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(header::AUTHORIZATION)
             .map(|v| v.to_str().unwrap_or(""));
-        let principal = state.keys.verify(jwt::bearer(header)?)?;
+        let principal = state.keys.verify_refreshing(jwt::bearer(header)?).await?;
         ctx.note(|n| n.principal = Some(principal.clone()));
         if let Err(secs) = state.limiter.check(&principal.sub, Instant::now()) {
             return Err(ApiError {

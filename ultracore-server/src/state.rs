@@ -85,6 +85,16 @@ impl AppState {
         stores: Stores,
     ) -> Result<(AppState, Startup), StartError> {
         let keys = config.jwt_keys()?;
+        if config.jwks_url.is_some() {
+            // A provider that is down must not keep the ledger down: HS256 tokens still work,
+            // and the next token with an unknown kid tries again.
+            match keys.refresh().await {
+                Ok(n) => tracing::info!(keys = n, "JWKS fetched"),
+                Err(e) => {
+                    tracing::error!(error = %e, "JWKS not fetched at start; tokens of its keys are refused until a fetch succeeds")
+                }
+            }
+        }
         let mfa = config.mfa_policy()?;
         let (audit, chain) = AuditLog::open(&config.audit_path())?;
         let metrics = Arc::new(Metrics::new());

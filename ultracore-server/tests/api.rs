@@ -1415,3 +1415,167 @@ async fn without_an_mfa_policy_sensitive_actions_need_no_mfa() {
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
 }
+
+/// A JWKS served over HTTP by a tiny server in the test: `serve` replaces what it serves, and
+/// `fetches` counts the requests it answered.
+struct JwksServer {
+    addr: std::net::SocketAddr,
+    jwks: std::sync::Arc<std::sync::Mutex<String>>,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl JwksServer {
+    async fn start() -> JwksServer {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = JwksServer {
+            addr: listener.local_addr().unwrap(),
+            jwks: Default::default(),
+            fetches: Default::default(),
+        };
+        let (jwks, fetches) = (server.jwks.clone(), server.fetches.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.ends_with(b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                assert!(request.starts_with(b"GET /keys HTTP/1.1\r\n"));
+                fetches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = jwks.lock().unwrap().clone();
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            }
+        });
+        server
+    }
+
+    fn serve(&self, keys: &[&EsKey]) {
+        let keys: Vec<Value> = keys.iter().map(|k| k.jwk.clone()).collect();
+        *self.jwks.lock().unwrap() = json!({ "keys": keys }).to_string();
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// An ES256 key pair generated in the test, with its public JWK.
+struct EsKey {
+    kid: String,
+    encoding: jsonwebtoken::EncodingKey,
+    jwk: Value,
+}
+
+impl EsKey {
+    fn generate(kid: &str) -> EsKey {
+        use jsonwebtoken::{jwk::Jwk, Algorithm, EncodingKey};
+        use p256::pkcs8::EncodePrivateKey;
+        let secret = loop {
+            let bytes = ultracore_server::util::random_bytes::<32>();
+            if let Ok(k) = p256::ecdsa::SigningKey::from_bytes(&bytes.into()) {
+                break k;
+            }
+        };
+        let der = secret.to_pkcs8_der().unwrap();
+        let encoding = EncodingKey::from_ec_der(der.as_bytes());
+        let mut jwk =
+            serde_json::to_value(Jwk::from_encoding_key(&encoding, Algorithm::ES256).unwrap())
+                .unwrap();
+        jwk["kid"] = json!(kid);
+        EsKey {
+            kid: kid.to_string(),
+            encoding,
+            jwk,
+        }
+    }
+
+    fn token(&self, sub: &str) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        let claims = json!({"sub": sub, "role": "admin", "iss": "https://idp.test", "exp": unix_seconds() + 60});
+        jsonwebtoken::encode(&header, &claims, &self.encoding).unwrap()
+    }
+}
+
+/// The JWKS is fetched from its URL at start; a token signed by a key the provider added later
+/// (rotation) makes the server fetch it again, at most once per refresh interval, and a key
+/// the provider dropped stops working after that fetch.
+#[tokio::test]
+async fn jwks_from_a_url_is_fetched_at_start_and_again_on_an_unknown_kid() {
+    let idp = JwksServer::start().await;
+    let (k1, k2) = (EsKey::generate("k1"), EsKey::generate("k2"));
+    idp.serve(&[&k1]);
+    let url = format!("http://{}/keys", idp.addr);
+    let app = app_with(|c| {
+        c.jwks_url = Some(url);
+        c.jwt_issuer = Some("https://idp.test".into());
+        c.jwks_refresh_min_seconds = 1;
+    })
+    .await;
+    assert_eq!(idp.fetches(), 1, "fetched at start");
+    let r = app.get("/v1/events", &k1.token("idp-admin")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(idp.fetches(), 1, "a known kid fetches nothing");
+
+    // The provider rotates: k2 in, k1 out. Within the refresh interval of the start-up fetch
+    // an unknown kid is refused without a fetch; garbage kids cannot hammer the provider.
+    idp.serve(&[&k2]);
+    let p = app.position().await;
+    for _ in 0..5 {
+        let r = app.get("/v1/events", &k2.token("idp-admin")).await;
+        refused(&app, r, StatusCode::UNAUTHORIZED, "unauthenticated", p).await;
+    }
+    assert_eq!(idp.fetches(), 1, "rate limited");
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let r = app.get("/v1/events", &k2.token("idp-admin")).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "after the interval the new key is fetched: {}",
+        r.body
+    );
+    assert_eq!(idp.fetches(), 2);
+    // k1 was dropped by that fetch; asking again for it within the interval fetches nothing.
+    let r = app.get("/v1/events", &k1.token("idp-admin")).await;
+    refused(&app, r, StatusCode::UNAUTHORIZED, "unauthenticated", p).await;
+    assert_eq!(idp.fetches(), 2);
+    // HS256 tokens keep working throughout, and an unknown kid never needs a fetch for them.
+    assert_eq!(
+        app.get("/v1/events", &app.admin()).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(idp.fetches(), 2);
+}
+
+/// A provider that is down at start does not stop the server; its tokens work once a fetch on
+/// an unknown kid succeeds.
+#[tokio::test]
+async fn a_jwks_url_that_fails_at_start_is_fetched_again_later() {
+    let idp = JwksServer::start().await;
+    let k1 = EsKey::generate("k1");
+    *idp.jwks.lock().unwrap() = "not json".into();
+    let url = format!("http://{}/keys", idp.addr);
+    let app = app_with(|c| {
+        c.jwks_url = Some(url);
+        c.jwks_refresh_min_seconds = 0;
+    })
+    .await;
+    assert_eq!(idp.fetches(), 1);
+    assert_eq!(
+        app.get("/v1/events", &app.admin()).await.status,
+        StatusCode::OK
+    );
+    idp.serve(&[&k1]);
+    let r = app.get("/v1/events", &k1.token("idp-admin")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(idp.fetches(), 2);
+}

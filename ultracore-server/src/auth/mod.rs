@@ -3,6 +3,7 @@
 //! hash-chained audit log (`audit`).
 
 pub mod audit;
+pub mod jwks;
 pub mod jwt;
 pub mod mfa;
 pub mod policy;
