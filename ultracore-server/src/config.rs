@@ -69,6 +69,10 @@ pub struct Config {
     pub jwt_issuer: Option<String>,
     /// Required `aud` of JWKS-verified tokens.
     pub jwt_audience: Option<String>,
+    /// PEM certificate chain: with `tls_key`, every listener serves HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// Event store.
     pub store: StoreKind,
     /// PostgreSQL URL, for `store = "postgres"`.
@@ -110,6 +114,8 @@ impl Default for Config {
             jwks_refresh_min_seconds: 30,
             jwt_issuer: None,
             jwt_audience: None,
+            tls_cert: None,
+            tls_key: None,
             store: StoreKind::Journal,
             postgres_url: None,
             postgres_schema: "ultracore".to_string(),
@@ -207,6 +213,12 @@ impl Config {
         }
         if let Some(v) = env("ULTRACORE_JWKS_FILE") {
             self.jwks_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("ULTRACORE_TLS_CERT") {
+            self.tls_cert = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("ULTRACORE_TLS_KEY") {
+            self.tls_key = Some(PathBuf::from(v));
         }
         if let Some(v) = env("ULTRACORE_JWKS_URL") {
             self.jwks_url = Some(v);
@@ -316,6 +328,21 @@ impl Config {
                 var: "ULTRACORE_MFA_REQUIRED_FOR",
                 message,
             })
+    }
+
+    /// The TLS acceptor when a certificate and key are configured (both or neither).
+    pub fn tls(&self) -> Result<Option<tokio_rustls::TlsAcceptor>, ConfigError> {
+        let invalid = |message: String| ConfigError::Env {
+            var: "ULTRACORE_TLS_CERT",
+            message,
+        };
+        match (&self.tls_cert, &self.tls_key) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => crate::tls::acceptor(cert, key).map(Some).map_err(invalid),
+            _ => Err(invalid(
+                "set both ULTRACORE_TLS_CERT and ULTRACORE_TLS_KEY, or neither".into(),
+            )),
+        }
     }
 
     /// Path of the audit log.

@@ -55,4 +55,5 @@ pub mod serve;
 pub mod snapshots;
 pub mod state;
 pub mod store;
+pub mod tls;
 pub mod util;

@@ -18,6 +18,7 @@ use crate::app::{ledger_router, placeholder_router};
 use crate::config::Config;
 use crate::snapshots::{run_periodic, take, SnapshotPolicy};
 use crate::state::{AppState, StartError};
+use crate::tls::TlsListener;
 
 /// Why serving stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +58,8 @@ pub async fn serve(
             "audit log had an unfinished last record (never acknowledged); truncated"
         );
     }
+    let tls = config.tls().map_err(StartError::from)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listeners = [
         ("ledger", bind(config.ledger_addr).await?),
         ("compliance", bind(config.compliance_addr).await?),
@@ -67,22 +70,33 @@ pub async fn serve(
     let mut tasks = Vec::new();
     for (name, listener) in listeners {
         let addr = listener.local_addr()?;
-        println!("ultracore: {name} API listening on http://{addr}");
+        println!("ultracore: {name} API listening on {scheme}://{addr}");
         let router = match name {
             "ledger" => ledger_router(state.clone()),
             other => placeholder_router(other),
         };
         let mut rx = stop_rx.clone();
+        let stopped = async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let tls = tls.clone();
         tasks.push(tokio::spawn(async move {
-            // No Nagle delay: each answer is one small write that the client is waiting for.
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|stop| *stop).await;
-                })
-                .await
+            match tls {
+                Some(acceptor) => {
+                    axum::serve(TlsListener::new(listener, acceptor)?, router)
+                        .with_graceful_shutdown(stopped)
+                        .await
+                }
+                None => {
+                    // No Nagle delay: each answer is one small write that the client awaits.
+                    let listener = listener.tap_io(|tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    });
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(stopped)
+                        .await
+                }
+            }
         }));
     }
     let store = if startup.durable {

@@ -394,3 +394,102 @@ fn token_mfa_mints_a_token_that_passes_the_mfa_policy() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(r#""status":"closed""#), "{body}");
 }
+
+/// One HTTP/1.1 exchange over TLS with a rustls client that trusts only `root`:
+/// (status, body).
+fn https(
+    addr: &str,
+    root: &tokio_rustls::rustls::pki_types::CertificateDer<'static>,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String, Option<Vec<u8>>) {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root.clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let body = body.unwrap_or("");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    tls.write_all(req.as_bytes()).unwrap();
+    let mut resp = Vec::new();
+    // A peer that closes without close_notify ends the read with an error after the answer.
+    let _ = tls.read_to_end(&mut resp);
+    let alpn = tls.conn.alpn_protocol().map(<[u8]>::to_vec);
+    let resp = String::from_utf8(resp).unwrap();
+    let (head, body) = resp
+        .split_once("\r\n\r\n")
+        .expect("an HTTP answer over TLS");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_string(), alpn)
+}
+
+#[test]
+fn serves_https_with_the_configured_certificate_and_only_https() {
+    let dir = temp("bin-tls");
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, generated.cert.pem()).unwrap();
+    std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+    let root = generated.cert.der().clone();
+    let admin = token(&dir, "admin");
+    let env = [
+        ("ULTRACORE_TLS_CERT", cert.to_str().unwrap()),
+        ("ULTRACORE_TLS_KEY", key.to_str().unwrap()),
+    ];
+    let server = start_with(&dir, &env, None);
+    let a = &server.addr;
+
+    let (status, body, alpn) = https(a, &root, "GET", "/health/live", None, None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        alpn.as_deref(),
+        Some(&b"http/1.1"[..]),
+        "HTTP/1.1 chosen by ALPN"
+    );
+    let b = r#"{"id":"cash","currency":"USD","kind":"asset"}"#;
+    let (status, body, _) = https(a, &root, "POST", "/v1/accounts", Some(&admin), Some(b));
+    assert_eq!(status, 201, "{body}");
+    let (status, body, _) = https(a, &root, "GET", "/v1/accounts/cash", Some(&admin), None);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""id":"cash""#), "{body}");
+
+    // Plain HTTP on the TLS port gets no HTTP answer, and the server carries on.
+    assert!(try_http(a, "GET", "/health/live", None, None).is_err());
+    assert_eq!(https(a, &root, "GET", "/health/live", None, None).0, 200);
+    drop(server);
+
+    // Half a configuration is refused at start, naming both variables.
+    let out = with_env(bin(), &dir)
+        .arg("serve")
+        .env("ULTRACORE_TLS_CERT", &cert)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("set both ULTRACORE_TLS_CERT and ULTRACORE_TLS_KEY"),
+        "{stderr}"
+    );
+}

@@ -80,8 +80,11 @@ pub fn start_with(dir: &Path, env: &[(&str, &str)], log: Option<&Path>) -> Serve
             .next()
             .expect("server printed its start-up lines")
             .unwrap();
-        if let Some(rest) = line.strip_prefix("ultracore: ledger API listening on http://") {
-            addr = Some(rest.to_string());
+        if let Some(rest) = line.strip_prefix("ultracore: ledger API listening on ") {
+            let rest = rest
+                .strip_prefix("http://")
+                .or_else(|| rest.strip_prefix("https://"));
+            addr = rest.map(str::to_string);
         }
         if line.starts_with("ultracore: store ") {
             break line;
