@@ -60,9 +60,11 @@ pub struct Config {
     pub jwt_leeway_seconds: u64,
     /// JWKS file of an OIDC provider: RS256 / ES256 tokens signed by its keys are accepted too.
     pub jwks_file: Option<PathBuf>,
-    /// JWKS URL of an OIDC provider (`http://`): fetched at start and again when a token names
+    /// JWKS URL of an OIDC provider (`https://` or `http://`): fetched at start and again when a token names
     /// an unknown `kid`, at most once per `jwks_refresh_min_seconds`.
     pub jwks_url: Option<String>,
+    /// PEM certificates that an `https://` `jwks_url` must chain to, instead of Mozilla's roots.
+    pub jwks_ca_file: Option<PathBuf>,
     /// Shortest time between two fetches of `jwks_url` (seconds).
     pub jwks_refresh_min_seconds: u64,
     /// Required `iss` of JWKS-verified tokens.
@@ -111,6 +113,7 @@ impl Default for Config {
             jwt_leeway_seconds: 5,
             jwks_file: None,
             jwks_url: None,
+            jwks_ca_file: None,
             jwks_refresh_min_seconds: 30,
             jwt_issuer: None,
             jwt_audience: None,
@@ -223,6 +226,9 @@ impl Config {
         if let Some(v) = env("ULTRACORE_JWKS_URL") {
             self.jwks_url = Some(v);
         }
+        if let Some(v) = env("ULTRACORE_JWKS_CA_FILE") {
+            self.jwks_ca_file = Some(PathBuf::from(v));
+        }
         if let Some(v) = env("ULTRACORE_JWKS_REFRESH_MIN_SECONDS") {
             self.jwks_refresh_min_seconds = parse("ULTRACORE_JWKS_REFRESH_MIN_SECONDS", &v)?;
         }
@@ -290,12 +296,17 @@ impl Config {
         let mut keys =
             crate::auth::jwt::JwtKeys::hs256(&self.jwt_secret()?, self.jwt_leeway_seconds);
         if let Some(url) = &self.jwks_url {
-            let url = url.parse().map_err(|message| ConfigError::Env {
-                var: "ULTRACORE_JWKS_URL",
-                message,
-            })?;
+            let client = url
+                .parse()
+                .and_then(|url| {
+                    crate::auth::jwks::JwksClient::new(url, self.jwks_ca_file.as_deref())
+                })
+                .map_err(|message| ConfigError::Env {
+                    var: "ULTRACORE_JWKS_URL",
+                    message,
+                })?;
             keys = keys.with_jwks_url(
-                url,
+                client,
                 self.jwt_issuer.as_deref(),
                 self.jwt_audience.as_deref(),
                 std::time::Duration::from_secs(self.jwks_refresh_min_seconds),

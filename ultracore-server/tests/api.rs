@@ -1426,7 +1426,11 @@ struct JwksServer {
 
 impl JwksServer {
     async fn start() -> JwksServer {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        JwksServer::start_with(None).await
+    }
+
+    /// Serves over TLS with `tls` when given.
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> JwksServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server = JwksServer {
             addr: listener.local_addr().unwrap(),
@@ -1436,23 +1440,18 @@ impl JwksServer {
         let (jwks, fetches) = (server.jwks.clone(), server.fetches.clone());
         tokio::spawn(async move {
             loop {
-                let (mut socket, _) = listener.accept().await.unwrap();
-                let mut request = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !request.ends_with(b"\r\n\r\n") {
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                }
-                assert!(request.starts_with(b"GET /keys HTTP/1.1\r\n"));
-                fetches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let (socket, _) = listener.accept().await.unwrap();
                 let body = jwks.lock().unwrap().clone();
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = socket.write_all(response.as_bytes()).await;
+                let served = match &tls {
+                    None => answer(socket, &body).await,
+                    Some(acceptor) => match acceptor.accept(socket).await {
+                        Ok(s) => answer(s, &body).await,
+                        Err(_) => false, // a client that does not trust us
+                    },
+                };
+                if served {
+                    fetches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
             }
         });
         server
@@ -1466,6 +1465,30 @@ impl JwksServer {
     fn fetches(&self) -> usize {
         self.fetches.load(std::sync::atomic::Ordering::SeqCst)
     }
+}
+
+/// Reads one `GET /keys` request and answers `body`; whether it did.
+async fn answer<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut socket: S,
+    body: &str,
+) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut request = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !request.ends_with(b"\r\n\r\n") {
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => request.extend_from_slice(&buf[..n]),
+        }
+    }
+    assert!(request.starts_with(b"GET /keys HTTP/1.1\r\n"));
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let ok = socket.write_all(response.as_bytes()).await.is_ok();
+    let _ = socket.shutdown().await;
+    ok
 }
 
 /// An ES256 key pair generated in the test, with its public JWK.
@@ -1578,4 +1601,41 @@ async fn a_jwks_url_that_fails_at_start_is_fetched_again_later() {
     let r = app.get("/v1/events", &k1.token("idp-admin")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(idp.fetches(), 2);
+}
+
+/// An `https://` JWKS URL: its certificate must chain to the configured CA file (here the
+/// provider's self-signed certificate); without it (Mozilla's roots) the fetch fails and the
+/// provider's tokens are refused.
+#[tokio::test]
+async fn jwks_over_https_is_fetched_only_from_a_trusted_certificate() {
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = temp_dir("jwks-tls");
+    let (cert, key) = (dir.join("idp.pem"), dir.join("idp.key"));
+    std::fs::write(&cert, generated.cert.pem()).unwrap();
+    std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+    let acceptor = ultracore_server::tls::acceptor(&cert, &key).unwrap();
+    let idp = JwksServer::start_with(Some(acceptor)).await;
+    let k1 = EsKey::generate("k1");
+    idp.serve(&[&k1]);
+    let url = format!("https://localhost:{}/keys", idp.addr.port());
+
+    let trusting = app_with(|c| {
+        c.jwks_url = Some(url.clone());
+        c.jwks_ca_file = Some(cert.clone());
+    })
+    .await;
+    assert_eq!(idp.fetches(), 1);
+    let r = trusting.get("/v1/events", &k1.token("idp-admin")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    let default_roots = app_with(|c| c.jwks_url = Some(url.clone())).await;
+    let r = default_roots
+        .get("/v1/events", &k1.token("idp-admin"))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    assert_eq!(
+        idp.fetches(),
+        1,
+        "no JWKS was served to a client that does not trust it"
+    );
 }

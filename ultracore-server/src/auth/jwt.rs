@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::jwks::JwksUrl;
+use super::jwks::JwksClient;
 use super::{Principal, Role};
 use crate::error::ApiError;
 
@@ -60,7 +60,7 @@ pub struct JwtKeys {
 
 /// A JWKS fetched from a URL.
 struct RemoteJwks {
-    url: JwksUrl,
+    client: JwksClient,
     issuer: Option<String>,
     audience: Option<String>,
     refresh_min: Duration,
@@ -112,13 +112,13 @@ impl JwtKeys {
     /// `refresh_min`.
     pub fn with_jwks_url(
         mut self,
-        url: JwksUrl,
+        client: JwksClient,
         issuer: Option<&str>,
         audience: Option<&str>,
         refresh_min: Duration,
     ) -> JwtKeys {
         self.remote = Some(RemoteJwks {
-            url,
+            client,
             issuer: issuer.map(str::to_string),
             audience: audience.map(str::to_string),
             refresh_min,
@@ -144,14 +144,14 @@ impl JwtKeys {
         last: &mut Option<Instant>,
     ) -> Result<usize, String> {
         *last = Some(Instant::now());
-        let text = super::jwks::fetch(&remote.url).await?;
+        let text = remote.client.fetch().await?;
         let keys = parse_jwks(
             &text,
             self.validation.leeway,
             remote.issuer.as_deref(),
             remote.audience.as_deref(),
         )
-        .map_err(|e| format!("JWKS {}: {e}", remote.url))?;
+        .map_err(|e| format!("JWKS {}: {e}", remote.client.url))?;
         let n = keys.len();
         *remote.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
         Ok(n)
@@ -179,7 +179,7 @@ impl JwtKeys {
         }
         match self.fetch_locked(remote, &mut last).await {
             Ok(n) => {
-                tracing::info!(keys = n, url = %remote.url, "JWKS refreshed for an unknown kid")
+                tracing::info!(keys = n, url = %remote.client.url, "JWKS refreshed for an unknown kid")
             }
             Err(e) => {
                 tracing::warn!(error = %e, "JWKS refresh failed; keeping the previous keys");
