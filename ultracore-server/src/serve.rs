@@ -51,6 +51,8 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    // Checked before the store is opened: a replay can take long, a typo in a path should not.
+    let tls = config.tls().map_err(StartError::from)?;
     let (state, startup) = AppState::build(&config).await?;
     if startup.audit.torn_tail > 0 {
         tracing::warn!(
@@ -58,7 +60,6 @@ pub async fn serve(
             "audit log had an unfinished last record (never acknowledged); truncated"
         );
     }
-    let tls = config.tls().map_err(StartError::from)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let listeners = [
         ("ledger", bind(config.ledger_addr).await?),

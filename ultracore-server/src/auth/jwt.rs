@@ -433,6 +433,16 @@ mod jwks_tests {
             "token_expired"
         );
 
+        // An `amr` with "mfa" marks the principal as stepped up.
+        let mut stepped_up = good.clone();
+        stepped_up["amr"] = serde_json::json!(["pwd", "mfa"]);
+        assert!(
+            keys.verify(&es256_token(&stepped_up, "test-es256"))
+                .unwrap()
+                .mfa
+        );
+        assert!(!p.mfa);
+
         // Without the JWKS, the same token is refused.
         let plain = JwtKeys::hs256(&[1u8; 32], 5);
         assert!(plain.verify(&es256_token(&good, "test-es256")).is_err());
