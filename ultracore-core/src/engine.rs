@@ -200,6 +200,12 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
         Ok(position)
     }
 
+    /// The scope [`Engine::save_snapshot`] saves under, for an application that saves a copy
+    /// of the state itself (for example encoded off the state lock).
+    pub fn snapshot_scope(&self) -> String {
+        snapshot_scope(&self.config)
+    }
+
     /// The store.
     pub fn store(&self) -> &S {
         &self.store

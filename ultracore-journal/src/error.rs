@@ -43,6 +43,14 @@ pub enum JournalError {
     /// The configuration is out of range.
     #[error("invalid journal configuration: {0}")]
     Config(String),
+    /// Another `Journal` (in this process or another) holds the directory.
+    #[error("journal directory {dir} is locked by another process{}: only one journal (one writer) may open it", .holder.map(|p| format!(" (PID {p})")).unwrap_or_default())]
+    Locked {
+        /// The journal directory.
+        dir: PathBuf,
+        /// The PID the holder wrote into the lock file, if it could be read.
+        holder: Option<u32>,
+    },
 }
 
 impl JournalError {
@@ -53,6 +61,7 @@ impl JournalError {
             JournalError::Corrupt { .. } => "journal_corrupt",
             JournalError::UnsupportedFormat { .. } => "journal_unsupported_format",
             JournalError::Config(_) => "journal_config",
+            JournalError::Locked { .. } => "journal_locked",
         }
     }
 
@@ -65,7 +74,9 @@ impl JournalError {
 impl From<JournalError> for StoreError {
     fn from(e: JournalError) -> StoreError {
         match e {
-            JournalError::Io { .. } => StoreError::Unavailable(e.to_string()),
+            JournalError::Io { .. } | JournalError::Locked { .. } => {
+                StoreError::Unavailable(e.to_string())
+            }
             _ => StoreError::Corrupt(e.to_string()),
         }
     }

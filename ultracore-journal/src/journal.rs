@@ -42,6 +42,7 @@ use ultracore_core::time::RecordedAt;
 use crate::checkpoint::{self, Checkpoint};
 use crate::codec::{self, EncodeError, EncodedRecord, JournalEvent};
 use crate::error::{JournalError, RecoveryReport};
+use crate::lock::DirLock;
 use crate::segment::{self, SEGMENT_HEADER_LEN};
 use crate::streams::{self, Positions, StreamIndex};
 
@@ -120,6 +121,8 @@ impl Index {
 
 struct Shared {
     dir: PathBuf,
+    /// Held until the last handle (the journal, its writer thread) is gone.
+    _lock: DirLock,
     /// The stream index's hash seed and mask (fixed for the journal's life), so appenders can
     /// hash their streams before queueing.
     hash_seed: u64,
@@ -189,7 +192,8 @@ type Reply<E> = (Result<AppendReceipt, StoreError>, Option<AppendBatch<E>>);
 
 /// An embedded, durable [`EventStore`] on segment files in one directory.
 ///
-/// Run one `Journal` per directory (one process, one writer): it does not lock the directory.
+/// One `Journal` per directory (one process, one writer): open takes an exclusive lock on the
+/// directory and a second open fails with [`JournalError::Locked`] until this one is dropped.
 /// Dropping it lets the writer thread finish the appends already queued, then joins it.
 pub struct Journal<E: JournalEvent> {
     shared: Arc<Shared>,
@@ -213,6 +217,8 @@ impl<E: JournalEvent> Journal<E> {
             )));
         }
         std::fs::create_dir_all(&dir).map_err(JournalError::io(&dir))?;
+        // Before recovery, which may truncate a torn tail: that tail may be another writer's.
+        let lock = DirLock::acquire(&dir)?;
         let (index, report, writer_file) = recover(&dir, &config)?;
         let (hash_seed, hash_mask) = (index.streams.seed(), index.streams.mask());
         let last_position = index.locations.len() as u64;
@@ -222,6 +228,7 @@ impl<E: JournalEvent> Journal<E> {
         let seg_fold = index.segments[seg_idx].crc_fold;
         let shared = Arc::new(Shared {
             dir: dir.clone(),
+            _lock: lock,
             hash_seed,
             hash_mask,
             stats: StatCounters::default(),

@@ -17,6 +17,9 @@
 //!   last record of the last segment incomplete or failing its checksum) is truncated and
 //!   reported in the [`RecoveryReport`]; any other damage refuses to open with
 //!   [`JournalError::Corrupt`], naming the file and byte offset.
+//! - **One writer per directory**: [`Journal::open`] takes an exclusive `flock` on
+//!   `<dir>/LOCK`; a second open (another process, or the same one) fails at once with
+//!   [`JournalError::Locked`], naming the directory and the holder's PID.
 //! - **Binary and versioned**: segments carry a format version; every event carries its
 //!   payload's schema version, and [`JournalEvent::decode_payload`] is where an old version is
 //!   upcast (see [`codec`] and the `ledger` module docs).
@@ -80,6 +83,7 @@ pub mod codec;
 mod error;
 mod journal;
 mod ledger;
+mod lock;
 pub mod segment;
 mod snapshot;
 mod streams;
@@ -89,4 +93,5 @@ pub use error::{JournalError, RecoveryReport, TornTail};
 pub use journal::{
     Journal, JournalConfig, JournalStats, GROUP_REQUESTS_MAX, SEGMENT_SIZE_MAX, SEGMENT_SIZE_MIN,
 };
-pub use snapshot::{FileSnapshotStore, SCOPE_LEN_MAX};
+pub use lock::LOCK_FILE;
+pub use snapshot::{FileSnapshotStore, SCOPE_LEN_MAX, SNAPSHOTS_KEPT};

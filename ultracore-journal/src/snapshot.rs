@@ -1,14 +1,20 @@
-//! `FileSnapshotStore`: core's [`SnapshotStore`] on files, one per scope, replaced atomically
-//! (temp file, fsync, rename, directory fsync) so a crash leaves the old snapshot or the new
-//! one, never a mix.
+//! `FileSnapshotStore`: core's [`SnapshotStore`] on files. Each save writes a new file named
+//! after its scope and position (temp file, fsync, rename, directory fsync), so a crash leaves
+//! the old snapshots and maybe the new one, never a mix; then all but the newest
+//! [`SNAPSHOTS_KEPT`] of that scope are deleted. `load` returns the newest one that passes its
+//! checks, so one damaged file costs a longer replay, not a full one.
 //!
 //! File: `magic "UCSNAPSH"`, `format_version: u16`, `scope_len: u16`, scope bytes,
 //! `position: u64`, `schema_fingerprint: u64`, `body_len: u64`, body, `crc32c` of everything
-//! before it; little endian. A file that fails a check is reported as `StoreError::Corrupt`;
-//! the engine then replays the log (snapshots are a cache).
+//! before it; little endian. Name: `<scope>.<position, 20 digits>.snapshot` (a scope with
+//! other characters than `A-Z a-z 0-9 - _` is written as `x-<hex>`). A file named
+//! `<scope>.snapshot` (one file per scope, written before pruning existed) is still read.
+//! When every file of a scope fails a check, `load` reports `StoreError::Corrupt`; the engine
+//! then replays the log (snapshots are a cache).
 //!
 //! The IO is synchronous inside the async methods: snapshots are written rarely, and keeping
-//! the crate runtime-agnostic matters more than not blocking an executor thread for that time.
+//! the crate runtime-agnostic matters more than not blocking an executor thread for that time
+//! (the server calls them from a blocking thread).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -26,6 +32,10 @@ const FORMAT_VERSION: u16 = 1;
 /// Longest scope name.
 pub const SCOPE_LEN_MAX: usize = 200;
 
+/// How many snapshots of one scope a save leaves on disk: the newest, and one to fall back on
+/// if the newest turns out damaged.
+pub const SNAPSHOTS_KEPT: usize = 2;
+
 /// Snapshots as files in one directory.
 pub struct FileSnapshotStore {
     dir: PathBuf,
@@ -39,19 +49,72 @@ impl FileSnapshotStore {
         Ok(FileSnapshotStore { dir })
     }
 
-    /// The file that holds `scope`'s snapshot.
-    pub fn path_of(&self, scope: &str) -> PathBuf {
-        let plain = !scope.is_empty()
-            && scope
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        let name = if plain {
-            scope.to_string()
-        } else {
-            let hex: String = scope.bytes().map(|b| format!("{b:02x}")).collect();
-            format!("x-{hex}")
+    /// The file that holds `scope`'s snapshot at `position`.
+    pub fn path_of(&self, scope: &str, position: u64) -> PathBuf {
+        self.dir
+            .join(format!("{}.{position:020}.snapshot", file_stem(scope)))
+    }
+
+    /// `scope`'s snapshot files and the positions they hold, newest first.
+    pub fn files_of(&self, scope: &str) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+        let unavailable = |e: std::io::Error| {
+            StoreError::Unavailable(format!("snapshots {}: {e}", self.dir.display()))
         };
-        self.dir.join(format!("{name}.snapshot"))
+        let stem = file_stem(scope);
+        let legacy = format!("{stem}.snapshot");
+        let mut files = Vec::new();
+        for item in fs::read_dir(&self.dir).map_err(unavailable)? {
+            let item = item.map_err(unavailable)?;
+            let name = item.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let position = if name == legacy {
+                // Its position is in its header.
+                let mut start = vec![0u8; 20 + SCOPE_LEN_MAX];
+                let n = File::open(item.path())
+                    .and_then(|mut f| read_up_to(&mut f, &mut start))
+                    .map_err(unavailable)?;
+                match head(&start[..n]) {
+                    Some((s, position)) if s == scope => position,
+                    _ => 0,
+                }
+            } else {
+                let digits = name
+                    .strip_prefix(stem.as_str())
+                    .and_then(|r| r.strip_prefix('.'))
+                    .and_then(|r| r.strip_suffix(".snapshot"));
+                match digits.filter(|d| d.len() == 20).map(str::parse::<u64>) {
+                    Some(Ok(position)) => position,
+                    _ => continue,
+                }
+            };
+            files.push((position, item.path()));
+        }
+        files.sort_by(|a, b| b.cmp(a));
+        Ok(files)
+    }
+
+    /// Deletes all but the newest [`SNAPSHOTS_KEPT`] files of `scope`.
+    fn prune(&self, scope: &str) -> Result<(), StoreError> {
+        for (_, path) in self.files_of(scope)?.into_iter().skip(SNAPSHOTS_KEPT) {
+            fs::remove_file(&path).map_err(|e| {
+                StoreError::Unavailable(format!("snapshot {}: {e}", path.display()))
+            })?;
+        }
+        sync_dir(&self.dir).map_err(StoreError::from)
+    }
+}
+
+/// The file-name form of a scope.
+fn file_stem(scope: &str) -> String {
+    let plain = !scope.is_empty()
+        && scope
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if plain {
+        scope.to_string()
+    } else {
+        let hex: String = scope.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("x-{hex}")
     }
 }
 
@@ -115,20 +178,15 @@ impl SnapshotStore for FileSnapshotStore {
                 "snapshot scope longer than {SCOPE_LEN_MAX} bytes"
             )));
         }
-        let path = self.path_of(&snapshot.scope);
+        // Keep a newer snapshot (as the in-memory store does): a slow saver must not replace it.
+        let files = self.files_of(&snapshot.scope)?;
+        if files.first().is_some_and(|(p, _)| *p > snapshot.position) {
+            return Ok(());
+        }
+        let path = self.path_of(&snapshot.scope, snapshot.position);
         let unavailable = |e: std::io::Error| {
             StoreError::Unavailable(format!("snapshot {}: {e}", path.display()))
         };
-        // Keep a newer snapshot (as the in-memory store does): a slow saver must not replace it.
-        if let Ok(mut f) = File::open(&path) {
-            let mut start = vec![0u8; 20 + SCOPE_LEN_MAX];
-            let n = read_up_to(&mut f, &mut start).map_err(unavailable)?;
-            if let Some((scope, position)) = head(&start[..n]) {
-                if scope == snapshot.scope && position > snapshot.position {
-                    return Ok(());
-                }
-            }
-        }
         let tmp = path.with_extension("snapshot.tmp");
         let bytes = encode(&snapshot);
         let mut f = OpenOptions::new()
@@ -142,31 +200,37 @@ impl SnapshotStore for FileSnapshotStore {
             .map_err(unavailable)?;
         drop(f);
         fs::rename(&tmp, &path).map_err(unavailable)?;
-        sync_dir(&self.dir).map_err(StoreError::from)
+        sync_dir(&self.dir).map_err(StoreError::from)?;
+        self.prune(&snapshot.scope)
     }
 
     async fn load(&self, scope: &str) -> Result<Option<Snapshot>, StoreError> {
-        let path = self.path_of(scope);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(StoreError::Unavailable(format!(
-                    "snapshot {}: {e}",
-                    path.display()
-                )))
+        let mut first_error = None;
+        for (_, path) in self.files_of(scope)? {
+            match load_file(&path, scope) {
+                Ok(snap) => return Ok(Some(snap)),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
-        };
-        let snap = decode(&path, &bytes)?;
-        if snap.scope != scope {
-            return Err(StoreError::Corrupt(format!(
-                "snapshot {} holds scope {:?}",
-                path.display(),
-                snap.scope
-            )));
         }
-        Ok(Some(snap))
+        first_error.map_or(Ok(None), Err)
     }
+}
+
+/// Reads and checks one snapshot file of `scope`.
+fn load_file(path: &Path, scope: &str) -> Result<Snapshot, StoreError> {
+    let bytes = fs::read(path)
+        .map_err(|e| StoreError::Unavailable(format!("snapshot {}: {e}", path.display())))?;
+    let snap = decode(path, &bytes)?;
+    if snap.scope != scope {
+        return Err(StoreError::Corrupt(format!(
+            "snapshot {} holds scope {:?}",
+            path.display(),
+            snap.scope
+        )));
+    }
+    Ok(snap)
 }
 
 fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures_executor::block_on;
 use ultracore_core::engine::{replay, Engine, EngineConfig, OpenedFrom};
 use ultracore_core::prelude::*;
-use ultracore_core::store::SnapshotStore;
+use ultracore_core::store::{SnapshotStore, StoreError};
 use ultracore_core::testing::same_state;
 use ultracore_journal::{FileSnapshotStore, Journal, JournalConfig};
 
@@ -184,7 +184,9 @@ fn engine_reopens_from_a_file_snapshot_and_replays_only_the_tail() {
     drop(engine);
 
     // A damaged snapshot file is reported by the store and the engine falls back to replay.
-    let path = snapshots.path_of("ledger-0");
+    let files = snapshots.files_of("ledger-0").expect("list");
+    assert_eq!(files.len(), 1);
+    let path = files[0].1.clone();
     let mut bytes = std::fs::read(&path).expect("read");
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
@@ -220,4 +222,74 @@ fn file_snapshots_keep_the_newest_and_round_trip() {
     let reopened = FileSnapshotStore::open(dir.path()).expect("open");
     assert_eq!(block_on(reopened.load("s/1")), Ok(Some(snap(9))));
     assert_eq!(block_on(reopened.load("other")), Ok(None));
+}
+
+#[test]
+fn file_snapshots_are_pruned_to_the_last_two_and_a_damaged_newest_falls_back() {
+    use ultracore_core::store::Snapshot;
+    use ultracore_journal::SNAPSHOTS_KEPT;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = FileSnapshotStore::open(dir.path()).expect("open");
+    let snap = |scope: &str, position: u64| Snapshot {
+        scope: scope.into(),
+        position,
+        schema_fingerprint: 7,
+        bytes: Arc::from(vec![position as u8; 100]),
+    };
+    for position in [10, 20, 30, 40] {
+        block_on(store.save(snap("ledger-0", position))).expect("save");
+    }
+    block_on(store.save(snap("other", 5))).expect("save");
+    let kept = store.files_of("ledger-0").expect("list");
+    let positions: Vec<u64> = kept.iter().map(|(p, _)| *p).collect();
+    assert_eq!(SNAPSHOTS_KEPT, 2);
+    assert_eq!(positions, vec![40, 30], "the newest two, newest first");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).expect("dir").count(),
+        3,
+        "nothing else left behind (no temp files), and the other scope untouched"
+    );
+    assert_eq!(block_on(store.load("other")), Ok(Some(snap("other", 5))));
+
+    // Damage the newest: load falls back to the one before it.
+    let mut bytes = std::fs::read(&kept[0].1).expect("read");
+    bytes[40] ^= 0xff;
+    std::fs::write(&kept[0].1, &bytes).expect("write");
+    assert_eq!(
+        block_on(store.load("ledger-0")),
+        Ok(Some(snap("ledger-0", 30)))
+    );
+    // Both damaged: the store says so (and the engine replays).
+    let mut bytes = std::fs::read(&kept[1].1).expect("read");
+    bytes[40] ^= 0xff;
+    std::fs::write(&kept[1].1, &bytes).expect("write");
+    assert!(matches!(
+        block_on(store.load("ledger-0")),
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
+#[test]
+fn a_snapshot_file_from_before_pruning_is_still_read_and_then_pruned() {
+    use ultracore_core::store::Snapshot;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = FileSnapshotStore::open(dir.path()).expect("open");
+    let snap = |position: u64| Snapshot {
+        scope: "ledger-0".into(),
+        position,
+        schema_fingerprint: 7,
+        bytes: Arc::from(vec![1u8; 10]),
+    };
+    // The old layout: one `<scope>.snapshot` per scope, same file format.
+    block_on(store.save(snap(3))).expect("save");
+    let (_, path) = store.files_of("ledger-0").expect("list").remove(0);
+    let legacy = dir.path().join("ledger-0.snapshot");
+    std::fs::rename(&path, &legacy).expect("rename");
+    assert_eq!(block_on(store.load("ledger-0")), Ok(Some(snap(3))));
+    block_on(store.save(snap(2))).expect("an older save is ignored");
+    assert_eq!(block_on(store.load("ledger-0")), Ok(Some(snap(3))));
+    block_on(store.save(snap(4))).expect("save");
+    block_on(store.save(snap(5))).expect("save");
+    assert!(!legacy.exists(), "pruned like any other");
+    assert_eq!(block_on(store.load("ledger-0")), Ok(Some(snap(5))));
 }

@@ -578,3 +578,43 @@ fn a_checkpoint_with_colliding_hashes_is_exact_too() {
     assert_eq!(report.checkpoint, None);
     assert!(report.checkpoint_ignored.is_some());
 }
+
+#[test]
+fn a_second_open_of_the_same_directory_fails_at_once_naming_it_and_the_holder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = open(dir.path()).0;
+    fill(&first, &[3]);
+    let started = std::time::Instant::now();
+    let err = Journal::<LedgerEvent>::open(dir.path(), JournalConfig::default())
+        .err()
+        .expect("a second open in the same process is refused");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "no waiting"
+    );
+    match &err {
+        JournalError::Locked { dir: d, holder } => {
+            assert_eq!(d, dir.path());
+            assert_eq!(*holder, Some(std::process::id()));
+        }
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    assert_eq!(err.code(), "journal_locked");
+    let message = err.to_string();
+    assert!(
+        message.contains(&dir.path().display().to_string()),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("PID {}", std::process::id())),
+        "{message}"
+    );
+    // The refused open changed nothing, and the holder still works.
+    fill(&first, &[2]);
+    assert_eq!(all(&first).len(), 5);
+    // Dropping the holder releases the lock.
+    drop(first);
+    let (again, report) = open(dir.path());
+    assert_eq!(report.events, 5);
+    assert_eq!(all(&again).len(), 5);
+}

@@ -60,10 +60,21 @@ pub struct Config {
     pub jwt_leeway_seconds: u64,
     /// JWKS file of an OIDC provider: RS256 / ES256 tokens signed by its keys are accepted too.
     pub jwks_file: Option<PathBuf>,
+    /// JWKS URL of an OIDC provider (`https://` or `http://`): fetched at start and again when a token names
+    /// an unknown `kid`, at most once per `jwks_refresh_min_seconds`.
+    pub jwks_url: Option<String>,
+    /// PEM certificates that an `https://` `jwks_url` must chain to, instead of Mozilla's roots.
+    pub jwks_ca_file: Option<PathBuf>,
+    /// Shortest time between two fetches of `jwks_url` (seconds).
+    pub jwks_refresh_min_seconds: u64,
     /// Required `iss` of JWKS-verified tokens.
     pub jwt_issuer: Option<String>,
     /// Required `aud` of JWKS-verified tokens.
     pub jwt_audience: Option<String>,
+    /// PEM certificate chain: with `tls_key`, every listener serves HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// Event store.
     pub store: StoreKind,
     /// PostgreSQL URL, for `store = "postgres"`.
@@ -76,6 +87,18 @@ pub struct Config {
     pub rate_limit_burst: u32,
     /// Log level: error, warn, info, debug, trace.
     pub log_level: String,
+    /// Take a snapshot (and the journal's index checkpoint) while serving once this many events
+    /// were appended since the last one (0: never by count).
+    pub snapshot_every_events: u64,
+    /// Also take one when this many seconds passed since the last one and the log grew
+    /// (0: never by time).
+    pub snapshot_interval_seconds: u64,
+    /// Sensitive actions that need a token with `amr` containing `"mfa"`: any of
+    /// `account_close`, `correction`, `reversal`, `transfer` (empty: none).
+    pub mfa_required_for: Vec<String>,
+    /// With `transfer` in `mfa_required_for`: money moves of more than this amount (a decimal,
+    /// in the units of the transfer's own currency) need MFA.
+    pub mfa_transfer_threshold: String,
 }
 
 impl Default for Config {
@@ -89,14 +112,23 @@ impl Default for Config {
             jwt_secret: None,
             jwt_leeway_seconds: 5,
             jwks_file: None,
+            jwks_url: None,
+            jwks_ca_file: None,
+            jwks_refresh_min_seconds: 30,
             jwt_issuer: None,
             jwt_audience: None,
+            tls_cert: None,
+            tls_key: None,
             store: StoreKind::Journal,
             postgres_url: None,
             postgres_schema: "ultracore".to_string(),
             rate_limit_per_second: 10_000,
             rate_limit_burst: 20_000,
             log_level: "info".to_string(),
+            snapshot_every_events: 1_000_000,
+            snapshot_interval_seconds: 3_600,
+            mfa_required_for: Vec::new(),
+            mfa_transfer_threshold: "10000".to_string(),
         }
     }
 }
@@ -185,6 +217,21 @@ impl Config {
         if let Some(v) = env("ULTRACORE_JWKS_FILE") {
             self.jwks_file = Some(PathBuf::from(v));
         }
+        if let Some(v) = env("ULTRACORE_TLS_CERT") {
+            self.tls_cert = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("ULTRACORE_TLS_KEY") {
+            self.tls_key = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("ULTRACORE_JWKS_URL") {
+            self.jwks_url = Some(v);
+        }
+        if let Some(v) = env("ULTRACORE_JWKS_CA_FILE") {
+            self.jwks_ca_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("ULTRACORE_JWKS_REFRESH_MIN_SECONDS") {
+            self.jwks_refresh_min_seconds = parse("ULTRACORE_JWKS_REFRESH_MIN_SECONDS", &v)?;
+        }
         if let Some(v) = env("ULTRACORE_JWT_ISSUER") {
             self.jwt_issuer = Some(v);
         }
@@ -199,6 +246,18 @@ impl Config {
         }
         if let Some(v) = env("ULTRACORE_RATE_LIMIT_BURST") {
             self.rate_limit_burst = parse("ULTRACORE_RATE_LIMIT_BURST", &v)?;
+        }
+        if let Some(v) = env("ULTRACORE_SNAPSHOT_EVERY_EVENTS") {
+            self.snapshot_every_events = parse("ULTRACORE_SNAPSHOT_EVERY_EVENTS", &v)?;
+        }
+        if let Some(v) = env("ULTRACORE_SNAPSHOT_INTERVAL_SECONDS") {
+            self.snapshot_interval_seconds = parse("ULTRACORE_SNAPSHOT_INTERVAL_SECONDS", &v)?;
+        }
+        if let Some(v) = env("ULTRACORE_MFA_REQUIRED_FOR") {
+            self.mfa_required_for = v.split(',').map(|s| s.trim().to_string()).collect();
+        }
+        if let Some(v) = env("ULTRACORE_MFA_TRANSFER_THRESHOLD") {
+            self.mfa_transfer_threshold = v;
         }
         if let Some(v) = env("ULTRACORE_LOG") {
             self.log_level = v;
@@ -231,9 +290,28 @@ impl Config {
         Ok(())
     }
 
-    /// The verification (and HS256 signing) keys: the HS256 secret, plus the JWKS if configured.
+    /// The verification (and HS256 signing) keys: the HS256 secret, plus the JWKS file and the
+    /// JWKS URL if configured (the URL is not fetched here: see `JwtKeys::refresh`).
     pub fn jwt_keys(&self) -> Result<crate::auth::jwt::JwtKeys, ConfigError> {
-        let keys = crate::auth::jwt::JwtKeys::hs256(&self.jwt_secret()?, self.jwt_leeway_seconds);
+        let mut keys =
+            crate::auth::jwt::JwtKeys::hs256(&self.jwt_secret()?, self.jwt_leeway_seconds);
+        if let Some(url) = &self.jwks_url {
+            let client = url
+                .parse()
+                .and_then(|url| {
+                    crate::auth::jwks::JwksClient::new(url, self.jwks_ca_file.as_deref())
+                })
+                .map_err(|message| ConfigError::Env {
+                    var: "ULTRACORE_JWKS_URL",
+                    message,
+                })?;
+            keys = keys.with_jwks_url(
+                client,
+                self.jwt_issuer.as_deref(),
+                self.jwt_audience.as_deref(),
+                std::time::Duration::from_secs(self.jwks_refresh_min_seconds),
+            );
+        }
         match &self.jwks_file {
             None => Ok(keys),
             Some(path) => {
@@ -251,6 +329,30 @@ impl Config {
                     message,
                 })
             }
+        }
+    }
+
+    /// The step-up (MFA) policy for sensitive actions.
+    pub fn mfa_policy(&self) -> Result<crate::auth::mfa::MfaPolicy, ConfigError> {
+        crate::auth::mfa::MfaPolicy::parse(&self.mfa_required_for, &self.mfa_transfer_threshold)
+            .map_err(|message| ConfigError::Env {
+                var: "ULTRACORE_MFA_REQUIRED_FOR",
+                message,
+            })
+    }
+
+    /// The TLS acceptor when a certificate and key are configured (both or neither).
+    pub fn tls(&self) -> Result<Option<tokio_rustls::TlsAcceptor>, ConfigError> {
+        let invalid = |message: String| ConfigError::Env {
+            var: "ULTRACORE_TLS_CERT",
+            message,
+        };
+        match (&self.tls_cert, &self.tls_key) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => crate::tls::acceptor(cert, key).map(Some).map_err(invalid),
+            _ => Err(invalid(
+                "set both ULTRACORE_TLS_CERT and ULTRACORE_TLS_KEY, or neither".into(),
+            )),
         }
     }
 
@@ -372,6 +474,33 @@ mod tests {
             Config::load(Some(&file), env(&[])),
             Err(ConfigError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn mfa_policy_from_env_and_bad_names_are_refused() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(
+            c.mfa_policy().unwrap(),
+            crate::auth::mfa::MfaPolicy::default(),
+            "off by default"
+        );
+        let c = Config::load(
+            None,
+            env(&[
+                ("ULTRACORE_MFA_REQUIRED_FOR", "account_close, transfer"),
+                ("ULTRACORE_MFA_TRANSFER_THRESHOLD", "2500.50"),
+            ]),
+        )
+        .unwrap();
+        let p = c.mfa_policy().unwrap();
+        assert!(p.account_close && !p.correction && !p.reversal);
+        assert_eq!(p.transfer_above, Some("2500.50".parse().unwrap()));
+        let c = Config::load(None, env(&[("ULTRACORE_MFA_REQUIRED_FOR", "everything")])).unwrap();
+        let e = c.mfa_policy().unwrap_err().to_string();
+        assert!(
+            e.contains("ULTRACORE_MFA_REQUIRED_FOR") && e.contains("everything"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub const SERVER_CODES: &[&str] = &[
     "unauthenticated",
     "token_expired",
     "forbidden",
+    "mfa_required",
     "not_found",
     "method_not_allowed",
     "rate_limited",

@@ -10,10 +10,23 @@ use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use serde::de::DeserializeOwned;
 
+use crate::auth::mfa::{MfaPolicy, Sensitive};
 use crate::auth::policy::{authorize, Action, Decision, Resource};
 use crate::auth::{jwt, Principal};
 use crate::error::ApiError;
 use crate::state::AppState;
+
+/// The problem code (and audit decision) of a refusal for want of MFA.
+pub const MFA_REQUIRED: &str = "mfa_required";
+
+/// `403 mfa_required`.
+pub fn mfa_required() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        MFA_REQUIRED,
+        "this action needs a token issued after multi-factor authentication (amr containing \"mfa\")",
+    )
+}
 
 /// What a request learned about itself, for its audit record.
 #[derive(Clone, Debug, Default)]
@@ -155,7 +168,7 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(header::AUTHORIZATION)
             .map(|v| v.to_str().unwrap_or(""));
-        let principal = state.keys.verify(jwt::bearer(header)?)?;
+        let principal = state.keys.verify_refreshing(jwt::bearer(header)?).await?;
         ctx.note(|n| n.principal = Some(principal.clone()));
         if let Err(secs) = state.limiter.check(&principal.sub, Instant::now()) {
             return Err(ApiError {
@@ -193,6 +206,18 @@ impl Caller {
                 action.as_str()
             ))),
         }
+    }
+
+    /// Refuses `what` with `403 mfa_required` when the MFA policy needs a multi-factor token
+    /// for it and this caller's token is not one; the audit record's decision then says
+    /// `mfa_required`. Called after [`Caller::authorize`] allowed the action.
+    pub fn require_mfa(&self, policy: &MfaPolicy, what: Sensitive<'_>) -> Result<(), ApiError> {
+        if self.principal.mfa || !policy.requires(what) {
+            return Ok(());
+        }
+        self.ctx
+            .note(|n| n.decision = Some(MFA_REQUIRED.to_string()));
+        Err(mfa_required())
     }
 
     /// The engine trace of a command made by this caller.

@@ -2,8 +2,8 @@
 //!
 //! The reference server of UltraCore: the `ultracore` binary and the library behind it. It runs
 //! the core's [`Engine`](ultracore_core::engine::Engine) over any
-//! `EventStore<LedgerEvent>` (chosen in one place, [`store::open_stores`]; in memory today,
-//! the durable journal later) behind an HTTP API:
+//! `EventStore<LedgerEvent>` (chosen in one place, [`store::open_stores`]: the embedded durable
+//! journal by default, PostgreSQL, or memory) behind an HTTP API:
 //!
 //! - the ledger API under `/v1` on `ULTRACORE_LEDGER_ADDR` (default `127.0.0.1:8000`):
 //!   accounts, balances as of (valid time, known at), transfers and holds, multi-leg entries,
@@ -11,8 +11,12 @@
 //!   audit log. Amounts are decimal strings, times RFC 3339. See `docs/api.md`.
 //! - three more listeners (compliance 8001, documents 8002, notifications 8003) with health
 //!   endpoints only, until their APIs arrive;
-//! - `Authorization: Bearer <JWT>` (HS256) on everything except `/health/*`, `/metrics` and
-//!   `/openapi.json`; roles enforced by a policy table ([`auth::policy`]);
+//! - `Authorization: Bearer <JWT>` (HS256, or RS256/ES256 from a JWKS file or URL,
+//!   [`auth::jwt`]) on everything except `/health/*`, `/metrics` and `/openapi.json`; roles
+//!   enforced by a policy table ([`auth::policy`]), and an optional MFA step-up for sensitive
+//!   actions ([`auth::mfa`]);
+//! - optional TLS on every listener ([`tls`]);
+//! - snapshots while serving, so a restart after a crash replays only the tail ([`snapshots`]);
 //! - every request audited in a hash-chained, fsync'd log ([`auth::audit`]);
 //! - RFC 7807 problem JSON for every error ([`error`]), Prometheus metrics, JSON logs with a
 //!   correlation id, an OpenAPI 3.1 document generated from the code, graceful shutdown.
@@ -52,6 +56,8 @@ pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod serve;
+pub mod snapshots;
 pub mod state;
 pub mod store;
+pub mod tls;
 pub mod util;

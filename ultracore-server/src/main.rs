@@ -43,6 +43,10 @@ enum Cmd {
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 900)]
         ttl: u64,
+        /// Mark the token as issued after multi-factor authentication (`amr: ["mfa"]`), as
+        /// the sensitive actions of `ULTRACORE_MFA_REQUIRED_FOR` need.
+        #[arg(long)]
+        mfa: bool,
     },
     /// Check the audit log's hash chain; names the first broken link and exits non-zero.
     VerifyAudit,
@@ -80,6 +84,7 @@ fn main() -> ExitCode {
             branch,
             customer,
             ttl,
+            mfa,
         } => token(
             &config,
             Principal {
@@ -87,6 +92,7 @@ fn main() -> ExitCode {
                 role,
                 branch,
                 customer,
+                mfa,
             },
             ttl,
         ),

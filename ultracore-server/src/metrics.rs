@@ -63,6 +63,20 @@ pub struct Metrics {
     pub engine_commands: Counter,
     /// Last log position.
     pub log_position: Gauge,
+    /// Snapshots saved while serving or at shutdown.
+    pub snapshots: Counter,
+    /// Periodic snapshots that failed.
+    pub snapshot_errors: Counter,
+    /// Last position covered by a snapshot this process saved.
+    pub snapshot_position: Gauge,
+    /// Time the state lock was held to copy the state for a snapshot (seconds).
+    pub snapshot_copy_seconds: Histogram,
+    /// Time to encode, write and sync a snapshot, outside the lock (seconds).
+    pub snapshot_write_seconds: Histogram,
+    /// The position of the snapshot start-up began from (0: none, the whole log was replayed).
+    pub startup_snapshot_position: Gauge,
+    /// Events replayed at start-up (after the snapshot, if any).
+    pub startup_replayed_events: Gauge,
     engine_seen: Mutex<EngineStats>,
 }
 
@@ -88,6 +102,13 @@ impl Metrics {
         let api_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 14));
         let engine_commands = Counter::default();
         let log_position = Gauge::default();
+        let snapshots = Counter::default();
+        let snapshot_errors = Counter::default();
+        let snapshot_position = Gauge::default();
+        let snapshot_copy_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 18));
+        let snapshot_write_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let startup_snapshot_position = Gauge::default();
+        let startup_replayed_events = Gauge::default();
         registry.register("http_requests", "HTTP requests answered", requests.clone());
         registry.register(
             "http_request_duration_seconds",
@@ -114,6 +135,37 @@ impl Metrics {
             engine_commands.clone(),
         );
         registry.register("log_position", "Last log position", log_position.clone());
+        registry.register("snapshots", "Snapshots saved", snapshots.clone());
+        registry.register(
+            "snapshot_errors",
+            "Periodic snapshots that failed",
+            snapshot_errors.clone(),
+        );
+        registry.register(
+            "snapshot_position",
+            "Last position covered by a snapshot saved by this process",
+            snapshot_position.clone(),
+        );
+        registry.register(
+            "snapshot_copy_duration_seconds",
+            "State lock held to copy the state for a snapshot",
+            snapshot_copy_seconds.clone(),
+        );
+        registry.register(
+            "snapshot_write_duration_seconds",
+            "Encoding, writing and syncing a snapshot, outside the lock",
+            snapshot_write_seconds.clone(),
+        );
+        registry.register(
+            "startup_snapshot_position",
+            "Position of the snapshot start-up began from (0: full replay)",
+            startup_snapshot_position.clone(),
+        );
+        registry.register(
+            "startup_replayed_events",
+            "Events replayed at start-up",
+            startup_replayed_events.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -126,6 +178,13 @@ impl Metrics {
             api_batch_size,
             engine_commands,
             log_position,
+            snapshots,
+            snapshot_errors,
+            snapshot_position,
+            snapshot_copy_seconds,
+            snapshot_write_seconds,
+            startup_snapshot_position,
+            startup_replayed_events,
             engine_seen: Mutex::new(EngineStats::default()),
         }
     }

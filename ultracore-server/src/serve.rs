@@ -1,10 +1,13 @@
 //! `ultracore serve`: binds the four listeners, serves until a shutdown signal, then stops
 //! accepting, lets in-flight requests finish (each one's command is durable and audited before
 //! its answer), flushes the audit log, saves a snapshot when the store keeps them, and returns.
+//! While serving, a task saves snapshots (and the journal's index checkpoint) as configured
+//! (`snapshots.rs`).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 use ultracore_core::engine::OpenedFrom;
 
 use axum::serve::ListenerExt;
@@ -13,7 +16,9 @@ use tokio::sync::watch;
 
 use crate::app::{ledger_router, placeholder_router};
 use crate::config::Config;
+use crate::snapshots::{run_periodic, take, SnapshotPolicy};
 use crate::state::{AppState, StartError};
+use crate::tls::TlsListener;
 
 /// Why serving stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +51,8 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    // Checked before the store is opened: a replay can take long, a typo in a path should not.
+    let tls = config.tls().map_err(StartError::from)?;
     let (state, startup) = AppState::build(&config).await?;
     if startup.audit.torn_tail > 0 {
         tracing::warn!(
@@ -53,6 +60,7 @@ pub async fn serve(
             "audit log had an unfinished last record (never acknowledged); truncated"
         );
     }
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listeners = [
         ("ledger", bind(config.ledger_addr).await?),
         ("compliance", bind(config.compliance_addr).await?),
@@ -63,22 +71,33 @@ pub async fn serve(
     let mut tasks = Vec::new();
     for (name, listener) in listeners {
         let addr = listener.local_addr()?;
-        println!("ultracore: {name} API listening on http://{addr}");
+        println!("ultracore: {name} API listening on {scheme}://{addr}");
         let router = match name {
             "ledger" => ledger_router(state.clone()),
             other => placeholder_router(other),
         };
         let mut rx = stop_rx.clone();
+        let stopped = async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let tls = tls.clone();
         tasks.push(tokio::spawn(async move {
-            // No Nagle delay: each answer is one small write that the client is waiting for.
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|stop| *stop).await;
-                })
-                .await
+            match tls {
+                Some(acceptor) => {
+                    axum::serve(TlsListener::new(listener, acceptor)?, router)
+                        .with_graceful_shutdown(stopped)
+                        .await
+                }
+                None => {
+                    // No Nagle delay: each answer is one small write that the client awaits.
+                    let listener = listener.tap_io(|tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    });
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(stopped)
+                        .await
+                }
+            }
         }));
     }
     let store = if startup.durable {
@@ -87,6 +106,10 @@ pub async fn serve(
         "in memory: nothing survives a restart"
     };
     let position = state.engine.read(|l| l.position()).await;
+    let snapshot_at = match startup.opened {
+        OpenedFrom::Snapshot { position: at } => at,
+        OpenedFrom::Replay => 0,
+    };
     let rebuilt = match startup.opened {
         OpenedFrom::Snapshot { position: at } => format!(
             "state at position {position}: snapshot at {at} + {} events replayed",
@@ -94,6 +117,25 @@ pub async fn serve(
         ),
         OpenedFrom::Replay => format!("state at position {position}: {position} events replayed"),
     };
+    let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    state
+        .metrics
+        .startup_snapshot_position
+        .set(gauge(snapshot_at));
+    state
+        .metrics
+        .startup_replayed_events
+        .set(gauge(position.saturating_sub(snapshot_at)));
+    let periodic = tokio::spawn(run_periodic(
+        state.clone(),
+        SnapshotPolicy {
+            every_events: config.snapshot_every_events,
+            interval: (config.snapshot_interval_seconds > 0)
+                .then(|| Duration::from_secs(config.snapshot_interval_seconds)),
+        },
+        snapshot_at,
+        stop_rx.clone(),
+    ));
     println!(
         "ultracore: store {store}; {rebuilt}; audit log {} ({} records)",
         config.audit_path().display(),
@@ -113,18 +155,18 @@ pub async fn serve(
         }
     }
     state.audit.flush().await;
-    if let Some(snaps) = &state.snapshots {
-        match state.engine.save_snapshot(snaps.as_ref()).await {
-            Ok(p) => tracing::info!(position = p, "snapshot saved"),
-            Err(e) => tracing::warn!(error = %e, "snapshot not saved"),
-        }
+    // A periodic snapshot in progress finishes first; then the final one.
+    if let Err(e) = periodic.await {
+        tracing::error!(error = %e, "periodic snapshot task failed");
     }
-    if let Some(checkpoint) = state.index_checkpoint.clone() {
-        match tokio::task::spawn_blocking(move || checkpoint()).await {
-            Ok(Ok(p)) => tracing::info!(position = p, "journal index checkpoint written"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "journal index checkpoint not written"),
-            Err(e) => tracing::warn!(error = %e, "journal index checkpoint task failed"),
-        }
+    match take(&state).await {
+        Ok(Some(t)) => tracing::info!(
+            position = t.position,
+            checkpoint = t.checkpoint,
+            "snapshot saved"
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "snapshot not saved"),
     }
     tracing::info!("shutdown complete");
     Ok(())

@@ -39,6 +39,8 @@ pub struct AppState {
     pub attrs: Arc<crate::routes::AttrCache>,
     /// The store's start-up checkpoint, written next to each snapshot.
     pub index_checkpoint: Option<crate::store::IndexCheckpoint>,
+    /// Which sensitive actions need an MFA token.
+    pub mfa: Arc<crate::auth::mfa::MfaPolicy>,
 }
 
 /// Why the server could not start.
@@ -83,6 +85,17 @@ impl AppState {
         stores: Stores,
     ) -> Result<(AppState, Startup), StartError> {
         let keys = config.jwt_keys()?;
+        if config.jwks_url.is_some() {
+            // A provider that is down must not keep the ledger down: HS256 tokens still work,
+            // and the next token with an unknown kid tries again.
+            match keys.refresh().await {
+                Ok(n) => tracing::info!(keys = n, "JWKS fetched"),
+                Err(e) => {
+                    tracing::error!(error = %e, "JWKS not fetched at start; tokens of its keys are refused until a fetch succeeds")
+                }
+            }
+        }
+        let mfa = config.mfa_policy()?;
         let (audit, chain) = AuditLog::open(&config.audit_path())?;
         let metrics = Arc::new(Metrics::new());
         let store = ServerStore::new(stores.events.clone(), metrics.clone());
@@ -117,6 +130,7 @@ impl AppState {
             snapshots: stores.snapshots,
             attrs: Arc::default(),
             index_checkpoint: stores.index_checkpoint,
+            mfa: Arc::new(mfa),
         };
         Ok((
             state,

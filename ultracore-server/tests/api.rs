@@ -53,12 +53,25 @@ impl App {
             role,
             branch: branch.map(str::to_string),
             customer: customer.map(str::to_string),
+            mfa: false,
         };
         self.keys.mint(&p, unix_seconds(), 300)
     }
 
     fn admin(&self) -> String {
         self.token(Role::Admin, None, None)
+    }
+
+    /// An admin token issued after multi-factor authentication (`amr: ["mfa"]`).
+    fn admin_mfa(&self) -> String {
+        let p = Principal {
+            sub: "admin-user".into(),
+            role: Role::Admin,
+            branch: None,
+            customer: None,
+            mfa: true,
+        };
+        self.keys.mint(&p, unix_seconds(), 300)
     }
 
     async fn raw(&self, req: Request<Body>) -> Resp {
@@ -830,6 +843,7 @@ async fn authentication_is_required_and_checked() {
         role: Role::Admin,
         branch: None,
         customer: None,
+        mfa: false,
     };
     let expired = app.keys.mint(&admin, unix_seconds() - 3600, 60);
     let r = app
@@ -1257,4 +1271,371 @@ async fn store_failures_answer_503_and_a_retry_with_the_same_id_is_safe() {
     );
     let b = app.get("/v1/accounts/ana/balance", &t).await;
     assert_eq!(b.body["posted"], "5.00", "counted once");
+}
+
+/// With the MFA policy on, closing an account, corrections, reversals and money moves above
+/// the threshold need a token whose `amr` contains "mfa": without one they are refused with
+/// `403 mfa_required` (problem JSON, nothing written, audited as such); with one they go
+/// through. At or below the threshold nothing changes.
+#[tokio::test]
+async fn sensitive_actions_need_an_mfa_token_when_the_policy_says_so() {
+    let app = app_with(|c| {
+        c.mfa_required_for = ["account_close", "correction", "reversal", "transfer"]
+            .map(String::from)
+            .to_vec();
+        c.mfa_transfer_threshold = "100".into();
+    })
+    .await;
+    app.seed().await; // deposits of exactly 100.00: not above the threshold
+    let plain = app.admin();
+    let mfa = app.admin_mfa();
+    let r = app
+        .post(
+            "/v1/accounts",
+            &plain,
+            json!({"id": "z", "currency": "USD", "kind": "liability"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+
+    let p = app.position().await;
+    let big = || transfer("big", "cash", "ana", "100.01");
+    let mut hold = transfer("big-hold", "cash", "ana", "250.00");
+    hold["pending"] = json!(true);
+    let entry = json!({"id": "big-entry", "postings": [
+        {"account": "cash", "direction": "debit", "amount": "150.00", "currency": "USD"},
+        {"account": "ana", "direction": "credit", "amount": "150.00", "currency": "USD"}]});
+    for (path, body) in [
+        ("/v1/transfers", big()),
+        ("/v1/transfers", hold.clone()),
+        ("/v1/entries", entry.clone()),
+        (
+            "/v1/entries/dep-ana/corrections",
+            json!({"id": "c1", "amount": "90.00", "reason": "typo"}),
+        ),
+        ("/v1/entries/dep-bob/reversal", json!({"id": "r1"})),
+        ("/v1/accounts/z/close", json!(null)),
+    ] {
+        let r = app.post(path, &plain, body).await;
+        refused(&app, r, StatusCode::FORBIDDEN, "mfa_required", p).await;
+    }
+    // A batch refuses only its items above the threshold.
+    let r = app
+        .post(
+            "/v1/transfers/batch",
+            &plain,
+            json!([transfer("b-small", "cash", "bob", "5.00"), big()]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        (r.body["accepted"].as_u64(), r.body["refused"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(r.body["results"][1]["status"], 403);
+    assert_eq!(
+        r.body["results"][1]["problem"]["type"],
+        "urn:ultracore:error:mfa_required"
+    );
+    let r = app
+        .post(
+            "/v1/transfers",
+            &plain,
+            transfer("at-limit", "cash", "ana", "100.00"),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "at the threshold: {}",
+        r.body
+    );
+
+    // The refusals are audited with their own decision and outcome.
+    let auditor = app.token(Role::Auditor, None, None);
+    let a = app.get("/v1/audit?limit=1000", &auditor).await;
+    let records = a.body["records"].as_array().unwrap();
+    let refusals: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["outcome"] == "mfa_required")
+        .collect();
+    assert_eq!(refusals.len(), 6, "{records:#?}");
+    for r in &refusals {
+        assert_eq!(
+            (r["decision"].as_str(), r["status"].as_u64()),
+            (Some("mfa_required"), Some(403))
+        );
+    }
+    let batch = records
+        .iter()
+        .rev()
+        .find(|r| r["path"] == "/v1/transfers/batch")
+        .unwrap();
+    assert_eq!(batch["decision"], "allow 1 deny 0 mfa_required 1");
+
+    // The same requests with an MFA token go through (the refusals recorded nothing, so the
+    // same ids are free).
+    for (path, body, status) in [
+        ("/v1/transfers", big(), StatusCode::CREATED),
+        ("/v1/transfers", hold, StatusCode::CREATED),
+        ("/v1/entries", entry, StatusCode::CREATED),
+        (
+            "/v1/entries/dep-ana/corrections",
+            json!({"id": "c1", "amount": "90.00", "reason": "typo"}),
+            StatusCode::CREATED,
+        ),
+        (
+            "/v1/entries/dep-bob/reversal",
+            json!({"id": "r1"}),
+            StatusCode::CREATED,
+        ),
+        ("/v1/accounts/z/close", json!(null), StatusCode::OK),
+    ] {
+        let r = app.post(path, &mfa, body).await;
+        assert_eq!(r.status, status, "{path}: {}", r.body);
+    }
+}
+
+/// Off by default: the same sensitive actions need no MFA.
+#[tokio::test]
+async fn without_an_mfa_policy_sensitive_actions_need_no_mfa() {
+    let app = app().await;
+    app.seed().await;
+    let t = app.admin();
+    let r = app
+        .post(
+            "/v1/transfers",
+            &t,
+            transfer("big", "cash", "ana", "100000.00"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let r = app
+        .post("/v1/entries/dep-bob/reversal", &t, json!({"id": "r1"}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+}
+
+/// A JWKS served over HTTP by a tiny server in the test: `serve` replaces what it serves, and
+/// `fetches` counts the requests it answered.
+struct JwksServer {
+    addr: std::net::SocketAddr,
+    jwks: std::sync::Arc<std::sync::Mutex<String>>,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl JwksServer {
+    async fn start() -> JwksServer {
+        JwksServer::start_with(None).await
+    }
+
+    /// Serves over TLS with `tls` when given.
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> JwksServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = JwksServer {
+            addr: listener.local_addr().unwrap(),
+            jwks: Default::default(),
+            fetches: Default::default(),
+        };
+        let (jwks, fetches) = (server.jwks.clone(), server.fetches.clone());
+        tokio::spawn(async move {
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                let body = jwks.lock().unwrap().clone();
+                let served = match &tls {
+                    None => answer(socket, &body).await,
+                    Some(acceptor) => match acceptor.accept(socket).await {
+                        Ok(s) => answer(s, &body).await,
+                        Err(_) => false, // a client that does not trust us
+                    },
+                };
+                if served {
+                    fetches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        });
+        server
+    }
+
+    fn serve(&self, keys: &[&EsKey]) {
+        let keys: Vec<Value> = keys.iter().map(|k| k.jwk.clone()).collect();
+        *self.jwks.lock().unwrap() = json!({ "keys": keys }).to_string();
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Reads one `GET /keys` request and answers `body`; whether it did.
+async fn answer<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut socket: S,
+    body: &str,
+) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut request = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !request.ends_with(b"\r\n\r\n") {
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => request.extend_from_slice(&buf[..n]),
+        }
+    }
+    assert!(request.starts_with(b"GET /keys HTTP/1.1\r\n"));
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let ok = socket.write_all(response.as_bytes()).await.is_ok();
+    let _ = socket.shutdown().await;
+    ok
+}
+
+/// An ES256 key pair generated in the test, with its public JWK.
+struct EsKey {
+    kid: String,
+    encoding: jsonwebtoken::EncodingKey,
+    jwk: Value,
+}
+
+impl EsKey {
+    fn generate(kid: &str) -> EsKey {
+        use jsonwebtoken::{jwk::Jwk, Algorithm, EncodingKey};
+        use p256::pkcs8::EncodePrivateKey;
+        let secret = loop {
+            let bytes = ultracore_server::util::random_bytes::<32>();
+            if let Ok(k) = p256::ecdsa::SigningKey::from_bytes(&bytes.into()) {
+                break k;
+            }
+        };
+        let der = secret.to_pkcs8_der().unwrap();
+        let encoding = EncodingKey::from_ec_der(der.as_bytes());
+        let mut jwk =
+            serde_json::to_value(Jwk::from_encoding_key(&encoding, Algorithm::ES256).unwrap())
+                .unwrap();
+        jwk["kid"] = json!(kid);
+        EsKey {
+            kid: kid.to_string(),
+            encoding,
+            jwk,
+        }
+    }
+
+    fn token(&self, sub: &str) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        let claims = json!({"sub": sub, "role": "admin", "iss": "https://idp.test", "exp": unix_seconds() + 60});
+        jsonwebtoken::encode(&header, &claims, &self.encoding).unwrap()
+    }
+}
+
+/// The JWKS is fetched from its URL at start; a token signed by a key the provider added later
+/// (rotation) makes the server fetch it again, at most once per refresh interval, and a key
+/// the provider dropped stops working after that fetch.
+#[tokio::test]
+async fn jwks_from_a_url_is_fetched_at_start_and_again_on_an_unknown_kid() {
+    let idp = JwksServer::start().await;
+    let (k1, k2) = (EsKey::generate("k1"), EsKey::generate("k2"));
+    idp.serve(&[&k1]);
+    let url = format!("http://{}/keys", idp.addr);
+    let app = app_with(|c| {
+        c.jwks_url = Some(url);
+        c.jwt_issuer = Some("https://idp.test".into());
+        c.jwks_refresh_min_seconds = 1;
+    })
+    .await;
+    assert_eq!(idp.fetches(), 1, "fetched at start");
+    let r = app.get("/v1/events", &k1.token("idp-admin")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(idp.fetches(), 1, "a known kid fetches nothing");
+
+    // The provider rotates: k2 in, k1 out. Within the refresh interval of the start-up fetch
+    // an unknown kid is refused without a fetch; garbage kids cannot hammer the provider.
+    idp.serve(&[&k2]);
+    let p = app.position().await;
+    for _ in 0..5 {
+        let r = app.get("/v1/events", &k2.token("idp-admin")).await;
+        refused(&app, r, StatusCode::UNAUTHORIZED, "unauthenticated", p).await;
+    }
+    assert_eq!(idp.fetches(), 1, "rate limited");
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let r = app.get("/v1/events", &k2.token("idp-admin")).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "after the interval the new key is fetched: {}",
+        r.body
+    );
+    assert_eq!(idp.fetches(), 2);
+    // k1 was dropped by that fetch; asking again for it within the interval fetches nothing.
+    let r = app.get("/v1/events", &k1.token("idp-admin")).await;
+    refused(&app, r, StatusCode::UNAUTHORIZED, "unauthenticated", p).await;
+    assert_eq!(idp.fetches(), 2);
+    // HS256 tokens keep working throughout, and an unknown kid never needs a fetch for them.
+    assert_eq!(
+        app.get("/v1/events", &app.admin()).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(idp.fetches(), 2);
+}
+
+/// A provider that is down at start does not stop the server; its tokens work once a fetch on
+/// an unknown kid succeeds.
+#[tokio::test]
+async fn a_jwks_url_that_fails_at_start_is_fetched_again_later() {
+    let idp = JwksServer::start().await;
+    let k1 = EsKey::generate("k1");
+    *idp.jwks.lock().unwrap() = "not json".into();
+    let url = format!("http://{}/keys", idp.addr);
+    let app = app_with(|c| {
+        c.jwks_url = Some(url);
+        c.jwks_refresh_min_seconds = 0;
+    })
+    .await;
+    assert_eq!(idp.fetches(), 1);
+    assert_eq!(
+        app.get("/v1/events", &app.admin()).await.status,
+        StatusCode::OK
+    );
+    idp.serve(&[&k1]);
+    let r = app.get("/v1/events", &k1.token("idp-admin")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(idp.fetches(), 2);
+}
+
+/// An `https://` JWKS URL: its certificate must chain to the configured CA file (here the
+/// provider's self-signed certificate); without it (Mozilla's roots) the fetch fails and the
+/// provider's tokens are refused.
+#[tokio::test]
+async fn jwks_over_https_is_fetched_only_from_a_trusted_certificate() {
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = temp_dir("jwks-tls");
+    let (cert, key) = (dir.join("idp.pem"), dir.join("idp.key"));
+    std::fs::write(&cert, generated.cert.pem()).unwrap();
+    std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+    let acceptor = ultracore_server::tls::acceptor(&cert, &key).unwrap();
+    let idp = JwksServer::start_with(Some(acceptor)).await;
+    let k1 = EsKey::generate("k1");
+    idp.serve(&[&k1]);
+    let url = format!("https://localhost:{}/keys", idp.addr.port());
+
+    let trusting = app_with(|c| {
+        c.jwks_url = Some(url.clone());
+        c.jwks_ca_file = Some(cert.clone());
+    })
+    .await;
+    assert_eq!(idp.fetches(), 1);
+    let r = trusting.get("/v1/events", &k1.token("idp-admin")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    let default_roots = app_with(|c| c.jwks_url = Some(url.clone())).await;
+    let r = default_roots
+        .get("/v1/events", &k1.token("idp-admin"))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    assert_eq!(
+        idp.fetches(),
+        1,
+        "no JWKS was served to a client that does not trust it"
+    );
 }

@@ -7,21 +7,32 @@
 //! One writer thread owns the file. Requests hand it records over a channel and wait for its
 //! answer; the thread takes everything queued, writes it, and syncs once for the whole group
 //! (group commit), so no answer leaves the server before its audit record is durable.
+//!
+//! Reads (`GET /v1/audit`) go through [`AuditLog::read`], which seeks: an in-memory sparse
+//! index holds the byte offset of every [`INDEX_STRIDE`]-th record, is rebuilt by the chain
+//! check at open and extended by the writer after each sync, so a page anywhere in the log
+//! costs at most `INDEX_STRIDE - 1` skipped lines plus the page, and shows only durable
+//! records.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
+/// Records preallocated for a page.
+const AUDIT_PAGE_PREALLOC: usize = 1_024;
 /// Records written per group (one `write` + one sync).
 const RECORDS_PER_SYNC_MAX: usize = 4_096;
 /// Records waiting for the writer before senders wait too (back-pressure).
 const QUEUE_MAX: usize = 65_536;
 /// Longest audit line accepted when reading (bytes); longer lines are a broken link.
 const LINE_BYTES_MAX: usize = 64 * 1024;
+/// Records per entry of the in-memory sparse index (8 bytes per this many records).
+pub const INDEX_STRIDE: u64 = 128;
 /// `prev_hash` of the first record.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -131,6 +142,11 @@ pub struct ChainEnd {
 
 /// Checks every link of the log at `path`. A missing file is an empty, valid log.
 pub fn verify(path: &Path) -> Result<ChainEnd, AuditError> {
+    scan(path, |_, _| {})
+}
+
+/// [`verify`], calling `each(seq, byte offset)` for every valid record.
+fn scan(path: &Path, mut each: impl FnMut(u64, u64)) -> Result<ChainEnd, AuditError> {
     let io = |source| AuditError::Io {
         path: path.to_path_buf(),
         source,
@@ -208,42 +224,43 @@ pub fn verify(path: &Path) -> Result<ChainEnd, AuditError> {
                 "record is not in canonical form".into(),
             ));
         }
+        each(rec.seq, end.valid_len);
         end.records = rec.seq;
         end.last_hash = rec.hash;
         end.valid_len += n as u64;
     }
 }
 
-/// Reads up to `limit` records with `seq > after`.
-pub fn read(path: &Path, after: u64, limit: usize) -> Result<Vec<AuditRecord>, AuditError> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(AuditError::Io {
-                path: path.to_path_buf(),
-                source,
-            })
-        }
-    };
-    let mut out = Vec::new();
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        if out.len() >= limit {
-            break;
-        }
-        // Sequence numbers equal line numbers in a valid log, so earlier lines are skipped
-        // without parsing.
-        if (i as u64) < after {
-            continue;
-        }
-        let Ok(line) = line else { break };
-        match serde_json::from_str::<AuditRecord>(&line) {
-            Ok(r) if r.seq > after => out.push(r),
-            Ok(_) => {}
-            Err(_) => break, // a torn tail: not acknowledged, not shown
+/// Where the durable records are: the byte offset of records 1, 1 + [`INDEX_STRIDE`], …, and
+/// how many records (and bytes) are durable.
+#[derive(Debug, Default)]
+struct SparseIndex {
+    /// `offsets[k]` is the offset of record `k * INDEX_STRIDE + 1`.
+    offsets: Vec<u64>,
+    records: u64,
+    len: u64,
+}
+
+impl SparseIndex {
+    /// Records that record `seq` starts at `offset` (kept if it is on the stride).
+    fn note(&mut self, seq: u64, offset: u64) {
+        if (seq - 1).is_multiple_of(INDEX_STRIDE) {
+            debug_assert_eq!(self.offsets.len() as u64, (seq - 1) / INDEX_STRIDE);
+            self.offsets.push(offset);
         }
     }
-    Ok(out)
+
+    /// Where to start reading records after `after`: (offset, seq of the record there, durable
+    /// length); `None` if there are none.
+    fn start(&self, after: u64) -> Option<(u64, u64, u64)> {
+        if after >= self.records {
+            return None;
+        }
+        // Record `after + 1` exists, so the index entry of its block does too.
+        let k = after / INDEX_STRIDE;
+        let offset = *self.offsets.get(usize::try_from(k).ok()?)?;
+        Some((offset, k * INDEX_STRIDE + 1, self.len))
+    }
 }
 
 enum Msg {
@@ -251,11 +268,12 @@ enum Msg {
     Flush(oneshot::Sender<()>),
 }
 
-/// Handle to the writer; cheap to clone.
+/// Handle to the writer and the reader's index; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AuditLog {
     tx: mpsc::Sender<Msg>,
     path: PathBuf,
+    index: Arc<RwLock<SparseIndex>>,
 }
 
 impl std::fmt::Debug for Msg {
@@ -275,7 +293,11 @@ impl AuditLog {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let end = verify(path)?;
+        let mut index = SparseIndex::default();
+        let end = scan(path, |seq, offset| index.note(seq, offset))?;
+        index.records = end.records;
+        index.len = end.valid_len;
+        let index = Arc::new(RwLock::new(index));
         let mut opts = OpenOptions::new();
         opts.create(true).truncate(false).read(true).write(true);
         #[cfg(unix)]
@@ -293,17 +315,67 @@ impl AuditLog {
         let (tx, rx) = mpsc::channel(QUEUE_MAX);
         let state = (end.records, end.last_hash.clone());
         let p = path.to_path_buf();
+        let for_writer = index.clone();
         std::thread::Builder::new()
             .name("ultracore-audit".into())
-            .spawn(move || writer(file, p, state, rx))
+            .spawn(move || writer(file, p, state, for_writer, rx))
             .map_err(io)?;
         Ok((
             AuditLog {
                 tx,
                 path: path.to_path_buf(),
+                index,
             },
             end,
         ))
+    }
+
+    /// Up to `limit` durable records with `seq > after`. It seeks to the indexed record at or
+    /// before `after + 1` and reads from there, so its cost does not grow with `after`. It does
+    /// file IO: call it from a blocking thread.
+    pub fn read(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, AuditError> {
+        let start = self
+            .index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .start(after);
+        let Some((offset, mut seq, len)) = start else {
+            return Ok(Vec::new());
+        };
+        let io = |source| AuditError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let mut file = File::open(&self.path).map_err(io)?;
+        file.seek(SeekFrom::Start(offset)).map_err(io)?;
+        // Only the durable part: a group being written is not shown before its sync.
+        let mut reader = BufReader::new(file.take(len - offset));
+        let mut out = Vec::with_capacity(limit.min(AUDIT_PAGE_PREALLOC));
+        let mut line = Vec::new();
+        while out.len() < limit {
+            line.clear();
+            if reader.read_until(b'\n', &mut line).map_err(io)? == 0 {
+                break;
+            }
+            // Sequence numbers equal line numbers, so the lines before `after` are skipped
+            // without parsing; the first one parsed must then carry the expected number.
+            if seq > after {
+                let rec: AuditRecord = serde_json::from_slice(&line).map_err(|e| {
+                    io(std::io::Error::other(format!(
+                        "record {seq} does not parse: {e}"
+                    )))
+                })?;
+                if rec.seq != seq {
+                    return Err(io(std::io::Error::other(format!(
+                        "record {} found where the index expects {seq}",
+                        rec.seq
+                    ))));
+                }
+                out.push(rec);
+            }
+            seq += 1;
+        }
+        Ok(out)
     }
 
     /// Appends `event` and returns once it is durable.
@@ -337,8 +409,15 @@ impl AuditLog {
     }
 }
 
-fn writer(mut file: File, path: PathBuf, state: (u64, String), mut rx: mpsc::Receiver<Msg>) {
+fn writer(
+    mut file: File,
+    path: PathBuf,
+    state: (u64, String),
+    index: Arc<RwLock<SparseIndex>>,
+    mut rx: mpsc::Receiver<Msg>,
+) {
     let (mut seq, mut last_hash) = state;
+    let mut starts = Vec::new();
     let mut failed: Option<String> = None;
     while let Some(first) = rx.blocking_recv() {
         let mut group = vec![first];
@@ -349,10 +428,12 @@ fn writer(mut file: File, path: PathBuf, state: (u64, String), mut rx: mpsc::Rec
             }
         }
         let mut buf = Vec::new();
+        starts.clear();
         let (mut next_seq, mut next_hash) = (seq, last_hash.clone());
         for m in &group {
             if let Msg::Record(event, _) = m {
                 next_seq += 1;
+                starts.push((next_seq, buf.len() as u64));
                 let hash = chain_hash(next_seq, event, &next_hash);
                 let rec = AuditRecord {
                     seq: next_seq,
@@ -378,6 +459,14 @@ fn writer(mut file: File, path: PathBuf, state: (u64, String), mut rx: mpsc::Rec
             Ok(()) => {
                 seq = next_seq;
                 last_hash = next_hash;
+                // Before the answers: a reader that saw its own request answered finds it.
+                let mut ix = index.write().unwrap_or_else(|p| p.into_inner());
+                let base = ix.len;
+                for &(s, at) in &starts {
+                    ix.note(s, base + at);
+                }
+                ix.records = seq;
+                ix.len = base + buf.len() as u64;
             }
             Err(e) => {
                 tracing::error!(error = %e, "audit write failed; refusing further requests");
@@ -436,11 +525,103 @@ mod tests {
         write_log(&path, 10).await;
         let end = verify(&path).unwrap();
         assert_eq!(end.records, 60);
-        let page = read(&path, 55, 100).unwrap();
+        let (log, _) = AuditLog::open(&path).unwrap();
+        let page = log.read(55, 100).unwrap();
         assert_eq!(
             page.iter().map(|r| r.seq).collect::<Vec<_>>(),
             vec![56, 57, 58, 59, 60]
         );
+    }
+
+    /// Every record of the log, parsed from the whole file (the reference for paging).
+    fn all_records(path: &Path) -> Vec<AuditRecord> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn check_pages(log: &AuditLog, all: &[AuditRecord]) {
+        let n = all.len() as u64;
+        let s = INDEX_STRIDE;
+        for after in [
+            0,
+            1,
+            s - 1,
+            s,
+            s + 1,
+            2 * s,
+            7 * s + 3,
+            n - s,
+            n - 2,
+            n - 1,
+            n,
+            n + 5,
+        ] {
+            for limit in [1, 2, s as usize, 1_000] {
+                let page = log.read(after, limit).unwrap();
+                let want: Vec<AuditRecord> = all
+                    .iter()
+                    .filter(|r| r.seq > after)
+                    .take(limit)
+                    .cloned()
+                    .collect();
+                assert_eq!(page, want, "after {after} limit {limit}");
+            }
+        }
+        // Walking the whole log page by page gives every record once, in order.
+        let (mut after, mut walked) = (0, Vec::new());
+        loop {
+            let page = log.read(after, 97).unwrap();
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            walked.extend(page);
+        }
+        assert_eq!(walked, all);
+    }
+
+    #[tokio::test]
+    async fn pages_seek_through_the_sparse_index_and_match_the_file() {
+        let path = crate::util::temp_dir("audit-pages").join("audit.log");
+        let (log, _) = AuditLog::open(&path).unwrap();
+        assert_eq!(log.read(0, 10).unwrap(), vec![]);
+        drop(log);
+        // 3,000 records in two sessions: the index is rebuilt at open, then extended by the
+        // writer (groups of many records, so strides fall inside groups).
+        write_log(&path, 2_000).await;
+        let (log, end) = AuditLog::open(&path).unwrap();
+        assert_eq!(end.records, 2_000);
+        let mut tasks = Vec::new();
+        for i in 0..1_000 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move { log.append(event(i)).await }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let all = all_records(&path);
+        assert_eq!(all.len(), 3_000);
+        check_pages(&log, &all);
+        assert_eq!(
+            verify(&path).unwrap().records,
+            3_000,
+            "the chain still verifies"
+        );
+
+        // Reads seek instead of reading from the start: with the first record destroyed (same
+        // length, so offsets hold), a late page still reads, while the chain check fails.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let first_len = text.lines().next().unwrap().len();
+        let mut bytes = text.into_bytes();
+        bytes[..first_len].fill(b'x');
+        std::fs::write(&path, &bytes).unwrap();
+        let page = log.read(2_500, 10).unwrap();
+        assert_eq!(page, all[2_500..2_510].to_vec());
+        assert!(matches!(
+            verify(&path),
+            Err(AuditError::Broken { line: 1, .. })
+        ));
     }
 
     #[tokio::test]

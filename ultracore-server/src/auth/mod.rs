@@ -1,8 +1,11 @@
-//! Who is asking and may they: JWT verification (`jwt`), the policy table (`policy`), the
-//! per-principal rate limit (`rate`), and the hash-chained audit log (`audit`).
+//! Who is asking and may they: JWT verification (`jwt`), the policy table (`policy`), step-up
+//! authentication for sensitive actions (`mfa`), the per-principal rate limit (`rate`), and the
+//! hash-chained audit log (`audit`).
 
 pub mod audit;
+pub mod jwks;
 pub mod jwt;
+pub mod mfa;
 pub mod policy;
 pub mod rate;
 
@@ -59,4 +62,7 @@ pub struct Principal {
     /// Customer claim (customers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customer: Option<String>,
+    /// Whether the token's `amr` claim says it was issued after multi-factor authentication.
+    #[serde(default)]
+    pub mfa: bool,
 }

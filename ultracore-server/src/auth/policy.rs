@@ -199,6 +199,7 @@ mod tests {
             role,
             branch: branch.map(str::to_string),
             customer: customer.map(str::to_string),
+            mfa: false,
         }
     }
 

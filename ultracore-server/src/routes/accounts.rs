@@ -7,6 +7,7 @@ use serde::Deserialize;
 use ultracore_core::ledger::Command;
 
 use super::{account_attrs, execute};
+use crate::auth::mfa::Sensitive;
 use crate::auth::policy::{AccountAttrs, Action, Resource};
 use crate::dto::{self, AccountOut, BalanceOut, CreateAccount, RestatementOut, StatementOut};
 use crate::error::{ApiError, Problem};
@@ -95,6 +96,9 @@ async fn status_change(
 ) -> Result<Json<AccountOut>, ApiError> {
     let id = dto::account_id(&id)?;
     authorize_account(&state, &caller, action, &id).await?;
+    if action == Action::AccountClose {
+        caller.require_mfa(&state.mfa, Sensitive::AccountClose)?;
+    }
     execute(&state, &caller, make(id.clone()), Some(id.as_str())).await?;
     Ok(Json(read_account(&state, &id).await?))
 }

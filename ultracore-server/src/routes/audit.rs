@@ -34,12 +34,11 @@ pub async fn list(
     caller.authorize(Action::AuditRead, "audit", &Resource::default())?;
     let after = q.after.unwrap_or(0);
     let limit = q.limit.unwrap_or(100).clamp(1, AUDIT_RECORDS_PER_PAGE_MAX);
-    let path = state.audit.path().to_path_buf();
-    let records =
-        tokio::task::spawn_blocking(move || crate::auth::audit::read(&path, after, limit))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(ApiError::internal)?;
+    let audit = state.audit.clone();
+    let records = tokio::task::spawn_blocking(move || audit.read(after, limit))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
     let next_after = records.last().map_or(after, |r| r.seq);
     Ok(Json(AuditOut {
         records,

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use ultracore_core::ledger::{Command, Reverse};
 
 use super::{entry_postings, entry_receipt, entry_resource, execute, postings_resource};
+use crate::auth::mfa::Sensitive;
 use crate::auth::policy::Action;
 use crate::dto::{
     self, CorrectionIn, EntryIn, EntryOut, HistoryOut, ReceiptOut, ReversalIn, VersionOut,
@@ -36,6 +37,7 @@ pub async fn create(
         .read(|l| postings_resource(l, &entry.postings))
         .await;
     caller.authorize(Action::MoneyMove, &req.id, &resource)?;
+    caller.require_mfa(&state.mfa, Sensitive::MoneyMove(&cmd))?;
     let r = entry_receipt(execute(&state, &caller, cmd, None).await?)?;
     Ok((StatusCode::CREATED, Json(r)))
 }
@@ -63,6 +65,7 @@ pub async fn correct(
         })
         .await;
     caller.authorize(Action::EntryAmend, entry.as_str(), &resource)?;
+    caller.require_mfa(&state.mfa, Sensitive::Correction)?;
     let cmd = req.to_command(entry.clone(), currency)?;
     let r = entry_receipt(execute(&state, &caller, cmd, Some(entry.as_str())).await?)?;
     Ok((StatusCode::CREATED, Json(r)))
@@ -82,6 +85,7 @@ pub async fn reverse(
     let entry = dto::entry_id(&id)?;
     let resource = state.engine.read(|l| entry_resource(l, &entry)).await;
     caller.authorize(Action::EntryAmend, entry.as_str(), &resource)?;
+    caller.require_mfa(&state.mfa, Sensitive::Reversal)?;
     let cmd = Command::Reverse(Reverse {
         id: dto::entry_id(&req.id)?,
         entry: entry.clone(),

@@ -7,13 +7,14 @@ use axum::Json;
 use ultracore_core::ledger::{Command, EntryKind, PostHold, VoidHold};
 
 use super::{account_attrs, accounts_resource, entry_receipt, entry_resource, execute};
+use crate::auth::mfa::Sensitive;
 use crate::auth::policy::{authorize, Action, Resource};
 use crate::config::TRANSFERS_PER_BATCH_MAX;
 use crate::dto::{
     self, BatchItemOut, BatchOut, PostHoldIn, ReceiptOut, TransferIn, TransferOut, VoidHoldIn,
 };
 use crate::error::{json_error, ApiError, Problem};
-use crate::extract::{Body, Caller, OptBody};
+use crate::extract::{mfa_required, Body, Caller, OptBody, MFA_REQUIRED};
 use crate::state::AppState;
 
 fn transfer_resource(l: &ultracore_core::ledger::Ledger, t: &TransferIn) -> Resource {
@@ -52,6 +53,7 @@ pub async fn create(
     )
     .await;
     caller.authorize(Action::MoneyMove, &req.id, &resource)?;
+    caller.require_mfa(&state.mfa, Sensitive::MoneyMove(&cmd))?;
     let receipt = entry_receipt(execute(&state, &caller, cmd, None).await?)?;
     Ok((StatusCode::CREATED, Json(TransferOut::new(receipt, &req))))
 }
@@ -114,16 +116,27 @@ pub async fn batch(
             (allowed, denied)
         })
         .await;
+    // Items the policy allows but that need a multi-factor token this caller lacks.
+    let (allowed, need_mfa): (Vec<_>, Vec<_>) = allowed.into_iter().partition(|(_, _, c)| {
+        caller.principal.mfa || !state.mfa.requires(Sensitive::MoneyMove(c))
+    });
     caller.ctx.note(|n| {
         n.action = Some(Action::MoneyMove);
         n.resource = Some(format!("batch of {}", results.len()));
-        n.decision = Some(format!("allow {} deny {}", allowed.len(), denied.len()));
+        let mut decision = format!("allow {} deny {}", allowed.len(), denied.len());
+        if !need_mfa.is_empty() {
+            decision.push_str(&format!(" {MFA_REQUIRED} {}", need_mfa.len()));
+        }
+        n.decision = Some(decision);
     });
     for i in denied {
         results[i] = Some(Err(ApiError::forbidden(format!(
             "role {} may not move money out of this account",
             caller.principal.role.as_str()
         ))));
+    }
+    for (i, _, _) in need_mfa {
+        results[i] = Some(Err(mfa_required()));
     }
     let trace = caller.trace();
     let commands = allowed

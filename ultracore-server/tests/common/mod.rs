@@ -44,6 +44,8 @@ pub fn token(dir: &Path, role: &str) -> String {
 pub struct Server {
     pub child: Child,
     pub addr: String,
+    /// The start-up line `ultracore: store ...; state at position ...; audit log ...`.
+    pub startup: String,
 }
 
 impl Drop for Server {
@@ -54,23 +56,56 @@ impl Drop for Server {
 }
 
 pub fn start(dir: &Path) -> Server {
-    let mut child = with_env(bin(), dir)
-        .arg("serve")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    start_with(dir, &[], None)
+}
+
+/// Starts `ultracore serve` with extra environment variables; its JSON log (stderr) goes to
+/// `log` if given. Returns once it printed its start-up line.
+pub fn start_with(dir: &Path, env: &[(&str, &str)], log: Option<&Path>) -> Server {
+    let mut cmd = with_env(bin(), dir);
+    cmd.arg("serve").stdout(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    match log {
+        Some(path) => cmd.stderr(std::fs::File::create(path).unwrap()),
+        None => cmd.stderr(Stdio::null()),
+    };
+    let mut child = cmd.spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines.next().expect("server printed its address").unwrap();
-        if let Some(rest) = line.strip_prefix("ultracore: ledger API listening on http://") {
-            break rest.to_string();
+    let mut addr = None;
+    let startup = loop {
+        let line = lines
+            .next()
+            .expect("server printed its start-up lines")
+            .unwrap();
+        if let Some(rest) = line.strip_prefix("ultracore: ledger API listening on ") {
+            let rest = rest
+                .strip_prefix("http://")
+                .or_else(|| rest.strip_prefix("https://"));
+            addr = rest.map(str::to_string);
+        }
+        if line.starts_with("ultracore: store ") {
+            break line;
         }
     };
     // Keep draining stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Server { child, addr }
+    Server {
+        child,
+        addr: addr.expect("ledger address printed before the start-up line"),
+        startup,
+    }
+}
+
+/// The value of an unlabelled metric in a Prometheus text exposition.
+pub fn metric(addr: &str, name: &str) -> f64 {
+    let (status, _, body) = http(addr, "GET", "/metrics", None, None);
+    assert_eq!(status, 200);
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in {body}"))
 }
 
 /// One HTTP/1.1 exchange with `Connection: close`: (status, head, body).
