@@ -5,12 +5,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use ultracore_core::engine::{Engine, EngineConfig, EngineError, OpenedFrom};
-use ultracore_core::ledger::LedgerConfig;
+use ultracore_core::ledger::{Ledger, LedgerConfig};
+use ultracore_journal::FileSnapshotStore;
 
 use crate::auth::audit::{AuditError, AuditLog, ChainEnd};
 use crate::auth::jwt::JwtKeys;
 use crate::auth::rate::RateLimiter;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, StoreKind};
 use crate::metrics::Metrics;
 use crate::store::{open_stores, ServerStore, Stores};
 use crate::util::SystemClock;
@@ -71,18 +72,62 @@ pub struct Startup {
     pub durable: bool,
 }
 
+/// The engine's settings: a secret hash seed (ids come from untrusted clients, so the seed
+/// keeps hash flooding out), log 0.
+fn engine_config() -> EngineConfig {
+    EngineConfig {
+        ledger: LedgerConfig {
+            hash_seed: u64::from_le_bytes(crate::util::random_bytes::<8>()),
+            ..LedgerConfig::default()
+        },
+        log_id: 0,
+    }
+}
+
 impl AppState {
     /// Opens the stores, the engine (from a snapshot when there is a usable one), the audit
     /// log and the keys.
+    ///
+    /// On the journal, the ledger snapshot loads and decodes on a blocking thread while this
+    /// one opens (recovers) the journal: the two longest parts of a restart overlap.
     pub async fn build(config: &Config) -> Result<(AppState, Startup), StartError> {
+        let engine_config = engine_config();
+        let preload = match config.store {
+            StoreKind::Journal => {
+                let dir = config.data_dir.join("snapshots");
+                let for_decode = engine_config.clone();
+                let runtime = tokio::runtime::Handle::current();
+                Some(tokio::task::spawn_blocking(move || {
+                    let snaps = FileSnapshotStore::open(dir).ok()?;
+                    runtime.block_on(Engine::<ServerStore>::load_snapshot(&snaps, &for_decode))
+                }))
+            }
+            _ => None,
+        };
         let stores = open_stores(config)?;
-        Self::build_on(config, stores).await
+        let snapshot = match preload {
+            // A decoder that panicked is no worse than no snapshot: replay.
+            Some(task) => Some(task.await.ok().flatten()),
+            None => None,
+        };
+        Self::build_with(config, stores, engine_config, snapshot).await
     }
 
     /// Like [`AppState::build`], on given stores (tests, embedding).
     pub async fn build_on(
         config: &Config,
         stores: Stores,
+    ) -> Result<(AppState, Startup), StartError> {
+        Self::build_with(config, stores, engine_config(), None).await
+    }
+
+    /// `snapshot`: the ledger snapshot already loaded (`Some(None)`: looked, none usable), or
+    /// `None` to load it from the stores' snapshot store here.
+    async fn build_with(
+        config: &Config,
+        stores: Stores,
+        engine_config: EngineConfig,
+        snapshot: Option<Option<Ledger>>,
     ) -> Result<(AppState, Startup), StartError> {
         let keys = config.jwt_keys()?;
         if config.jwks_url.is_some() {
@@ -99,20 +144,13 @@ impl AppState {
         let (audit, chain) = AuditLog::open(&config.audit_path())?;
         let metrics = Arc::new(Metrics::new());
         let store = ServerStore::new(stores.events.clone(), metrics.clone());
-        let engine_config = EngineConfig {
-            ledger: LedgerConfig {
-                // Ids come from untrusted clients: a secret seed keeps hash flooding out.
-                hash_seed: u64::from_le_bytes(crate::util::random_bytes::<8>()),
-                ..LedgerConfig::default()
-            },
-            log_id: 0,
-        };
         let clock = Arc::new(SystemClock);
-        let (engine, opened) = match &stores.snapshots {
-            Some(snaps) => {
+        let (engine, opened) = match (snapshot, &stores.snapshots) {
+            (Some(loaded), _) => Engine::open_from(store, loaded, clock, engine_config).await?,
+            (None, Some(snaps)) => {
                 Engine::open_with_snapshot(store, snaps.as_ref(), clock, engine_config).await?
             }
-            None => (
+            (None, None) => (
                 Engine::open(store, clock, engine_config).await?,
                 OpenedFrom::Replay,
             ),
