@@ -69,7 +69,8 @@ pub struct Metrics {
     pub snapshot_errors: Counter,
     /// Last position covered by a snapshot this process saved.
     pub snapshot_position: Gauge,
-    /// Time the state lock was held to copy the state for a snapshot (seconds).
+    /// Time the state lock was held to encode the state for a snapshot (seconds; the metric
+    /// keeps its first name, from when the state was copied instead).
     pub snapshot_copy_seconds: Histogram,
     /// Time to encode, write and sync a snapshot, outside the lock (seconds).
     pub snapshot_write_seconds: Histogram,
@@ -148,7 +149,7 @@ impl Metrics {
         );
         registry.register(
             "snapshot_copy_duration_seconds",
-            "State lock held to copy the state for a snapshot",
+            "State lock held to encode the state for a snapshot",
             snapshot_copy_seconds.clone(),
         );
         registry.register(
