@@ -2,9 +2,10 @@
 //! account with many entries, and pre-built command streams, so each bench measures only the
 //! operation it names.
 
-/// The server's allocator (see ultracore-server's main.rs), so the benches measure what the
-/// server runs; `--features system-alloc` keeps glibc's for a comparison run.
-#[cfg(not(feature = "system-alloc"))]
+/// With `--features mimalloc`: the server's allocator (see ultracore-server's main.rs), for a
+/// comparison run. By default the benches use the system allocator, as an embedding
+/// application does unless it chooses another.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -12,9 +12,9 @@
 //!   10,000 account openings then transfers between them, with a file snapshot of the ledger
 //!   taken 100,000 events before the end, then times a restart: `Journal::open` plus
 //!   `Engine::open_with_snapshot` (snapshot load, decode, tail replay), each part alone too.
-//!   `restart <events> <rounds>` runs only the first rounds (even: without the journal's
-//!   index checkpoint, odd: with it); at 10 M events one round per process keeps the peak
-//!   memory to one ledger (`restart 10000000 1`, then `… 2` runs rounds 0 and 1).
+//!   `restart <events> <end> <first>` runs rounds `first..end` only (even: without the
+//!   journal's index checkpoint, odd: with it); at 10 M events one round per process keeps
+//!   the peak memory to one ledger (`restart 10000000 1 0`, then `restart 10000000 2 1`).
 //!
 //! `cargo run --release -p ultracore-benches --bin journal -- append 16 128 2000000`
 //! `cargo run --release -p ultracore-benches --bin journal -- scan 10000000`
@@ -60,7 +60,8 @@ fn main() {
         "restart" => {
             let events = num(10_000_000);
             let rounds = num(4);
-            restart(events, rounds)
+            let first = num(0);
+            restart(events, first..rounds)
         }
         "open" => open_only(num(10_000_000)),
         other => eprintln!("unknown mode {other}: append | scan | encode | restart"),
@@ -378,7 +379,7 @@ fn append_ledger_log(journal: &Journal<LedgerEvent>, mut after: u64, upto: u64) 
     }
 }
 
-fn restart(events: u64, rounds: u64) {
+fn restart(events: u64, rounds: std::ops::Range<u64>) {
     assert!(
         events > RESTART_ACCOUNTS + RESTART_TAIL,
         "at least 110,001 events"
@@ -442,11 +443,11 @@ fn restart(events: u64, rounds: u64) {
             Journal::<LedgerEvent>::open(&log, JournalConfig::default()).expect("open");
         journal.checkpoint().expect("checkpoint");
     }
-    for round in 0..rounds {
+    for round in rounds {
         // Even rounds without the index checkpoint (moved aside), odd ones with it.
-        if round % 2 == 0 {
+        if round % 2 == 0 && cp.exists() {
             std::fs::rename(&cp, &aside).expect("aside");
-        } else {
+        } else if round % 2 == 1 && aside.exists() {
             std::fs::rename(&aside, &cp).expect("back");
         }
         // The parts alone.
