@@ -201,9 +201,30 @@ fn bigint(v: u64, what: &str) -> Result<i64, StoreError> {
     i64::try_from(v).map_err(|_| StoreError::InvalidBatch(format!("{what} does not fit a BIGINT")))
 }
 
+/// The append's statements: lock, last event, stream versions, notify, COPY (prepared once
+/// per connection, then taken from the connection's cache).
+async fn prepared(
+    tx: &deadpool_postgres::Transaction<'_>,
+) -> Result<[tokio_postgres::Statement; 5], tokio_postgres::Error> {
+    let (lock, last, versions, notify, copy) = tokio::try_join!(
+        tx.prepare_cached("SELECT pg_advisory_xact_lock($1)"),
+        tx.prepare_cached(
+            "SELECT position, recorded_at FROM uc_events ORDER BY position DESC LIMIT 1"
+        ),
+        tx.prepare_cached(
+            "SELECT stream, max(stream_version) FROM uc_events \
+             WHERE stream = ANY($1) GROUP BY stream"
+        ),
+        tx.prepare_cached("SELECT pg_notify($1, $2)"),
+        tx.prepare_cached(COPY),
+    )?;
+    Ok([lock, last, versions, notify, copy])
+}
+
 /// Streams' current versions, as the log has them (0 for a stream with no events).
 async fn stream_versions<E>(
     tx: &tokio_postgres::Transaction<'_>,
+    statement: &tokio_postgres::Statement,
     batch: &AppendBatch<E>,
 ) -> Result<HashMap<StreamId, u64>, StoreError> {
     let mut streams: Vec<String> = batch
@@ -215,11 +236,7 @@ async fn stream_versions<E>(
     streams.sort_unstable();
     streams.dedup();
     let rows = tx
-        .query(
-            "SELECT stream, max(stream_version) FROM uc_events \
-             WHERE stream = ANY($1) GROUP BY stream",
-            &[&streams],
-        )
+        .query(statement, &[&streams])
         .await
         .map_err(|e| unavailable(&e))?;
     let mut versions = HashMap::with_capacity(rows.len());
@@ -236,9 +253,10 @@ async fn stream_versions<E>(
 /// goes straight from serde to the JSON column, with no intermediate string).
 async fn copy_events<E: DomainEvent + std::fmt::Debug>(
     tx: &tokio_postgres::Transaction<'_>,
+    copy: &tokio_postgres::Statement,
     events: &[Envelope<E>],
 ) -> Result<(), tokio_postgres::Error> {
-    let sink = tx.copy_in(COPY).await?;
+    let sink = tx.copy_in(copy).await?;
     let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
     let mut writer = std::pin::pin!(writer);
     for e in events {
@@ -283,23 +301,35 @@ fn columns_fit<E>(events: &[Envelope<E>]) -> Result<(), StoreError> {
 impl<E: DomainEvent + std::fmt::Debug> EventStore<E> for PgEventStore {
     async fn append(&self, batch: AppendBatch<E>) -> Result<AppendReceipt, StoreError> {
         columns_fit(&batch.events)?;
+        let receipt = batch
+            .events
+            .last()
+            .map(|e| AppendReceipt {
+                last_position: e.position,
+                recorded_at: e.recorded_at,
+            })
+            .ok_or_else(|| StoreError::InvalidBatch("empty batch".into()))?;
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(|e| unavailable(&e))?;
         let sql = |e: tokio_postgres::Error| unavailable(&e);
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&APPEND_LOCK])
-            .await
-            .map_err(sql)?;
-        // Both reads in one round trip (tokio-postgres pipelines concurrent queries).
-        let (last, versions) = tokio::try_join!(
+        // Statements are prepared once per connection (each unprepared statement costs a
+        // round trip of its own), and everything before the COPY goes in one round trip:
+        // tokio-postgres pipelines concurrent queries, and the server runs them in order, so
+        // the reads start (and take their READ COMMITTED snapshot) only once the lock is
+        // held. The notification is queued up front: PostgreSQL delivers it at commit, and
+        // drops it if the transaction rolls back.
+        let tx = client.transaction().await.map_err(sql)?;
+        let [lock, last, versions, notify, copy] = prepared(&tx).await.map_err(sql)?;
+        let channel = self.inner.config.channel();
+        let payload = receipt.last_position.to_string();
+        let (_, last, versions, _) = tokio::try_join!(
+            async { tx.execute(&lock, &[&APPEND_LOCK]).await.map_err(sql) },
+            async { tx.query_opt(&last, &[]).await.map_err(sql) },
+            stream_versions(&tx, &versions, &batch),
             async {
-                tx.query_opt(
-                    "SELECT position, recorded_at FROM uc_events ORDER BY position DESC LIMIT 1",
-                    &[],
-                )
-                .await
-                .map_err(sql)
+                tx.execute(&notify, &[&channel, &payload])
+                    .await
+                    .map_err(sql)
             },
-            stream_versions(&tx, &batch)
         )?;
         let (last_position, last_time) = match &last {
             Some(row) => (u64_of(row, 0)?, Some(RecordedAt(time_of(row.get(1))?))),
@@ -308,7 +338,7 @@ impl<E: DomainEvent + std::fmt::Debug> EventStore<E> for PgEventStore {
         validate_batch(&batch, last_position, last_time, |s| {
             versions.get(s).copied().unwrap_or(0)
         })?;
-        if let Err(e) = copy_events(&tx, &batch.events).await {
+        if let Err(e) = copy_events(&tx, &copy, &batch.events).await {
             if error::unique_violation(&e).is_some() {
                 // Only a writer that bypassed the lock (another tool on the same tables) gets
                 // here: report it as being fenced out.
@@ -321,23 +351,6 @@ impl<E: DomainEvent + std::fmt::Debug> EventStore<E> for PgEventStore {
             }
             return Err(unavailable(&e));
         }
-        let receipt = batch
-            .events
-            .last()
-            .map(|e| AppendReceipt {
-                last_position: e.position,
-                recorded_at: e.recorded_at,
-            })
-            .ok_or_else(|| StoreError::InvalidBatch("empty batch".into()))?;
-        tx.execute(
-            "SELECT pg_notify($1, $2)",
-            &[
-                &self.inner.config.channel(),
-                &receipt.last_position.to_string(),
-            ],
-        )
-        .await
-        .map_err(sql)?;
         if !self.inner.config.commit_delay.is_zero() {
             tokio::time::sleep(self.inner.config.commit_delay).await;
         }
