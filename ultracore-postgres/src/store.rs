@@ -34,6 +34,17 @@ const COPY: &str = "COPY uc_events (position, stream, stream_version, event_id, 
      schema_version, recorded_at, effective_at, correlation_id, causation_id, actor, payload) \
      FROM STDIN (FORMAT binary)";
 
+/// The columns of [`COPY`], from one array per column (see `insert_events`).
+const INSERT: &str = "INSERT INTO uc_events (position, stream, stream_version, event_id, \
+     event_type, schema_version, recorded_at, effective_at, correlation_id, causation_id, actor, \
+     payload) SELECT * FROM unnest($1::int8[], $2::text[], $3::int8[], $4::text[], $5::text[], \
+     $6::int2[], $7::int8[], $8::int8[], $9::text[], $10::text[], $11::text[], $12::json[])";
+
+/// Batches of at most this many events are inserted in the append's first round trip; larger
+/// ones are validated first and then copied (binary COPY is the cheaper way to write many
+/// rows, and a large batch amortises its two extra round trips).
+const INSERT_EVENTS_MAX: usize = 64;
+
 const COPY_TYPES: [Type; 12] = [
     Type::INT8,
     Type::TEXT,
@@ -201,12 +212,20 @@ fn bigint(v: u64, what: &str) -> Result<i64, StoreError> {
     i64::try_from(v).map_err(|_| StoreError::InvalidBatch(format!("{what} does not fit a BIGINT")))
 }
 
-/// The append's statements: lock, last event, stream versions, notify, COPY (prepared once
-/// per connection, then taken from the connection's cache).
+/// The append's statements (prepared once per connection, then taken from its cache).
+struct Statements {
+    lock: tokio_postgres::Statement,
+    last: tokio_postgres::Statement,
+    versions: tokio_postgres::Statement,
+    notify: tokio_postgres::Statement,
+    insert: tokio_postgres::Statement,
+    copy: tokio_postgres::Statement,
+}
+
 async fn prepared(
     tx: &deadpool_postgres::Transaction<'_>,
-) -> Result<[tokio_postgres::Statement; 5], tokio_postgres::Error> {
-    let (lock, last, versions, notify, copy) = tokio::try_join!(
+) -> Result<Statements, tokio_postgres::Error> {
+    let (lock, last, versions, notify, insert, copy) = tokio::try_join!(
         tx.prepare_cached("SELECT pg_advisory_xact_lock($1)"),
         tx.prepare_cached(
             "SELECT position, recorded_at FROM uc_events ORDER BY position DESC LIMIT 1"
@@ -221,9 +240,63 @@ async fn prepared(
              FROM unnest($1::text[]) AS s(stream)"
         ),
         tx.prepare_cached("SELECT pg_notify($1, $2)"),
+        tx.prepare_cached(INSERT),
         tx.prepare_cached(COPY),
     )?;
-    Ok([lock, last, versions, notify, copy])
+    Ok(Statements {
+        lock,
+        last,
+        versions,
+        notify,
+        insert,
+        copy,
+    })
+}
+
+/// Writes a small batch with one `INSERT … SELECT FROM unnest(arrays)` (one statement and one
+/// message whatever the batch size, so it can ride in the append's first round trip).
+async fn insert_events<E: DomainEvent + std::fmt::Debug>(
+    tx: &tokio_postgres::Transaction<'_>,
+    insert: &tokio_postgres::Statement,
+    events: &[Envelope<E>],
+) -> Result<u64, tokio_postgres::Error> {
+    // Checked by `columns_fit` before the transaction started.
+    let positions: Vec<i64> = events.iter().map(|e| e.position as i64).collect();
+    let streams: Vec<String> = events.iter().map(|e| e.stream.to_string()).collect();
+    let versions: Vec<i64> = events.iter().map(|e| e.stream_version as i64).collect();
+    let ids: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.payload.event_type()).collect();
+    let schemas: Vec<i16> = events.iter().map(|e| e.schema_version as i16).collect();
+    let recorded: Vec<i64> = events.iter().map(|e| e.recorded_at.0.as_micros()).collect();
+    let effective: Vec<i64> = events
+        .iter()
+        .map(|e| e.effective_at.0.as_micros())
+        .collect();
+    let text = |f: fn(&Trace) -> Option<&str>| -> Vec<Option<&str>> {
+        events.iter().map(|e| f(&e.trace)).collect()
+    };
+    let correlation = text(|t| t.correlation_id.as_deref());
+    let causation = text(|t| t.causation_id.as_deref());
+    let actor = text(|t| t.actor.as_deref());
+    let payloads: Vec<Json<&E>> = events.iter().map(|e| Json(&e.payload)).collect();
+    tx.execute(
+        insert,
+        &[
+            &positions,
+            &streams,
+            &versions,
+            &ids,
+            &types,
+            &schemas,
+            &recorded,
+            &effective,
+            &correlation,
+            &causation,
+            &actor,
+            &payloads,
+        ],
+    )
+    .await
 }
 
 /// Streams' current versions, as the log has them (0 for a stream with no events).
@@ -323,23 +396,39 @@ impl<E: DomainEvent + std::fmt::Debug> EventStore<E> for PgEventStore {
         let mut client = self.client().await?;
         let sql = |e: tokio_postgres::Error| unavailable(&e);
         // Statements are prepared once per connection (each unprepared statement costs a
-        // round trip of its own), and everything before the COPY goes in one round trip:
+        // round trip of its own), and everything up to the validation goes in one round trip:
         // tokio-postgres pipelines concurrent queries, and the server runs them in order, so
         // the reads start (and take their READ COMMITTED snapshot) only once the lock is
         // held. The notification is queued up front: PostgreSQL delivers it at commit, and
-        // drops it if the transaction rolls back.
+        // drops it if the transaction rolls back. A small batch is inserted in the same round
+        // trip, before it is validated: if the validation fails, the transaction is dropped
+        // (rolled back) and nothing of it is ever visible. A large one is validated first and
+        // then written with binary COPY (two more round trips, but the cheapest rows).
         let tx = client.transaction().await.map_err(sql)?;
-        let [lock, last, versions, notify, copy] = prepared(&tx).await.map_err(sql)?;
+        let statements = prepared(&tx).await.map_err(sql)?;
         let channel = self.inner.config.channel();
         let payload = receipt.last_position.to_string();
-        let (_, last, versions, _) = tokio::try_join!(
-            async { tx.execute(&lock, &[&APPEND_LOCK]).await.map_err(sql) },
-            async { tx.query_opt(&last, &[]).await.map_err(sql) },
-            stream_versions(&tx, &versions, &batch),
+        let small = batch.events.len() <= INSERT_EVENTS_MAX;
+        let (_, last, versions, _, inserted) = tokio::try_join!(
             async {
-                tx.execute(&notify, &[&channel, &payload])
+                tx.execute(&statements.lock, &[&APPEND_LOCK])
                     .await
                     .map_err(sql)
+            },
+            async { tx.query_opt(&statements.last, &[]).await.map_err(sql) },
+            stream_versions(&tx, &statements.versions, &batch),
+            async {
+                tx.execute(&statements.notify, &[&channel, &payload])
+                    .await
+                    .map_err(sql)
+            },
+            async {
+                // The insert's own failure is judged after the validation (which names a
+                // conflict more precisely), so it does not fail the join.
+                Ok::<_, StoreError>(match small {
+                    true => Some(insert_events(&tx, &statements.insert, &batch.events).await),
+                    false => None,
+                })
             },
         )?;
         let (last_position, last_time) = match &last {
@@ -349,7 +438,11 @@ impl<E: DomainEvent + std::fmt::Debug> EventStore<E> for PgEventStore {
         validate_batch(&batch, last_position, last_time, |s| {
             versions.get(s).copied().unwrap_or(0)
         })?;
-        if let Err(e) = copy_events(&tx, &copy, &batch.events).await {
+        let written = match inserted {
+            Some(r) => r.map(drop),
+            None => copy_events(&tx, &statements.copy, &batch.events).await,
+        };
+        if let Err(e) = written {
             if error::unique_violation(&e).is_some() {
                 // Only a writer that bypassed the lock (another tool on the same tables) gets
                 // here: report it as being fenced out.
