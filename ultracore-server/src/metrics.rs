@@ -2,6 +2,7 @@
 //! latency histograms, problems by code, commits (appends) with their size and latency, API
 //! batch sizes, and the engine's counters.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -63,6 +64,12 @@ pub struct Metrics {
     pub engine_commands: Counter,
     /// Last log position.
     pub log_position: Gauge,
+    /// SQL read model: events in the log not yet projected (0 without a read model).
+    pub read_model_lag_events: Gauge,
+    /// SQL read model: seconds since the projection was last caught up (0 when it is).
+    pub read_model_lag_seconds: Gauge<f64, AtomicU64>,
+    /// SQL read model: reads answered from memory because the projection was behind or failed.
+    pub read_model_fallbacks: Counter,
     engine_seen: Mutex<EngineStats>,
 }
 
@@ -114,6 +121,24 @@ impl Metrics {
             engine_commands.clone(),
         );
         registry.register("log_position", "Last log position", log_position.clone());
+        let read_model_lag_events = Gauge::default();
+        let read_model_lag_seconds = Gauge::<f64, AtomicU64>::default();
+        let read_model_fallbacks = Counter::default();
+        registry.register(
+            "read_model_lag_events",
+            "Log events not yet applied to the SQL read model",
+            read_model_lag_events.clone(),
+        );
+        registry.register(
+            "read_model_lag_seconds",
+            "Seconds since the SQL read model was last caught up with the log",
+            read_model_lag_seconds.clone(),
+        );
+        registry.register(
+            "read_model_fallbacks",
+            "Reads answered from memory because the SQL read model was behind or failed",
+            read_model_fallbacks.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -126,6 +151,9 @@ impl Metrics {
             api_batch_size,
             engine_commands,
             log_position,
+            read_model_lag_events,
+            read_model_lag_seconds,
+            read_model_fallbacks,
             engine_seen: Mutex::new(EngineStats::default()),
         }
     }

@@ -39,6 +39,8 @@ pub struct AppState {
     pub attrs: Arc<crate::routes::AttrCache>,
     /// The store's start-up checkpoint, written next to each snapshot.
     pub index_checkpoint: Option<crate::store::IndexCheckpoint>,
+    /// The SQL read model and its projector, when `read_model = "postgres"`.
+    pub sql_reads: Option<Arc<crate::read_model::SqlReads>>,
 }
 
 /// Why the server could not start.
@@ -104,7 +106,14 @@ impl AppState {
                 OpenedFrom::Replay,
             ),
         };
+        let sql_reads = match config.read_model {
+            crate::config::ReadModelKind::Memory => None,
+            crate::config::ReadModelKind::Postgres => Some(Arc::new(
+                crate::read_model::SqlReads::start(config, metrics.clone())?,
+            )),
+        };
         let state = AppState {
+            sql_reads,
             engine: Arc::new(engine),
             keys: Arc::new(keys),
             audit,
