@@ -8,8 +8,9 @@
 //! ```
 //!
 //! Each system gets a fresh database of its own on the server named by
-//! `ULTRACORE_BENCH_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`),
-//! dropped at the end. Phases, in order, for every system:
+//! `ULTRACORE_BENCH_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`;
+//! a superuser, for `CHECKPOINT` before each system), dropped at the end. Phases, in order,
+//! for every system:
 //!
 //! * `single ×1`: one task, one transfer per commit (`transfers / 20` of them);
 //! * `single ×8`, `single ×64`: that many tasks, one transfer per request each
@@ -79,16 +80,46 @@ async fn main() {
             "cqrs" => Arc::new(cqrs::Cqrs::setup(&db_url, accounts).await),
             other => panic!("unknown system {other}: ultracore, cala or cqrs"),
         };
+        // Every system starts right after a checkpoint: otherwise one that runs while the
+        // previous system's writes are being checkpointed pays for them (its commits wait
+        // behind the checkpointer's disk writes, and its first touch of each page writes a
+        // full page image to the WAL).
+        admin(&url, "CHECKPOINT").await;
+        let wal_before = query_i64(&url, "SELECT (pg_current_wal_lsn() - '0/0')::int8").await;
         let rates = run_phases(name, &system, transfers, accounts).await;
+        let wal = query_i64(&url, "SELECT (pg_current_wal_lsn() - '0/0')::int8").await - wal_before;
+        let stored = system.count().await;
+        let rows = query_i64(&db_url, ROWS).await;
         println!(
-            "  {name}: {} transfers in the database",
-            system.count().await
+            "  {name}: {stored} transfers in the database; {rows} rows in its tables \
+             ({:.1} per transfer); WAL written during the phases {:.0} bytes per transfer \
+             (server-wide)",
+            rows as f64 / stored.max(1) as f64,
+            wal as f64 / stored.max(1) as f64
         );
         results.push((name.to_string(), rates));
         drop(system);
         admin(&url, &format!("DROP DATABASE {db} WITH (FORCE)")).await;
     }
     print_table(&results);
+}
+
+/// Rows in every table of the database (exact counts, not statistics).
+const ROWS: &str = "SELECT coalesce(sum((xpath('/row/c/text()', query_to_xml(format( \
+    'SELECT count(*) AS c FROM %I.%I', table_schema, table_name), false, true, '')))[1]::text::bigint), 0)::int8 \
+    FROM information_schema.tables WHERE table_type = 'BASE TABLE' \
+    AND table_schema NOT IN ('pg_catalog', 'information_schema')";
+
+/// One integer from one query.
+async fn query_i64(url: &str, sql: &str) -> i64 {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {url}: {e}"));
+    let conn = tokio::spawn(connection);
+    let row = client.query_one(sql, &[]).await.expect(sql);
+    drop(client);
+    let _ = conn.await;
+    row.get(0)
 }
 
 /// The phases' names, in the order `run_phases` runs them.
@@ -107,14 +138,10 @@ async fn run_phases(
     transfers: usize,
     accounts: u64,
 ) -> Vec<Option<f64>> {
-    let mut seed = 1;
     let mut first_id = 1;
     let mut rates = Vec::new();
-    for (phase, (tasks, batched)) in
-        PHASES
-            .iter()
-            .zip([(1, false), (8, false), (64, false), (1, true), (4, true)])
-    {
+    let shapes = [(1, false), (8, false), (64, false), (1, true), (4, true)];
+    for (seed, (phase, (tasks, batched))) in (1..).zip(PHASES.iter().zip(shapes)) {
         let n = match (tasks, batched) {
             (1, false) => (transfers / 20).max(100),
             (_, false) => (transfers / 4).max(100),
@@ -122,7 +149,6 @@ async fn run_phases(
         };
         let work = workload(n, accounts, first_id, seed);
         first_id += n as u64;
-        seed += 1;
         let start = Instant::now();
         let supported = if batched {
             batches(system, work, tasks).await
@@ -158,7 +184,8 @@ fn workload(n: usize, accounts: u64, first_id: u64, seed: u64) -> Vec<Transfer> 
         .collect()
 }
 
-/// `tasks` callers take transfers from a shared queue, one request each.
+/// `tasks` callers take transfers from a shared queue, one request each; prints the latency
+/// percentiles of the requests.
 async fn singles(system: &Arc<dyn System>, work: Vec<Transfer>, tasks: usize) {
     let work = Arc::new(work);
     let next = Arc::new(AtomicUsize::new(0));
@@ -166,15 +193,29 @@ async fn singles(system: &Arc<dyn System>, work: Vec<Transfer>, tasks: usize) {
         .map(|_| {
             let (system, work, next) = (system.clone(), work.clone(), next.clone());
             tokio::spawn(async move {
+                let mut micros = Vec::new();
                 while let Some(t) = work.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let start = Instant::now();
                     system.transfer(*t).await;
+                    micros.push(start.elapsed().as_micros() as u64);
                 }
+                micros
             })
         })
         .collect();
+    let mut micros = Vec::new();
     for c in callers {
-        c.await.expect("caller");
+        micros.extend(c.await.expect("caller"));
     }
+    micros.sort_unstable();
+    let at = |q: f64| micros[((micros.len() - 1) as f64 * q) as usize];
+    println!(
+        "    latency µs: p50 {} p90 {} p99 {} max {}",
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        at(1.0)
+    );
 }
 
 /// `tasks` callers take requests of `BATCH` transfers from a shared queue; `false` if the
