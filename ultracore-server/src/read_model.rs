@@ -6,7 +6,8 @@
 //! resolves `known_at` to a log position on the engine's in-memory ledger (`Ledger::basis`, a
 //! binary search under the state lock: the same basis the in-memory answer would use, so
 //! `now` means the engine's last position), waits up to [`PROJECTION_WAIT`] for the projector's
-//! checkpoint to reach it, and then asks `ReadModel` at exactly that position. The sums,
+//! checkpoint to reach it (not at all when it is more than [`PROJECTION_WAIT_EVENTS_MAX`]
+//! events behind), and then asks `ReadModel` at exactly that position. The sums,
 //! statement lines and restatement diffs are then computed by PostgreSQL, not under the
 //! engine's lock. Past the wait (projection lagging or PostgreSQL unreachable) the answer
 //! comes from memory instead, so it is never stale and never wrong; the response header
@@ -37,6 +38,11 @@ use crate::state::AppState;
 
 /// Longest a read waits for the projection to reach its basis before answering from memory.
 pub const PROJECTION_WAIT: Duration = Duration::from_secs(1);
+/// A read whose basis is more than this many events past the checkpoint does not wait: one
+/// page of the projector's default size, which it applies in well under `PROJECTION_WAIT`
+/// (~10 K events/s measured, BENCHMARKS.md); further behind, the wait would mostly end in a
+/// memory answer anyway, one second later.
+pub const PROJECTION_WAIT_EVENTS_MAX: u64 = 2_000;
 /// Pause after a projector failure (PostgreSQL down, fenced by another projector) before the
 /// projector is rebuilt from the stored checkpoint.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
@@ -109,6 +115,10 @@ impl SqlReads {
     /// [`PROJECTION_WAIT`].
     async fn reached(&self, position: u64) -> bool {
         let mut rx = self.checkpoint.clone();
+        // Far behind (a burst of writes): memory answers at once rather than after the wait.
+        if position.saturating_sub(*rx.borrow()) > PROJECTION_WAIT_EVENTS_MAX {
+            return false;
+        }
         let reached = tokio::time::timeout(PROJECTION_WAIT, async {
             rx.wait_for(|&c| c >= position).await.is_ok()
         });
