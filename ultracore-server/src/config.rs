@@ -40,6 +40,17 @@ pub enum StoreKind {
     Memory,
 }
 
+/// Where the read endpoints (balance, statement, restatement) are answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadModelKind {
+    /// The engine's in-memory ledger: the default.
+    Memory,
+    /// The SQL read model of `ultracore-postgres`, projected in the background from the
+    /// PostgreSQL log (needs `store = "postgres"`; see `read_model.rs`).
+    Postgres,
+}
+
 /// Everything the server reads from its environment.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -81,6 +92,8 @@ pub struct Config {
     pub postgres_url: Option<String>,
     /// PostgreSQL schema holding UltraCore's tables.
     pub postgres_schema: String,
+    /// Where balance, statement and restatement are answered.
+    pub read_model: ReadModelKind,
     /// Requests per second allowed per principal (0 disables the limit).
     pub rate_limit_per_second: u32,
     /// Burst size of the per-principal limit.
@@ -122,6 +135,7 @@ impl Default for Config {
             store: StoreKind::Journal,
             postgres_url: None,
             postgres_schema: "ultracore".to_string(),
+            read_model: ReadModelKind::Memory,
             rate_limit_per_second: 10_000,
             rate_limit_burst: 20_000,
             log_level: "info".to_string(),
@@ -286,6 +300,26 @@ impl Config {
         }
         if let Some(v) = env("ULTRACORE_POSTGRES_SCHEMA") {
             self.postgres_schema = v;
+        }
+        if let Some(v) = env("ULTRACORE_READ_MODEL") {
+            self.read_model = match v.as_str() {
+                "memory" => ReadModelKind::Memory,
+                "postgres" => ReadModelKind::Postgres,
+                other => {
+                    return Err(ConfigError::Env {
+                        var: "ULTRACORE_READ_MODEL",
+                        message: format!("unknown read model {other:?} (known: memory, postgres)"),
+                    })
+                }
+            };
+        }
+        if self.read_model == ReadModelKind::Postgres && self.store != StoreKind::Postgres {
+            return Err(ConfigError::Env {
+                var: "ULTRACORE_READ_MODEL",
+                message: "the postgres read model projects the PostgreSQL log: it needs \
+                          ULTRACORE_STORE=postgres"
+                    .into(),
+            });
         }
         Ok(())
     }

@@ -54,6 +54,7 @@ pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod openapi;
+pub mod read_model;
 pub mod routes;
 pub mod serve;
 pub mod snapshots;

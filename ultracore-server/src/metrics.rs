@@ -2,6 +2,7 @@
 //! latency histograms, problems by code, commits (appends) with their size and latency, API
 //! batch sizes, and the engine's counters.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -78,6 +79,12 @@ pub struct Metrics {
     pub startup_snapshot_position: Gauge,
     /// Events replayed at start-up (after the snapshot, if any).
     pub startup_replayed_events: Gauge,
+    /// SQL read model: events in the log not yet projected (0 without a read model).
+    pub read_model_lag_events: Gauge,
+    /// SQL read model: seconds since the projection was last caught up (0 when it is).
+    pub read_model_lag_seconds: Gauge<f64, AtomicU64>,
+    /// SQL read model: reads answered from memory because the projection was behind or failed.
+    pub read_model_fallbacks: Counter,
     engine_seen: Mutex<EngineStats>,
 }
 
@@ -167,6 +174,24 @@ impl Metrics {
             "Events replayed at start-up",
             startup_replayed_events.clone(),
         );
+        let read_model_lag_events = Gauge::default();
+        let read_model_lag_seconds = Gauge::<f64, AtomicU64>::default();
+        let read_model_fallbacks = Counter::default();
+        registry.register(
+            "read_model_lag_events",
+            "Log events not yet applied to the SQL read model",
+            read_model_lag_events.clone(),
+        );
+        registry.register(
+            "read_model_lag_seconds",
+            "Seconds since the SQL read model was last caught up with the log",
+            read_model_lag_seconds.clone(),
+        );
+        registry.register(
+            "read_model_fallbacks",
+            "Reads answered from memory because the SQL read model was behind or failed",
+            read_model_fallbacks.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -186,6 +211,9 @@ impl Metrics {
             snapshot_write_seconds,
             startup_snapshot_position,
             startup_replayed_events,
+            read_model_lag_events,
+            read_model_lag_seconds,
+            read_model_fallbacks,
             engine_seen: Mutex::new(EngineStats::default()),
         }
     }

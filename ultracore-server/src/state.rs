@@ -42,6 +42,8 @@ pub struct AppState {
     pub index_checkpoint: Option<crate::store::IndexCheckpoint>,
     /// Which sensitive actions need an MFA token.
     pub mfa: Arc<crate::auth::mfa::MfaPolicy>,
+    /// The SQL read model and its projector, when `read_model = "postgres"`.
+    pub sql_reads: Option<Arc<crate::read_model::SqlReads>>,
 }
 
 /// Why the server could not start.
@@ -155,7 +157,14 @@ impl AppState {
                 OpenedFrom::Replay,
             ),
         };
+        let sql_reads = match config.read_model {
+            crate::config::ReadModelKind::Memory => None,
+            crate::config::ReadModelKind::Postgres => Some(Arc::new(
+                crate::read_model::SqlReads::start(config, metrics.clone())?,
+            )),
+        };
         let state = AppState {
+            sql_reads,
             engine: Arc::new(engine),
             keys: Arc::new(keys),
             audit,

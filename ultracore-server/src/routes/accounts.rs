@@ -12,7 +12,15 @@ use crate::auth::policy::{AccountAttrs, Action, Resource};
 use crate::dto::{self, AccountOut, BalanceOut, CreateAccount, RestatementOut, StatementOut};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Body, Caller};
+use crate::read_model::{self, Source, SOURCE_HEADER};
 use crate::state::AppState;
+
+/// The `x-ultracore-read-source` header of a read answer (see `read_model.rs`).
+type Sourced = [(axum::http::HeaderName, &'static str); 1];
+
+fn sourced(source: Source) -> Sourced {
+    [(SOURCE_HEADER, source.as_str())]
+}
 
 /// Open an account. The same request again answers the same account; the same id with
 /// different attributes is `409 account_exists`.
@@ -167,7 +175,7 @@ pub async fn balance(
     caller: Caller,
     Path(id): Path<String>,
     q: Result<Query<BalanceQuery>, QueryRejection>,
-) -> Result<Json<BalanceOut>, ApiError> {
+) -> Result<(Sourced, Json<BalanceOut>), ApiError> {
     let Query(q) = q?;
     let id = dto::account_id(&id)?;
     let valid_at = match &q.valid_at {
@@ -176,11 +184,14 @@ pub async fn balance(
     };
     let known_at = dto::known_at(q.known_at.as_deref())?;
     authorize_account(&state, &caller, Action::AccountRead, &id).await?;
+    if let Some(b) = read_model::balance(&state, &id, valid_at, known_at).await? {
+        return Ok((sourced(Source::Sql), Json((&b).into())));
+    }
     let b = state
         .engine
         .read(|l| l.balance(&id, valid_at, known_at))
         .await?;
-    Ok(Json((&b).into()))
+    Ok((sourced(Source::Memory), Json((&b).into())))
 }
 
 /// `?from=&to=&known_at=`.
@@ -204,7 +215,7 @@ pub async fn statement(
     caller: Caller,
     Path(id): Path<String>,
     q: Result<Query<StatementQuery>, QueryRejection>,
-) -> Result<Json<StatementOut>, ApiError> {
+) -> Result<(Sourced, Json<StatementOut>), ApiError> {
     let Query(q) = q?;
     let id = dto::account_id(&id)?;
     let from = q.from.as_deref().map(dto::timestamp).transpose()?;
@@ -215,6 +226,9 @@ pub async fn statement(
             .unwrap_or_else(crate::util::now);
     let known_at = dto::known_at(q.known_at.as_deref())?;
     authorize_account(&state, &caller, Action::AccountRead, &id).await?;
+    if let Some(s) = read_model::statement(&state, &id, from, to, known_at).await? {
+        return Ok((sourced(Source::Sql), Json(StatementOut::from(&s))));
+    }
     let s = state
         .engine
         .read(|l| {
@@ -225,7 +239,7 @@ pub async fn statement(
                 .map(|s| StatementOut::from(&s))
         })
         .await?;
-    Ok(Json(s))
+    Ok((sourced(Source::Memory), Json(s)))
 }
 
 /// `?from=&to=&known_at_1=&known_at_2=`.
@@ -251,7 +265,7 @@ pub async fn restatement(
     caller: Caller,
     Path(id): Path<String>,
     q: Result<Query<RestatementQuery>, QueryRejection>,
-) -> Result<Json<RestatementOut>, ApiError> {
+) -> Result<(Sourced, Json<RestatementOut>), ApiError> {
     let Query(q) = q?;
     let id = dto::account_id(&id)?;
     let from = dto::timestamp(&q.from)?;
@@ -259,6 +273,9 @@ pub async fn restatement(
     let k1 = dto::known_at(Some(&q.known_at_1))?;
     let k2 = dto::known_at(q.known_at_2.as_deref())?;
     authorize_account(&state, &caller, Action::AccountRead, &id).await?;
+    if let Some(r) = read_model::restatement(&state, &id, (from, to), k1, k2).await? {
+        return Ok((sourced(Source::Sql), Json(RestatementOut::from(&r))));
+    }
     let r = state
         .engine
         .read(|l| {
@@ -266,5 +283,5 @@ pub async fn restatement(
                 .map(|r| RestatementOut::from(&r))
         })
         .await?;
-    Ok(Json(r))
+    Ok((sourced(Source::Memory), Json(r)))
 }

@@ -1,0 +1,157 @@
+//! The `ultracore` binary on `ULTRACORE_STORE=postgres` while PostgreSQL goes away and comes
+//! back: while it is down, write endpoints answer 503 problem JSON with `Retry-After` (never a
+//! half-done write); once it is back the server recovers by itself (no restart, no operator),
+//! the same request retried with the same id is answered, and every acknowledged write is in
+//! the log, also for a fresh server process. Runs its own throwaway PostgreSQL cluster
+//! (`ultracore-postgres/tests/common/cluster.rs`) so it can stop it.
+
+#[path = "../../ultracore-postgres/tests/common/cluster.rs"]
+mod cluster;
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use cluster::Cluster;
+use common::{bin, http, temp, with_env, Server};
+use ultracore_server::auth::jwt::JwtKeys;
+use ultracore_server::auth::{Principal, Role};
+use ultracore_server::util::unix_seconds;
+
+const SECRET: &str = "pg-outage-secret-pg-outage-secret-pg-outage-01";
+
+fn start(url: &str, dir: &Path) -> Server {
+    let mut child = with_env(bin(), dir)
+        .env("ULTRACORE_JWT_SECRET", SECRET)
+        .env("ULTRACORE_STORE", "postgres")
+        .env("ULTRACORE_POSTGRES_URL", url)
+        .env("ULTRACORE_POSTGRES_SCHEMA", "uc_srv")
+        .env("ULTRACORE_RATE_LIMIT_PER_SECOND", "0")
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("server printed its address").unwrap();
+        if let Some(rest) = line.strip_prefix("ultracore: ledger API listening on http://") {
+            break rest.to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Server {
+        child,
+        addr,
+        startup: String::new(),
+    }
+}
+
+fn token() -> String {
+    let p = Principal {
+        sub: "pg-outage".into(),
+        role: Role::Admin,
+        branch: None,
+        customer: None,
+        mfa: false,
+    };
+    JwtKeys::hs256(SECRET.as_bytes(), 5).mint(&p, unix_seconds(), 600)
+}
+
+fn transfer(i: usize) -> String {
+    format!(
+        r#"{{"id":"t{i}","debit_account":"cash","credit_account":"alice","amount":"1.00","currency":"USD"}}"#
+    )
+}
+
+fn alice_posted(addr: &str, t: &str) -> String {
+    let (status, _, body) = http(addr, "GET", "/v1/accounts/alice/balance", Some(t), None);
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["posted"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn writes_answer_503_while_postgres_is_down_and_the_server_recovers_by_itself() {
+    let cluster = Cluster::create();
+    let dir = temp("pg-outage");
+    let server = start(&cluster.url(), &dir);
+    let addr = server.addr.clone();
+    let t = token();
+    for (id, kind) in [("cash", "asset"), ("alice", "liability")] {
+        let body = format!(r#"{{"id":"{id}","currency":"USD","kind":"{kind}"}}"#);
+        let (status, _, answer) = http(&addr, "POST", "/v1/accounts", Some(&t), Some(&body));
+        assert_eq!(status, 201, "{answer}");
+    }
+    let mut acknowledged = 0;
+    for i in 0..20 {
+        let (status, _, answer) =
+            http(&addr, "POST", "/v1/transfers", Some(&t), Some(&transfer(i)));
+        assert_eq!(status, 201, "{answer}");
+        acknowledged += 1;
+    }
+
+    cluster.stop();
+    // Down: every write is refused with 503 problem JSON and a Retry-After, again and again
+    // (the first fails the append, the next ones find the engine still unable to rebuild).
+    let writes = [
+        ("/v1/transfers", transfer(100)),
+        ("/v1/transfers", transfer(100)),
+        (
+            "/v1/accounts",
+            r#"{"id":"bob","currency":"USD","kind":"liability"}"#.to_string(),
+        ),
+    ];
+    for (path, body) in &writes {
+        let (status, head, answer) = http(&addr, "POST", path, Some(&t), Some(body));
+        assert_eq!(status, 503, "{path} while PostgreSQL is down: {answer}");
+        assert!(
+            head.contains("content-type: application/problem+json"),
+            "{head}"
+        );
+        assert!(head.contains("retry-after:"), "{head}");
+        let problem: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(problem["code"], "unavailable", "{answer}");
+        assert_eq!(problem["status"], 503);
+    }
+
+    cluster.start();
+    // Back: the client retries the same request (same id) until it is answered; the server
+    // rebuilds itself on the next write, nobody restarts it.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, _, answer) = http(
+            &addr,
+            "POST",
+            "/v1/transfers",
+            Some(&t),
+            Some(&transfer(100)),
+        );
+        if status == 201 {
+            break;
+        }
+        assert_eq!(status, 503, "{answer}");
+        assert!(
+            Instant::now() < deadline,
+            "not recovered 15 s after PostgreSQL came back"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    acknowledged += 1;
+    for i in 200..210 {
+        let (status, _, answer) =
+            http(&addr, "POST", "/v1/transfers", Some(&t), Some(&transfer(i)));
+        assert_eq!(status, 201, "after recovery: {answer}");
+        acknowledged += 1;
+    }
+    let expected = format!("{acknowledged}.00");
+    assert_eq!(alice_posted(&addr, &t), expected);
+
+    // Every acknowledged write is durable: a fresh process on the same schema sees them all,
+    // each once.
+    drop(server);
+    let again = start(&cluster.url(), &temp("pg-outage-again"));
+    assert_eq!(alice_posted(&again.addr, &t), expected);
+}
