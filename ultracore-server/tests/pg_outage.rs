@@ -9,56 +9,12 @@
 mod cluster;
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use cluster::Cluster;
-use common::{bin, http, temp, with_env, Server};
-use ultracore_server::auth::jwt::JwtKeys;
-use ultracore_server::auth::{Principal, Role};
-use ultracore_server::util::unix_seconds;
+use common::{admin_token, http, start_on_postgres, temp};
 
 const SECRET: &str = "pg-outage-secret-pg-outage-secret-pg-outage-01";
-
-fn start(url: &str, dir: &Path) -> Server {
-    let mut child = with_env(bin(), dir)
-        .env("ULTRACORE_JWT_SECRET", SECRET)
-        .env("ULTRACORE_STORE", "postgres")
-        .env("ULTRACORE_POSTGRES_URL", url)
-        .env("ULTRACORE_POSTGRES_SCHEMA", "uc_srv")
-        .env("ULTRACORE_RATE_LIMIT_PER_SECOND", "0")
-        .arg("serve")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("server printed its address").unwrap();
-        if let Some(rest) = line.strip_prefix("ultracore: ledger API listening on http://") {
-            break rest.to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Server {
-        child,
-        addr,
-        startup: String::new(),
-    }
-}
-
-fn token() -> String {
-    let p = Principal {
-        sub: "pg-outage".into(),
-        role: Role::Admin,
-        branch: None,
-        customer: None,
-        mfa: false,
-    };
-    JwtKeys::hs256(SECRET.as_bytes(), 5).mint(&p, unix_seconds(), 600)
-}
 
 fn transfer(i: usize) -> String {
     format!(
@@ -77,9 +33,9 @@ fn alice_posted(addr: &str, t: &str) -> String {
 fn writes_answer_503_while_postgres_is_down_and_the_server_recovers_by_itself() {
     let cluster = Cluster::create();
     let dir = temp("pg-outage");
-    let server = start(&cluster.url(), &dir);
+    let server = start_on_postgres(&dir, &cluster.url(), "uc_srv", SECRET);
     let addr = server.addr.clone();
-    let t = token();
+    let t = admin_token(SECRET, "pg-outage");
     for (id, kind) in [("cash", "asset"), ("alice", "liability")] {
         let body = format!(r#"{{"id":"{id}","currency":"USD","kind":"{kind}"}}"#);
         let (status, _, answer) = http(&addr, "POST", "/v1/accounts", Some(&t), Some(&body));
@@ -152,6 +108,6 @@ fn writes_answer_503_while_postgres_is_down_and_the_server_recovers_by_itself() 
     // Every acknowledged write is durable: a fresh process on the same schema sees them all,
     // each once.
     drop(server);
-    let again = start(&cluster.url(), &temp("pg-outage-again"));
+    let again = start_on_postgres(&temp("pg-outage-again"), &cluster.url(), "uc_srv", SECRET);
     assert_eq!(alice_posted(&again.addr, &t), expected);
 }

@@ -16,65 +16,21 @@ mod pg;
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{bin, http, temp, with_env, Server};
+use common::{admin_token, http, start_on_postgres, temp};
 use ultracore_core::event::Envelope;
 use ultracore_core::ids::StreamId;
 use ultracore_core::ledger::LedgerEvent;
 use ultracore_core::store::EventStore;
 use ultracore_postgres::{PgConfig, PgEventStore};
-use ultracore_server::auth::jwt::JwtKeys;
-use ultracore_server::auth::{Principal, Role};
-use ultracore_server::util::unix_seconds;
 
 const SECRET: &str = "two-processes-secret-two-processes-secret-0123";
 const SCHEMA: &str = "uc_two";
 const SPENDS: usize = 160;
 const CLIENTS: usize = 16;
-
-/// Starts `ultracore serve` on the shared schema (own data dir and audit log, shared secret).
-fn start(url: &str, name: &str) -> Server {
-    let mut child = with_env(bin(), &temp(name))
-        .env("ULTRACORE_JWT_SECRET", SECRET)
-        .env("ULTRACORE_STORE", "postgres")
-        .env("ULTRACORE_POSTGRES_URL", url)
-        .env("ULTRACORE_POSTGRES_SCHEMA", SCHEMA)
-        .env("ULTRACORE_RATE_LIMIT_PER_SECOND", "0")
-        .arg("serve")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("server printed its address").unwrap();
-        if let Some(rest) = line.strip_prefix("ultracore: ledger API listening on http://") {
-            break rest.to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Server {
-        child,
-        addr,
-        startup: String::new(),
-    }
-}
-
-fn token() -> String {
-    let p = Principal {
-        sub: "two-processes".into(),
-        role: Role::Admin,
-        branch: None,
-        customer: None,
-        mfa: false,
-    };
-    JwtKeys::hs256(SECRET.as_bytes(), 5).mint(&p, unix_seconds(), 600)
-}
 
 /// 503 answers seen (each one a position conflict between the two processes, retried).
 static RETRIES: AtomicUsize = AtomicUsize::new(0);
@@ -119,9 +75,12 @@ async fn follow(store: PgEventStore, stop: Arc<AtomicBool>) -> Vec<Envelope<Ledg
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_server_processes_on_one_database_never_double_spend() {
     let db = pg::TestDb::create();
-    let servers = [start(&db.url, "two-a"), start(&db.url, "two-b")];
+    let servers = [
+        start_on_postgres(&temp("two-a"), &db.url, SCHEMA, SECRET),
+        start_on_postgres(&temp("two-b"), &db.url, SCHEMA, SECRET),
+    ];
     let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
-    let t = token();
+    let t = admin_token(SECRET, "two-processes");
     for (id, kind, flags) in [
         ("cash", "asset", ""),
         (

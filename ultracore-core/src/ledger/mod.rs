@@ -740,26 +740,16 @@ impl Ledger {
         metadata: &Metadata,
         fingerprint: u64,
     ) -> Result<(), InvariantViolated> {
-        let entry = Entry {
-            id: id.clone(),
+        let entry = Entry::recorded(
+            id.clone(),
             kind,
-            metadata: metadata.clone(),
-            current: EntryVersion {
-                version: 1,
-                postings: postings.clone(),
-                effective_at,
-                position: env.position,
-                recorded_at: env.recorded_at,
-                superseded_at: None,
-                correction_id: None,
-                reason: None,
-                cancelled: false,
-            },
-            previous: Vec::new(),
-            reversed_by: None,
+            metadata.clone(),
+            postings.clone(),
+            effective_at,
+            (env.position, env.recorded_at),
             fingerprint,
-            stream_version: 1,
-        };
+            1,
+        );
         if self.entries.insert(id.clone(), Box::new(entry)).is_some() {
             return Err(InvariantViolated(format!("entry {id} recorded twice")));
         }

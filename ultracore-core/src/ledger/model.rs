@@ -308,6 +308,41 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// A newly recorded entry: one version (the original) in force since `position`, no
+    /// reversal, stream version `stream_version`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn recorded(
+        id: EntryId,
+        kind: EntryKind,
+        metadata: Metadata,
+        postings: Arc<[Posting]>,
+        effective_at: EffectiveAt,
+        (position, recorded_at): (u64, RecordedAt),
+        fingerprint: u64,
+        stream_version: u64,
+    ) -> Entry {
+        Entry {
+            id,
+            kind,
+            metadata,
+            current: EntryVersion {
+                version: 1,
+                postings,
+                effective_at,
+                position,
+                recorded_at,
+                superseded_at: None,
+                correction_id: None,
+                reason: None,
+                cancelled: false,
+            },
+            previous: Vec::new(),
+            reversed_by: None,
+            fingerprint,
+            stream_version,
+        }
+    }
+
     /// The version in force as known at log position `known_at`, if the entry existed then.
     pub fn version_at(&self, known_at: u64) -> Option<&EntryVersion> {
         std::iter::once(&self.current)

@@ -30,7 +30,7 @@ use crate::time::{EffectiveAt, RecordedAt, Timestamp};
 
 use crate::varint::{Malformed, Reader, Writer};
 
-use super::model::{Direction, Entry, EntryKind, EntryVersion, Metadata, Posting};
+use super::model::{Direction, Entry, EntryKind, Metadata, Posting};
 use super::rejection::Rejection;
 use super::{AccountState, Ledger, LedgerConfig, PositionMeta};
 
@@ -414,26 +414,16 @@ impl Ledger {
                         })
                     })
                     .collect::<Result<Vec<_>, SnapshotError>>()?;
-                Ok(Entry {
+                Ok(Entry::recorded(
                     id,
-                    kind: EntryKind::Posted,
-                    metadata: Metadata::new(),
-                    current: EntryVersion {
-                        version: 1,
-                        postings: postings.into(),
-                        effective_at,
-                        position,
-                        recorded_at,
-                        superseded_at: None,
-                        correction_id: None,
-                        reason: None,
-                        cancelled: false,
-                    },
-                    previous: Vec::new(),
-                    reversed_by: None,
+                    EntryKind::Posted,
+                    Metadata::new(),
+                    postings.into(),
+                    effective_at,
+                    (position, recorded_at),
                     fingerprint,
                     stream_version,
-                })
+                ))
             }
             _ => Err(decode_error("entry tag")),
         }

@@ -99,6 +99,38 @@ pub fn start_with(dir: &Path, env: &[(&str, &str)], log: Option<&Path>) -> Serve
     }
 }
 
+/// Starts `ultracore serve` with its log on PostgreSQL (`url`, `schema`), `secret` as its
+/// JWT key (so several servers accept one token) and no rate limit.
+#[allow(dead_code)] // not every test binary uses every helper
+pub fn start_on_postgres(dir: &Path, url: &str, schema: &str, secret: &str) -> Server {
+    start_with(
+        dir,
+        &[
+            ("ULTRACORE_JWT_SECRET", secret),
+            ("ULTRACORE_STORE", "postgres"),
+            ("ULTRACORE_POSTGRES_URL", url),
+            ("ULTRACORE_POSTGRES_SCHEMA", schema),
+            ("ULTRACORE_RATE_LIMIT_PER_SECOND", "0"),
+        ],
+        None,
+    )
+}
+
+/// An admin token signed with `secret` (see [`start_on_postgres`]), valid for ten minutes.
+#[allow(dead_code)]
+pub fn admin_token(secret: &str, sub: &str) -> String {
+    use ultracore_server::auth::jwt::JwtKeys;
+    use ultracore_server::auth::{Principal, Role};
+    let p = Principal {
+        sub: sub.into(),
+        role: Role::Admin,
+        branch: None,
+        customer: None,
+        mfa: false,
+    };
+    JwtKeys::hs256(secret.as_bytes(), 5).mint(&p, ultracore_server::util::unix_seconds(), 600)
+}
+
 /// The value of an unlabelled metric in a Prometheus text exposition.
 pub fn metric(addr: &str, name: &str) -> f64 {
     let (status, _, body) = http(addr, "GET", "/metrics", None, None);
