@@ -93,5 +93,5 @@ pub use error::{JournalError, RecoveryReport, TornTail};
 pub use journal::{
     Journal, JournalConfig, JournalStats, GROUP_REQUESTS_MAX, SEGMENT_SIZE_MAX, SEGMENT_SIZE_MIN,
 };
-pub use lock::LOCK_FILE;
+pub use lock::{DirLock, LOCK_FILE};
 pub use snapshot::{FileSnapshotStore, SCOPE_LEN_MAX, SNAPSHOTS_KEPT};

@@ -21,21 +21,34 @@ pub const LOCK_FILE: &str = "LOCK";
 
 /// A held directory lock; dropping it (closing the file) releases it.
 #[derive(Debug)]
-pub(crate) struct DirLock {
+pub struct DirLock {
     _file: File,
 }
 
 impl DirLock {
-    /// Takes the lock of `dir` without waiting.
+    /// Takes the lock of the journal directory `dir` without waiting.
     pub(crate) fn acquire(dir: &Path) -> Result<DirLock, JournalError> {
         let path = dir.join(LOCK_FILE);
+        match DirLock::try_file(&path).map_err(JournalError::io(&path))? {
+            Ok(lock) => Ok(lock),
+            Err(holder) => Err(JournalError::Locked {
+                dir: dir.to_path_buf(),
+                holder,
+            }),
+        }
+    }
+
+    /// Takes an exclusive `flock` on the file `path` (created if absent) without waiting, and
+    /// writes this process's id into it. `Ok(Err(holder))` when another open file description
+    /// holds it, with the holder's process id if it wrote one. For applications that guard a
+    /// directory of their own the same way (the server locks its data directory with it).
+    pub fn try_file(path: &Path) -> std::io::Result<Result<DirLock, Option<u32>>> {
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(&path)
-            .map_err(JournalError::io(&path))?;
+            .open(path)?;
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {}
             Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
@@ -44,17 +57,13 @@ impl DirLock {
                     .read_to_string(&mut text)
                     .ok()
                     .and_then(|_| text.trim().parse().ok());
-                return Err(JournalError::Locked {
-                    dir: dir.to_path_buf(),
-                    holder,
-                });
+                return Ok(Err(holder));
             }
-            Err(e) => return Err(JournalError::io(&path)(e.into())),
+            Err(e) => return Err(e.into()),
         }
         // Ours now: record who holds it (best effort, for the message of the next opener).
-        file.set_len(0)
-            .and_then(|_| file.write_all(format!("{}\n", std::process::id()).as_bytes()))
-            .map_err(JournalError::io(&path))?;
-        Ok(DirLock { _file: file })
+        file.set_len(0)?;
+        file.write_all(format!("{}\n", std::process::id()).as_bytes())?;
+        Ok(Ok(DirLock { _file: file }))
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ultracore_core::engine::{Engine, EngineConfig, EngineError, OpenedFrom};
 use ultracore_core::ledger::{Ledger, LedgerConfig};
-use ultracore_journal::FileSnapshotStore;
+use ultracore_journal::{DirLock, FileSnapshotStore, LOCK_FILE};
 
 use crate::auth::audit::{AuditError, AuditLog, ChainEnd};
 use crate::auth::jwt::JwtKeys;
@@ -44,6 +44,8 @@ pub struct AppState {
     pub mfa: Arc<crate::auth::mfa::MfaPolicy>,
     /// The SQL read model and its projector, when `read_model = "postgres"`.
     pub sql_reads: Option<Arc<crate::read_model::SqlReads>>,
+    /// The data directory's lock, held as long as any clone of the state lives.
+    pub data_lock: Arc<DirLock>,
 }
 
 /// Why the server could not start.
@@ -61,6 +63,38 @@ pub enum StartError {
     /// Store construction.
     #[error("opening the store: {0}")]
     Store(#[from] ultracore_core::store::StoreError),
+    /// Another process serves from the same data directory.
+    #[error("data directory {} is in use by another ultracore process{}", dir.display(), holder.map(|p| format!(" (PID {p})")).unwrap_or_default())]
+    DataDirLocked {
+        /// The data directory.
+        dir: std::path::PathBuf,
+        /// The holder's process id, if it recorded one.
+        holder: Option<u32>,
+    },
+    /// The data directory or its lock file could not be opened.
+    #[error("data directory {}: {source}", dir.display())]
+    DataDir {
+        /// The data directory.
+        dir: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Takes the exclusive lock on `<data_dir>/LOCK` (creating the directory if needed), held for
+/// the life of the state: the audit log, snapshots and the journal in it have one writer,
+/// whatever the store.
+fn lock_data_dir(config: &Config) -> Result<Arc<DirLock>, StartError> {
+    let dir = config.data_dir.clone();
+    let io = |source| StartError::DataDir {
+        dir: dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    match DirLock::try_file(&dir.join(LOCK_FILE)).map_err(io)? {
+        Ok(lock) => Ok(Arc::new(lock)),
+        Err(holder) => Err(StartError::DataDirLocked { dir, holder }),
+    }
 }
 
 /// What start-up found, for the operator.
@@ -93,6 +127,7 @@ impl AppState {
     /// On the journal, the ledger snapshot loads and decodes on a blocking thread while this
     /// one opens (recovers) the journal: the two longest parts of a restart overlap.
     pub async fn build(config: &Config) -> Result<(AppState, Startup), StartError> {
+        let data_lock = lock_data_dir(config)?;
         let engine_config = engine_config();
         let preload = match config.store {
             StoreKind::Journal => {
@@ -112,7 +147,7 @@ impl AppState {
             Some(task) => Some(task.await.ok().flatten()),
             None => None,
         };
-        Self::build_with(config, stores, engine_config, snapshot).await
+        Self::build_with(config, stores, engine_config, snapshot, data_lock).await
     }
 
     /// Like [`AppState::build`], on given stores (tests, embedding).
@@ -120,7 +155,8 @@ impl AppState {
         config: &Config,
         stores: Stores,
     ) -> Result<(AppState, Startup), StartError> {
-        Self::build_with(config, stores, engine_config(), None).await
+        let data_lock = lock_data_dir(config)?;
+        Self::build_with(config, stores, engine_config(), None, data_lock).await
     }
 
     /// `snapshot`: the ledger snapshot already loaded (`Some(None)`: looked, none usable), or
@@ -130,6 +166,7 @@ impl AppState {
         stores: Stores,
         engine_config: EngineConfig,
         snapshot: Option<Option<Ledger>>,
+        data_lock: Arc<DirLock>,
     ) -> Result<(AppState, Startup), StartError> {
         let keys = config.jwt_keys()?;
         if config.jwks_url.is_some() {
@@ -178,6 +215,7 @@ impl AppState {
             attrs: Arc::default(),
             index_checkpoint: stores.index_checkpoint,
             mfa: Arc::new(mfa),
+            data_lock,
         };
         Ok((
             state,

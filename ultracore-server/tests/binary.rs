@@ -340,11 +340,11 @@ fn a_second_server_on_the_same_data_dir_fails_at_once_naming_the_first() {
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(!status.success());
-    let journal = dir.join("journal");
+    // The data directory's lock refuses it first (whatever the store), naming the holder.
     assert!(
         stderr.contains(&format!(
-            "journal directory {} is locked by another process (PID {})",
-            journal.display(),
+            "data directory {} is in use by another ultracore process (PID {})",
+            dir.display(),
             first.child.id()
         )),
         "{stderr}"
