@@ -56,7 +56,7 @@ async fn listen(config: &PgConfig, tx: &watch::Sender<u64>) -> Result<(), tokio_
         Ok(pg) => pg,
         Err(_) => return Ok(()),
     };
-    let (client, mut conn) = pg.connect(tokio_postgres::NoTls).await?;
+    let (client, mut conn) = pg.connect(config.connector.clone()).await?;
     let channel = config.channel();
     let sql = format!("LISTEN \"{channel}\"");
     let listen = client.batch_execute(&sql);

@@ -61,6 +61,7 @@ mod read_model;
 mod rows;
 mod snapshots;
 mod store;
+mod tls;
 
 use std::time::Duration;
 
@@ -73,6 +74,7 @@ pub use projector::{
 pub use read_model::{ReadError, ReadModel};
 pub use snapshots::PgSnapshotStore;
 pub use store::PgEventStore;
+pub use tls::Connector;
 
 /// Longest schema name accepted (PostgreSQL identifiers hold 63 bytes; the notification
 /// channel adds a suffix).
@@ -97,6 +99,9 @@ pub struct PgConfig {
     /// lock), to model a slow writer. Zero in production.
     #[doc(hidden)]
     pub commit_delay: Duration,
+    /// Plain or TLS connections (default plain; see [`Connector::tls`]). Every connection of
+    /// the store, its follower and the migrations uses it.
+    pub connector: Connector,
 }
 
 impl PgConfig {
@@ -120,6 +125,7 @@ impl PgConfig {
             statement_timeout: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
             commit_delay: Duration::ZERO,
+            connector: Connector::plain(),
         })
     }
 
@@ -136,6 +142,7 @@ impl PgConfig {
             self.statement_timeout.as_millis()
         ));
         c.application_name("ultracore");
+        self.connector.apply(&mut c);
         Ok(c)
     }
 
@@ -153,7 +160,7 @@ mod embedded {
 /// session-level advisory lock so concurrent starters do not race. Returns the versions
 /// applied now (empty when up to date).
 pub async fn migrate(config: &PgConfig) -> Result<Vec<u32>, PgError> {
-    let (mut client, conn) = config.pg()?.connect(tokio_postgres::NoTls).await?;
+    let (mut client, conn) = config.pg()?.connect(config.connector.clone()).await?;
     let task = tokio::spawn(conn);
     let result = async {
         client

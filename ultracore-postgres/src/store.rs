@@ -10,7 +10,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::OnceCell;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{Json, Type};
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::Row;
 use ultracore_core::event::{decode_payload, DomainEvent, Envelope, Trace};
 use ultracore_core::ids::{EventId, StreamId};
 use ultracore_core::limits::EVENTS_PER_READ_MAX;
@@ -88,7 +88,7 @@ impl PgEventStore {
     pub fn lazy(config: PgConfig) -> Result<PgEventStore, PgError> {
         let manager = Manager::from_config(
             config.pg()?,
-            NoTls,
+            config.connector.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },

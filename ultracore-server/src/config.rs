@@ -92,6 +92,11 @@ pub struct Config {
     pub postgres_url: Option<String>,
     /// PostgreSQL schema holding UltraCore's tables.
     pub postgres_schema: String,
+    /// Connect to PostgreSQL over TLS only, verifying its certificate and host name.
+    pub postgres_tls: bool,
+    /// PEM CA certificates that sign PostgreSQL's certificate (with `postgres_tls`; without
+    /// it, Mozilla's roots).
+    pub postgres_ca_file: Option<PathBuf>,
     /// Where balance, statement and restatement are answered.
     pub read_model: ReadModelKind,
     /// Requests per second allowed per principal (0 disables the limit).
@@ -135,6 +140,8 @@ impl Default for Config {
             store: StoreKind::Journal,
             postgres_url: None,
             postgres_schema: "ultracore".to_string(),
+            postgres_tls: false,
+            postgres_ca_file: None,
             read_model: ReadModelKind::Memory,
             rate_limit_per_second: 10_000,
             rate_limit_burst: 20_000,
@@ -180,6 +187,18 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The PostgreSQL settings of `url`: schema, and TLS as configured.
+    pub fn postgres_config(
+        &self,
+        url: &str,
+    ) -> Result<ultracore_postgres::PgConfig, ultracore_postgres::PgError> {
+        let mut pg = ultracore_postgres::PgConfig::new(url, &self.postgres_schema)?;
+        if self.postgres_tls {
+            pg.connector = ultracore_postgres::Connector::tls(self.postgres_ca_file.as_deref())?;
+        }
+        Ok(pg)
+    }
+
     /// Defaults, then `file` (if any), then the `ULTRACORE_*` variables from `env`.
     pub fn load(
         file: Option<&Path>,
@@ -300,6 +319,16 @@ impl Config {
         }
         if let Some(v) = env("ULTRACORE_POSTGRES_SCHEMA") {
             self.postgres_schema = v;
+        }
+        if let Some(v) = env("ULTRACORE_POSTGRES_TLS") {
+            self.postgres_tls = parse("ULTRACORE_POSTGRES_TLS", &v)?;
+        }
+        if let Some(v) = env("ULTRACORE_POSTGRES_CA_FILE") {
+            self.postgres_ca_file = Some(PathBuf::from(v));
+            // A CA file only makes sense over TLS.
+            if env("ULTRACORE_POSTGRES_TLS").is_none() {
+                self.postgres_tls = true;
+            }
         }
         if let Some(v) = env("ULTRACORE_READ_MODEL") {
             self.read_model = match v.as_str() {

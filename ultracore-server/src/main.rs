@@ -107,7 +107,7 @@ fn migrate(config: &Config) -> ExitCode {
         eprintln!("ultracore: migrate needs a PostgreSQL URL (ULTRACORE_POSTGRES_URL)");
         return ExitCode::from(2);
     };
-    let pg = match ultracore_postgres::PgConfig::new(url, &config.postgres_schema) {
+    let pg = match config.postgres_config(url) {
         Ok(pg) => pg,
         Err(e) => {
             eprintln!("ultracore: {e}");

@@ -27,9 +27,7 @@ use ultracore_core::ids::AccountId;
 use ultracore_core::ledger::{BalanceView, Basis, KnownAt, Restatement, Statement};
 use ultracore_core::store::{EventStore, StoreError};
 use ultracore_core::time::Timestamp;
-use ultracore_postgres::{
-    PgConfig, PgEventStore, Projector, ProjectorConfig, ReadError, ReadModel,
-};
+use ultracore_postgres::{PgEventStore, Projector, ProjectorConfig, ReadError, ReadModel};
 
 use crate::config::Config;
 use crate::error::ApiError;
@@ -97,7 +95,8 @@ impl SqlReads {
         let url = config.postgres_url.as_deref().ok_or_else(|| {
             StoreError::Unavailable("read model is postgres but no URL is configured".into())
         })?;
-        let store = PgConfig::new(url, &config.postgres_schema)
+        let store = config
+            .postgres_config(url)
             .and_then(PgEventStore::lazy)
             .map_err(StoreError::from)?;
         let model = ReadModel::new(&store, PROJECTION);

@@ -15,7 +15,7 @@ use ultracore_core::store::{
 };
 
 use ultracore_journal::{FileSnapshotStore, Journal, JournalConfig};
-use ultracore_postgres::{PgConfig, PgEventStore, PgSnapshotStore};
+use ultracore_postgres::{PgEventStore, PgSnapshotStore};
 
 use crate::config::{Config, StoreKind};
 use crate::metrics::Metrics;
@@ -76,7 +76,8 @@ pub fn open_stores(config: &Config) -> Result<Stores, StoreError> {
                     "store is postgres but no URL is configured (ULTRACORE_POSTGRES_URL)".into(),
                 )
             })?;
-            let pg = PgConfig::new(url, &config.postgres_schema)
+            let pg = config
+                .postgres_config(url)
                 .and_then(PgEventStore::lazy)
                 .map_err(StoreError::from)?;
             Ok(Stores {

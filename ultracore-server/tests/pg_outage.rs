@@ -111,3 +111,51 @@ fn writes_answer_503_while_postgres_is_down_and_the_server_recovers_by_itself() 
     let again = start_on_postgres(&temp("pg-outage-again"), &cluster.url(), "uc_srv", SECRET);
     assert_eq!(alice_posted(&again.addr, &t), expected);
 }
+
+/// `ULTRACORE_POSTGRES_CA_FILE` (TLS on, verified against that CA) against a cluster that
+/// accepts TCP only over TLS: the server migrates, writes and reads there; without the CA
+/// file (plain connections) it cannot start.
+#[test]
+fn the_server_talks_to_postgres_over_tls_when_configured() {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("self-signed");
+    let cluster = Cluster::create_tls(&cert.pem(), &key.serialize_pem());
+    let dir = temp("pg-tls");
+    let ca = dir.join("pg-ca.pem");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(&ca, cert.pem()).unwrap();
+
+    let server = common::start_with(
+        &dir,
+        &[
+            ("ULTRACORE_JWT_SECRET", SECRET),
+            ("ULTRACORE_STORE", "postgres"),
+            ("ULTRACORE_POSTGRES_URL", &cluster.url()),
+            ("ULTRACORE_POSTGRES_SCHEMA", "uc_tls"),
+            ("ULTRACORE_POSTGRES_CA_FILE", ca.to_str().unwrap()),
+        ],
+        None,
+    );
+    let t = admin_token(SECRET, "pg-tls");
+    let body = r#"{"id":"cash","currency":"USD","kind":"asset"}"#;
+    let (status, _, answer) = http(&server.addr, "POST", "/v1/accounts", Some(&t), Some(body));
+    assert_eq!(status, 201, "{answer}");
+    let (status, _, _) = http(&server.addr, "GET", "/v1/accounts/cash", Some(&t), None);
+    assert_eq!(status, 200);
+    drop(server);
+
+    // Plain connections are refused by the cluster: the server reports it and exits.
+    let out = common::bin()
+        .env("ULTRACORE_DATA_DIR", temp("pg-tls-plain"))
+        .env("ULTRACORE_JWT_SECRET", SECRET)
+        .env("ULTRACORE_STORE", "postgres")
+        .env("ULTRACORE_POSTGRES_URL", cluster.url())
+        .env("ULTRACORE_POSTGRES_SCHEMA", "uc_tls")
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a plain migrate must fail");
+}

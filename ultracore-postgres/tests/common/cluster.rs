@@ -13,6 +13,8 @@ pub struct Cluster {
     bin: PathBuf,
     dir: PathBuf,
     port: u16,
+    /// Extra `-c` settings for `pg_ctl start` (TLS).
+    extra: String,
 }
 
 fn pg_bin() -> PathBuf {
@@ -67,6 +69,16 @@ fn free_port() -> u16 {
 impl Cluster {
     /// Creates and starts a cluster (fsync on, trust auth, user `postgres`).
     pub fn create() -> Cluster {
+        Cluster::create_with(None)
+    }
+
+    /// A cluster that accepts TCP connections only over TLS (`hostssl` in `pg_hba.conf`, no
+    /// `host` line), with the given PEM certificate and key.
+    pub fn create_tls(cert_pem: &str, key_pem: &str) -> Cluster {
+        Cluster::create_with(Some((cert_pem, key_pem)))
+    }
+
+    fn create_with(tls: Option<(&str, &str)>) -> Cluster {
         let bin = pg_bin();
         static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -94,10 +106,40 @@ impl Cluster {
                 "-N",
             ],
         );
+        let mut extra = String::new();
+        if let Some((cert, key)) = tls {
+            let (cert_path, key_path) = (dir.join("server.crt"), dir.join("server.key"));
+            std::fs::write(&cert_path, cert).expect("certificate");
+            std::fs::write(&key_path, key).expect("key");
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .expect("pg_hba.conf");
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))
+                .expect("key mode");
+            if root() {
+                for f in [&cert_path, &key_path, &data.join("pg_hba.conf")] {
+                    let ok = Proc::new("chown")
+                        .args(["postgres", f.to_str().expect("utf-8 path")])
+                        .status()
+                        .map(|s| s.success())
+                        .unwrap_or(false);
+                    assert!(ok, "chown postgres {}", f.display());
+                }
+            }
+            extra = format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                cert_path.display(),
+                key_path.display()
+            );
+        }
         let c = Cluster {
             bin,
             dir,
             port: free_port(),
+            extra,
         };
         c.start();
         c
@@ -108,9 +150,10 @@ impl Cluster {
         let data = self.dir.join("data");
         let log = self.dir.join("log");
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on{}",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            self.extra
         );
         run(
             &self.bin,
