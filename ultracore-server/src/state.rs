@@ -141,13 +141,28 @@ impl AppState {
             }
             _ => None,
         };
+        // The audit log verifies its whole chain when it opens (~3 µs per record): also
+        // alongside the journal's recovery.
+        let audit_path = config.audit_path();
+        let audit = tokio::task::spawn_blocking(move || AuditLog::open(&audit_path));
         let stores = open_stores(config)?;
+        let audit = audit
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
         let snapshot = match preload {
             // A decoder that panicked is no worse than no snapshot: replay.
             Some(task) => Some(task.await.ok().flatten()),
             None => None,
         };
-        Self::build_with(config, stores, engine_config, snapshot, data_lock).await
+        Self::build_with(
+            config,
+            stores,
+            engine_config,
+            snapshot,
+            data_lock,
+            Some(audit),
+        )
+        .await
     }
 
     /// Like [`AppState::build`], on given stores (tests, embedding).
@@ -156,17 +171,19 @@ impl AppState {
         stores: Stores,
     ) -> Result<(AppState, Startup), StartError> {
         let data_lock = lock_data_dir(config)?;
-        Self::build_with(config, stores, engine_config(), None, data_lock).await
+        Self::build_with(config, stores, engine_config(), None, data_lock, None).await
     }
 
     /// `snapshot`: the ledger snapshot already loaded (`Some(None)`: looked, none usable), or
-    /// `None` to load it from the stores' snapshot store here.
+    /// `None` to load it from the stores' snapshot store here; `audit`: the audit log already
+    /// opened, or `None` to open it here.
     async fn build_with(
         config: &Config,
         stores: Stores,
         engine_config: EngineConfig,
         snapshot: Option<Option<Ledger>>,
         data_lock: Arc<DirLock>,
+        audit: Option<(AuditLog, ChainEnd)>,
     ) -> Result<(AppState, Startup), StartError> {
         let keys = config.jwt_keys()?;
         if config.jwks_url.is_some() {
@@ -180,7 +197,10 @@ impl AppState {
             }
         }
         let mfa = config.mfa_policy()?;
-        let (audit, chain) = AuditLog::open(&config.audit_path())?;
+        let (audit, chain) = match audit {
+            Some(opened) => opened,
+            None => AuditLog::open(&config.audit_path())?,
+        };
         let metrics = Arc::new(Metrics::new());
         let store = ServerStore::new(stores.events.clone(), metrics.clone());
         let clock = Arc::new(SystemClock);
