@@ -75,16 +75,7 @@ fn ts(s: &str) -> Timestamp {
 }
 
 fn open(id: &str, kind: AccountKind) -> Command {
-    Command::OpenAccount(OpenAccount {
-        id: id.parse().unwrap(),
-        currency: Currency::USD,
-        kind,
-        owner: None,
-        branch: None,
-        constraints: Constraints::default(),
-        metadata: Metadata::new(),
-        effective_at: None,
-    })
+    Command::OpenAccount(OpenAccount::new(id.parse().unwrap(), Currency::USD, kind))
 }
 
 fn deposit(i: usize) -> Command {

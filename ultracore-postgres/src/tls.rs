@@ -48,10 +48,9 @@ impl Connector {
                 let pem = std::fs::read(path).map_err(|e| {
                     PgError::Config(format!("PostgreSQL CA file {}: {e}", path.display()))
                 })?;
-                let certs: Vec<CertificateDer<'static>> =
-                    rustls_pemfile_certs(&pem).map_err(|e| {
-                        PgError::Config(format!("PostgreSQL CA file {}: {e}", path.display()))
-                    })?;
+                let certs: Vec<CertificateDer<'static>> = pem_certificates(&pem).map_err(|e| {
+                    PgError::Config(format!("PostgreSQL CA file {}: {e}", path.display()))
+                })?;
                 if certs.is_empty() {
                     return Err(PgError::Config(format!(
                         "PostgreSQL CA file {} holds no certificate",
@@ -93,7 +92,7 @@ impl Connector {
 }
 
 /// The certificates of a PEM file (every `CERTIFICATE` block).
-fn rustls_pemfile_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+fn pem_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
     use rustls::pki_types::pem::PemObject;
     CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()

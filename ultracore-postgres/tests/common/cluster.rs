@@ -59,6 +59,18 @@ fn run(bin: &Path, tool: &str, args: &[&str]) {
     assert!(status.success(), "{tool} {args:?} failed: {status}");
 }
 
+/// When we are root (the server then runs as `postgres`), makes `path` the `postgres` user's.
+fn give_to_postgres(path: &Path) {
+    if root() {
+        let ok = Proc::new("chown")
+            .args(["postgres", path.to_str().expect("utf-8 path")])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "chown postgres {}", path.display());
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -85,14 +97,7 @@ impl Cluster {
         let dir = std::env::temp_dir().join(format!("uc-outage-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dir");
-        if root() {
-            let ok = Proc::new("chown")
-                .args(["postgres", dir.to_str().expect("utf-8 path")])
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            assert!(ok, "chown postgres {}", dir.display());
-        }
+        give_to_postgres(&dir);
         let data = dir.join("data");
         run(
             &bin,
@@ -119,15 +124,8 @@ impl Cluster {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))
                 .expect("key mode");
-            if root() {
-                for f in [&cert_path, &key_path, &data.join("pg_hba.conf")] {
-                    let ok = Proc::new("chown")
-                        .args(["postgres", f.to_str().expect("utf-8 path")])
-                        .status()
-                        .map(|s| s.success())
-                        .unwrap_or(false);
-                    assert!(ok, "chown postgres {}", f.display());
-                }
+            for f in [&cert_path, &key_path, &data.join("pg_hba.conf")] {
+                give_to_postgres(f);
             }
             extra = format!(
                 " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
