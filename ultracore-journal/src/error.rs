@@ -91,7 +91,8 @@ pub struct TornTail {
     pub file: PathBuf,
     /// Where the torn record started; the file now ends here.
     pub offset: u64,
-    /// Bytes removed.
+    /// Bytes of the torn write removed: from `offset` to the last non-zero byte (zeros after
+    /// it are preallocated or never-written space, also removed).
     pub bytes_discarded: u64,
     /// What was wrong with them.
     pub reason: String,

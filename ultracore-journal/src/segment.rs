@@ -4,6 +4,11 @@
 //! Header: `magic "UCJOURNL"`, `format_version: u16`, 2 reserved bytes, `sequence: u32`,
 //! `first_position: u64`, 4 reserved bytes, `crc32c` of the preceding 28 bytes; all little
 //! endian. Records (see [`crate::codec`]) follow back to back.
+//!
+//! After the records a segment may hold zeros: space the writer preallocated (written as
+//! zeros and synced ahead of use, so that syncing an append only flushes data and never the
+//! file's size; see `JournalConfig::preallocate_bytes`). A scan ends cleanly where only zeros
+//! remain; no record can start with zeros only, since its header checksum would not match.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -66,12 +71,13 @@ pub fn sync_dir(dir: &Path) -> Result<(), JournalError> {
 }
 
 /// Creates segment `sequence` whose first record holds `first_position`: writes and syncs the
-/// header, then syncs the directory. Returns the file opened for appending.
+/// header, then syncs the directory. Returns the file opened for writing (at explicit
+/// offsets: the writer writes over preallocated zeros).
 pub fn create(dir: &Path, sequence: u32, first_position: u64) -> Result<File, JournalError> {
     let path = dir.join(file_name(sequence));
     let mut f = OpenOptions::new()
         .create_new(true)
-        .append(true)
+        .write(true)
         .read(true)
         .open(&path)
         .map_err(JournalError::io(&path))?;
@@ -156,11 +162,18 @@ pub fn scan(
     let (mut crc_fold, mut crc_fold_covered) = (0, 0);
     while at < buf.len() {
         let rest = &buf[at..];
+        if rest[0] == 0 && rest.iter().all(|&b| b == 0) {
+            // Preallocated space never written: the end of the records, not damage.
+            break;
+        }
         let frame = match codec::check_frame(rest) {
             Ok(frame) => frame,
             Err(e) => {
                 if is_last && is_torn(rest, &e) {
-                    let torn = truncate(path, at as u64, buf.len() as u64, e.to_string())?;
+                    // What was written ends at the last non-zero byte; zeros after it are
+                    // preallocated space, not part of the torn write.
+                    let written = at + rest.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+                    let torn = truncate(path, at as u64, written as u64, e.to_string())?;
                     return Ok(SegmentScan {
                         len: at as u64,
                         records,
@@ -202,7 +215,7 @@ pub fn scan(
         at += frame.len;
     }
     Ok(SegmentScan {
-        len: buf.len() as u64,
+        len: at as u64,
         records,
         torn: None,
         crc_fold,
@@ -211,14 +224,18 @@ pub fn scan(
 }
 
 /// Whether a failed frame at the end of the last segment is what a crash mid-write leaves:
-/// too short for what it announces, a body that fails its checksum and ends exactly at the
-/// end of the file, or a header that fails its checksum followed by nothing but zeros (space
-/// the file system allocated but never wrote). A failure followed by more data is damage, not a torn write.
+/// too short for what it announces, a body that fails its checksum followed by nothing but
+/// zeros (the end of the file, or preallocated space the write did not reach), or a header
+/// that fails its checksum followed by nothing but zeros (space the file system allocated,
+/// or the writer preallocated, but never written). A failure followed by more data is
+/// damage, not a torn write.
 fn is_torn(rest: &[u8], e: &DecodeError) -> bool {
     match e {
         DecodeError::Incomplete => true,
         DecodeError::BodyChecksum => {
-            FRAME_HEADER_LEN + codec::le_u32(rest, 0) as usize == rest.len()
+            let end = FRAME_HEADER_LEN + codec::le_u32(rest, 0) as usize;
+            rest.get(end..)
+                .is_some_and(|after| after.iter().all(|&b| b == 0))
         }
         // A header persisted only in part (it may cross a sector boundary) is followed by
         // nothing but the zeros of the unwritten rest.

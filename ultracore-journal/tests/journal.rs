@@ -13,7 +13,7 @@ use ultracore_core::event::Envelope;
 use ultracore_core::ledger::LedgerEvent;
 use ultracore_core::store::{EventStore, StoreError};
 use ultracore_core::testing::contract::event_store_contract;
-use ultracore_journal::{Journal, JournalConfig, JournalError};
+use ultracore_journal::{codec, Journal, JournalConfig, JournalError};
 
 fn all(j: &Journal<LedgerEvent>) -> Vec<Envelope<LedgerEvent>> {
     let mut out: Vec<Envelope<LedgerEvent>> = Vec::new();
@@ -170,38 +170,100 @@ fn segments_roll_over_and_reopen() {
 }
 
 /// Length of the segment before and after appending one more batch of `n` events.
+/// Where the records of a segment file end: the file may go on with preallocated zeros.
+fn data_end(file: &Path) -> u64 {
+    let bytes = fs::read(file).expect("read");
+    let mut at = ultracore_journal::segment::SEGMENT_HEADER_LEN;
+    while let Ok(frame) = codec::check_frame(&bytes[at..]) {
+        at += frame.len;
+    }
+    at as u64
+}
+
+/// Appends one batch of `n` events; returns the byte range of its record in the first segment.
 fn last_record_bounds(dir: &Path, j: &Journal<LedgerEvent>, n: u64) -> (u64, u64) {
     let file = &segments(dir)[0];
-    let before = fs::metadata(file).expect("meta").len();
+    let before = data_end(file);
     fill(j, &[n]);
-    let after = fs::metadata(file).expect("meta").len();
+    let after = data_end(file);
+    assert!(after > before, "the batch was written to the first segment");
     (before, after)
+}
+
+/// The layouts a segment can have on disk: grown by each append, or preallocated with zeros.
+fn layouts() -> [(&'static str, JournalConfig); 2] {
+    [
+        (
+            "growing",
+            JournalConfig {
+                preallocate_bytes: 0,
+                ..JournalConfig::default()
+            },
+        ),
+        ("preallocated", JournalConfig::default()),
+    ]
 }
 
 #[test]
 fn torn_tail_is_truncated_and_reported_at_every_byte_offset_of_the_last_record() {
+    for (layout, config) in layouts() {
+        torn_tail_at_every_byte_offset(layout, config);
+    }
+}
+
+/// A crash mid-write into a grown file leaves the file cut short; into preallocated space it
+/// leaves the record's first bytes followed by the zeros the write did not reach.
+fn torn_tail_at_every_byte_offset(layout: &str, config: JournalConfig) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (j, _) = open(dir.path());
+    let (j, _) = open_with(dir.path(), config.clone());
     let kept = fill(&j, &[3, 4]);
     let (start, end) = last_record_bounds(dir.path(), &j, 5);
     drop(j);
     let file = segments(dir.path())[0].clone();
     let full = fs::read(&file).expect("read");
-    assert_eq!(full.len() as u64, end);
+    if layout == "growing" {
+        assert_eq!(full.len() as u64, end);
+    } else {
+        assert!(
+            full.len() as u64 > end,
+            "zeros preallocated after the records"
+        );
+    }
     for cut in start..end {
-        fs::write(&file, &full[..cut as usize]).expect("write");
-        let (j, report) = open(dir.path());
-        let torn = report.torn_tail.clone();
-        if cut == start {
-            assert_eq!(torn, None, "a cut at a record boundary is not torn");
+        let mut torn_file = full.clone();
+        if layout == "growing" {
+            torn_file.truncate(cut as usize);
         } else {
-            let torn = torn.unwrap_or_else(|| panic!("cut at {cut}: no torn tail reported"));
-            assert_eq!(torn.offset, start, "cut at {cut}");
-            assert_eq!(torn.bytes_discarded, cut - start);
-            assert_eq!(torn.file, file);
+            torn_file[cut as usize..end as usize].fill(0);
         }
-        assert_eq!(all(&j), kept, "cut at {cut}: the whole last batch is gone");
-        assert_eq!(fs::metadata(&file).expect("meta").len(), start);
+        fs::write(&file, &torn_file).expect("write");
+        let (j, report) = open_with(dir.path(), config.clone());
+        let torn = report.torn_tail.clone();
+        // What the crash left of the record: up to its last non-zero byte (a record whose
+        // first bytes are zeros and nothing else is indistinguishable from unwritten space).
+        let left = full[start as usize..cut as usize]
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(0, |i| i as u64 + 1);
+        if cut == start || (layout == "preallocated" && left == 0) {
+            assert_eq!(
+                torn, None,
+                "{layout}, cut at {cut}: nothing of the record is there"
+            );
+        } else {
+            let torn =
+                torn.unwrap_or_else(|| panic!("{layout}, cut at {cut}: no torn tail reported"));
+            assert_eq!(torn.offset, start, "{layout}, cut at {cut}");
+            assert_eq!(torn.bytes_discarded, left, "{layout}, cut at {cut}");
+            assert_eq!(torn.file, file);
+            assert_eq!(fs::metadata(&file).expect("meta").len(), start);
+        }
+        assert_eq!(
+            all(&j),
+            kept,
+            "{layout}, cut at {cut}: the whole last batch is gone"
+        );
+        assert_eq!(data_end(&file), start);
         // The journal goes on from the truncated end.
         assert_eq!(
             block_on(j.append(batch(7, 1))).map(|r| r.last_position),
@@ -213,36 +275,80 @@ fn torn_tail_is_truncated_and_reported_at_every_byte_offset_of_the_last_record()
 
 #[test]
 fn a_last_record_that_fails_its_checksum_is_a_torn_tail() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (j, _) = open(dir.path());
-    let kept = fill(&j, &[2]);
-    let (start, end) = last_record_bounds(dir.path(), &j, 4);
-    drop(j);
-    let file = segments(dir.path())[0].clone();
-    let mut bytes = fs::read(&file).expect("read");
-    bytes[(end - 3) as usize] ^= 0x10; // inside the body of the last record
-    fs::write(&file, &bytes).expect("write");
-    let (j, report) = open(dir.path());
-    let torn = report.torn_tail.expect("reported");
-    assert_eq!((torn.offset, torn.bytes_discarded), (start, end - start));
-    assert_eq!(all(&j), kept);
+    for (layout, config) in layouts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (j, _) = open_with(dir.path(), config.clone());
+        let kept = fill(&j, &[2]);
+        let (start, end) = last_record_bounds(dir.path(), &j, 4);
+        drop(j);
+        let file = segments(dir.path())[0].clone();
+        let mut bytes = fs::read(&file).expect("read");
+        bytes[(end - 3) as usize] ^= 0x10; // inside the body of the last record
+        fs::write(&file, &bytes).expect("write");
+        let (j, report) = open_with(dir.path(), config);
+        let torn = report.torn_tail.expect("reported");
+        assert_eq!(
+            (torn.offset, torn.bytes_discarded),
+            (start, end - start),
+            "{layout}"
+        );
+        assert_eq!(all(&j), kept, "{layout}");
+    }
 }
 
 #[test]
-fn a_zero_filled_tail_is_a_torn_tail() {
-    // What a file system may leave after a crash: the file grew, the data never landed.
+fn zeros_after_the_records_end_the_log_and_are_written_over() {
+    // Zeros after the last record are preallocated space (or space a file system allocated
+    // when the file grew and whose data never landed before a crash): the log ends there,
+    // nothing is discarded, and appends go on at the end of the records.
+    for (layout, config) in layouts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (j, _) = open_with(dir.path(), config.clone());
+        let mut kept = fill(&j, &[2, 2]);
+        drop(j);
+        let file = segments(dir.path())[0].clone();
+        let mut bytes = fs::read(&file).expect("read");
+        let end = data_end(&file);
+        bytes.extend_from_slice(&[0u8; 300]);
+        fs::write(&file, &bytes).expect("write");
+        let (j, report) = open_with(dir.path(), config.clone());
+        assert_eq!(report.torn_tail, None, "{layout}");
+        assert_eq!(report.bytes, end, "{layout}");
+        assert_eq!(all(&j), kept, "{layout}");
+        kept.extend(fill(&j, &[3]));
+        drop(j);
+        assert!(
+            data_end(&file) > end,
+            "{layout}: written at the end of the records"
+        );
+        let (j, report) = open_with(dir.path(), config);
+        assert_eq!(report.torn_tail, None, "{layout}");
+        assert_eq!(all(&j), kept, "{layout}");
+    }
+}
+
+#[test]
+fn a_torn_record_followed_by_preallocated_zeros_is_cut_and_the_log_goes_on() {
+    // A group write of several records into preallocated space, of which only the first
+    // bytes landed: the torn record is cut, and the journal writes over the space again.
     let dir = tempfile::tempdir().expect("tempdir");
     let (j, _) = open(dir.path());
-    let kept = fill(&j, &[2, 2]);
+    let kept = fill(&j, &[2]);
+    let (start, end) = last_record_bounds(dir.path(), &j, 50);
     drop(j);
     let file = segments(dir.path())[0].clone();
     let mut bytes = fs::read(&file).expect("read");
-    let len = bytes.len() as u64;
-    bytes.extend_from_slice(&[0u8; 300]);
+    let mid = ((start + end) / 2) as usize;
+    bytes[mid..end as usize].fill(0);
     fs::write(&file, &bytes).expect("write");
     let (j, report) = open(dir.path());
-    assert_eq!(report.torn_tail.map(|t| t.offset), Some(len));
+    assert_eq!(report.torn_tail.map(|t| t.offset), Some(start));
     assert_eq!(all(&j), kept);
+    let more = fill(&j, &[7]);
+    drop(j);
+    let (j, report) = open(dir.path());
+    assert_eq!(report.torn_tail, None);
+    assert_eq!(all(&j), [kept, more].concat());
 }
 
 fn expect_corrupt(dir: &Path, config: JournalConfig) -> (std::path::PathBuf, u64, String) {
@@ -298,10 +404,12 @@ fn damage_in_a_segment_that_is_not_the_last_is_never_a_torn_tail() {
     drop(j);
     let files = segments(dir.path());
     assert!(files.len() >= 2);
-    // Cut the end of the first segment: in the last segment this would be a torn tail.
+    // Cut the end of the first segment's last record: in the last segment this would be a
+    // torn tail.
     let first = &files[0];
     let bytes = fs::read(first).expect("read");
-    fs::write(first, &bytes[..bytes.len() - 10]).expect("write");
+    let end = data_end(first) as usize;
+    fs::write(first, &bytes[..end - 10]).expect("write");
     let (f, _, _) = expect_corrupt(dir.path(), config.clone());
     assert_eq!(&f, first);
     fs::write(first, &bytes).expect("restore");

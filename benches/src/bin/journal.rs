@@ -135,7 +135,15 @@ fn append(appenders: usize, batch: u64, total: u64) {
         v
     };
     let events = batches.len() as u64 * batch;
-    let (journal, _) = Journal::<LedgerEvent>::open(&dir, JournalConfig::default()).expect("open");
+    // `UC_PREALLOCATE_BYTES=0` compares with appends that grow the file.
+    let config = JournalConfig {
+        preallocate_bytes: std::env::var("UC_PREALLOCATE_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(ultracore_journal::PREALLOCATE_BYTES_DEFAULT),
+        ..JournalConfig::default()
+    };
+    let (journal, _) = Journal::<LedgerEvent>::open(&dir, config).expect("open");
     // Log order is submission order: each appender takes the next batch and submits it under
     // one lock (cheap: encoding and queueing), then waits for its sync outside the lock.
     let queue = Mutex::new(batches.into_iter());

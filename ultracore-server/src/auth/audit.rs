@@ -8,6 +8,11 @@
 //! answer; the thread takes everything queued, writes it, and syncs once for the whole group
 //! (group commit), so no answer leaves the server before its audit record is durable.
 //!
+//! The writer keeps [`PREALLOCATE_BYTES`] of empty lines (`\n` bytes, synced) ahead of the
+//! records and writes over them, so syncing a group flushes data only, never the file's size
+//! (on ext4 that saves a journal commit per sync). The file thus ends with blank lines, which
+//! line-oriented tools and `jq` skip; the chain check treats them as the end of the log.
+//!
 //! Reads (`GET /v1/audit`) go through [`AuditLog::read`], which seeks: an in-memory sparse
 //! index holds the byte offset of every [`INDEX_STRIDE`]-th record, is rebuilt by the chain
 //! check at open and extended by the writer after each sync, so a page anywhere in the log
@@ -25,6 +30,10 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Records preallocated for a page.
 const AUDIT_PAGE_PREALLOC: usize = 1_024;
+/// Bytes of padding (empty lines) the writer keeps written ahead of the records.
+pub const PREALLOCATE_BYTES: u64 = 1 << 20;
+/// The padding byte: an empty line, never part of a record.
+const PAD: u8 = b'\n';
 /// Records written per group (one `write` + one sync).
 const RECORDS_PER_SYNC_MAX: usize = 4_096;
 /// Records waiting for the writer before senders wait too (back-pressure).
@@ -187,6 +196,13 @@ fn scan(path: &Path, mut each: impl FnMut(u64, u64)) -> Result<ChainEnd, AuditEr
             seq,
             reason,
         };
+        if line == [PAD] {
+            // Preallocated space: the records end here, and nothing but padding may follow.
+            if only_padding(&mut reader).map_err(io)? {
+                return Ok(end);
+            }
+            return Err(broken(None, "data after an empty line".into()));
+        }
         if line.last() != Some(&b'\n') {
             if n > LINE_BYTES_MAX {
                 return Err(broken(None, "line too long".into()));
@@ -196,8 +212,16 @@ fn scan(path: &Path, mut each: impl FnMut(u64, u64)) -> Result<ChainEnd, AuditEr
             return Ok(end);
         }
         let text = &line[..line.len() - 1];
-        let rec: AuditRecord = serde_json::from_slice(text)
-            .map_err(|e| broken(None, format!("not an audit record: {e}")))?;
+        let rec: AuditRecord = match serde_json::from_slice(text) {
+            Ok(rec) => rec,
+            // A write into preallocated space that did not finish: the start of a line, ended
+            // by the padding after it, then nothing but padding.
+            Err(_) if only_padding(&mut reader).map_err(io)? => {
+                end.torn_tail = text.len() as u64;
+                return Ok(end);
+            }
+            Err(e) => return Err(broken(None, format!("not an audit record: {e}"))),
+        };
         if rec.seq != end.records + 1 {
             return Err(broken(
                 Some(rec.seq),
@@ -409,6 +433,38 @@ impl AuditLog {
     }
 }
 
+/// Whether the rest of `r` is padding only.
+fn only_padding(r: &mut impl Read) -> std::io::Result<bool> {
+    let mut buf = [0u8; 8192];
+    loop {
+        match r.read(&mut buf)? {
+            0 => return Ok(true),
+            n if buf[..n].iter().all(|&b| b == PAD) => {}
+            _ => return Ok(false),
+        }
+    }
+}
+
+/// Writes padding from `*allocated` up to at least `need` bytes ([`PREALLOCATE_BYTES`] more)
+/// and syncs it, size included, unless the file already has `need` bytes.
+fn preallocate(file: &File, allocated: &mut u64, need: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    if need <= *allocated {
+        return Ok(());
+    }
+    static PADDING: [u8; 64 * 1024] = [PAD; 64 * 1024];
+    let target = need.max(*allocated + PREALLOCATE_BYTES);
+    let mut at = *allocated;
+    while at < target {
+        let n = (target - at).min(PADDING.len() as u64) as usize;
+        file.write_all_at(&PADDING[..n], at)?;
+        at += n as u64;
+    }
+    file.sync_data()?;
+    *allocated = target;
+    Ok(())
+}
+
 fn writer(
     mut file: File,
     path: PathBuf,
@@ -417,6 +473,9 @@ fn writer(
     mut rx: mpsc::Receiver<Msg>,
 ) {
     let (mut seq, mut last_hash) = state;
+    // Records end at the durable length; the file may go on with padding.
+    let mut written = index.read().unwrap_or_else(|p| p.into_inner()).len;
+    let mut allocated = file.metadata().map_or(written, |m| m.len()).max(written);
     let mut starts = Vec::new();
     let mut failed: Option<String> = None;
     while let Some(first) = rx.blocking_recv() {
@@ -450,8 +509,8 @@ fn writer(
         let result = match &failed {
             Some(e) => Err(e.clone()),
             None if buf.is_empty() => Ok(()),
-            None => file
-                .write_all(&buf)
+            None => preallocate(&file, &mut allocated, written + buf.len() as u64)
+                .and_then(|()| file.write_all(&buf))
                 .and_then(|()| file.sync_data())
                 .map_err(|e| format!("{}: {e}", path.display())),
         };
@@ -459,6 +518,7 @@ fn writer(
             Ok(()) => {
                 seq = next_seq;
                 last_hash = next_hash;
+                written += buf.len() as u64;
                 // Before the answers: a reader that saw its own request answered finds it.
                 let mut ix = index.write().unwrap_or_else(|p| p.into_inner());
                 let base = ix.len;
@@ -538,8 +598,18 @@ mod tests {
         std::fs::read_to_string(path)
             .unwrap()
             .lines()
+            .take_while(|l| !l.is_empty())
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
+    }
+
+    /// Where the records end (the padding after them starts).
+    fn records_end(path: &Path) -> usize {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .trim_end_matches('\n')
+            .len()
+            + 1
     }
 
     fn check_pages(log: &AuditLog, all: &[AuditRecord]) {
@@ -653,9 +723,55 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_file_ends_with_synced_padding_that_is_written_over() {
+        let path = crate::util::temp_dir("audit-pad").join("audit.log");
+        write_log(&path, 3).await;
+        let len = std::fs::metadata(&path).unwrap().len();
+        let end = records_end(&path);
+        assert!(
+            len >= PREALLOCATE_BYTES,
+            "padding written ahead: {len} bytes"
+        );
+        assert_eq!(verify(&path).unwrap().valid_len, end as u64);
+        write_log(&path, 2).await;
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), len, "written over");
+        assert_eq!(all_records(&path).len(), 5);
+        assert_eq!(verify(&path).unwrap().records, 5);
+        // Anything after the padding is damage, not the end of the log.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] = b'x';
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            verify(&path),
+            Err(AuditError::Broken { line: 6, .. })
+        ));
+    }
+
+    #[tokio::test]
     async fn torn_tail_is_truncated_on_open() {
+        // Into preallocated space: the start of a line, then the padding it did not reach.
+        let path = crate::util::temp_dir("audit-torn-pad").join("audit.log");
+        write_log(&path, 3).await;
+        let mut bytes = std::fs::read(&path).unwrap();
+        let end = records_end(&path);
+        bytes[end..end + 12].copy_from_slice(b"{\"seq\":4,\"ti");
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(verify(&path).unwrap().torn_tail, 12);
+        let (log, opened) = AuditLog::open(&path).unwrap();
+        assert_eq!((opened.records, opened.torn_tail), (3, 12));
+        drop(log);
+        write_log(&path, 1).await;
+        assert_eq!(verify(&path).unwrap().records, 4);
+        assert_eq!(verify(&path).unwrap().torn_tail, 0);
+
+        // At the end of a file grown by appends (no padding): an unterminated last line.
         let path = crate::util::temp_dir("audit-torn").join("audit.log");
         write_log(&path, 3).await;
+        let end = records_end(&path);
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(end as u64).unwrap();
+        drop(f);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"seq\":4,\"ti").unwrap();
         drop(f);
