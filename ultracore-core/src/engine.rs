@@ -17,10 +17,13 @@
 //! 4. If an append fails, the batch's callers get the store error, and the engine rebuilds its
 //!    state from the store before deciding anything else.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
-use async_lock::RwLock;
+use async_lock::{RwLock, RwLockWriteGuard};
 use futures_channel::oneshot;
 
 use crate::event::{Envelope, Trace};
@@ -29,7 +32,7 @@ use crate::ledger::{
     Command, InvariantViolated, Ledger, LedgerConfig, LedgerEvent, Outcome, Rejection,
 };
 use crate::limits::{COMMANDS_PER_BATCH_MAX, EVENTS_PER_READ_MAX};
-use crate::store::{AppendBatch, EventStore, Snapshot, SnapshotStore, StoreError};
+use crate::store::{AppendBatch, AppendReceipt, EventStore, Snapshot, SnapshotStore, StoreError};
 use crate::time::Clock;
 
 /// Why a command got no outcome.
@@ -94,6 +97,86 @@ pub struct Engine<S> {
     leading: AtomicBool,
     poisoned: AtomicBool,
     stats: Mutex<EngineStats>,
+    /// Readers waiting for the state lock (see [`Engine::lead`]).
+    readers_waiting: AtomicUsize,
+    /// The leader, while it waits for a batch in flight, wants to hear of new commands.
+    leader_waker: Mutex<Option<Waker>>,
+}
+
+/// The store's future of an append.
+type AppendFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<AppendReceipt, StoreError>> + Send + 'a>>;
+
+/// A decided batch: its append (none if it produced no events), once finished its outcome,
+/// and the answers its callers get once it is durable.
+struct InFlight<'a> {
+    append: Option<AppendFuture<'a>>,
+    outcome: Option<Result<(), StoreError>>,
+    batch: Vec<Pending>,
+    results: Vec<Vec<Result<Outcome, EngineError>>>,
+    events: u64,
+    commands: u64,
+}
+
+impl InFlight<'_> {
+    /// Polls the append once more; ready once the outcome is known.
+    fn poll_append(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.outcome.is_some() {
+            return Poll::Ready(());
+        }
+        let Some(append) = self.append.as_mut() else {
+            self.outcome = Some(Ok(()));
+            return Poll::Ready(());
+        };
+        match append.as_mut().poll(cx) {
+            Poll::Ready(r) => {
+                self.outcome = Some(r.map(|_| ()));
+                self.append = None;
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Polls the append once, so the store has it.
+    async fn poll_once(&mut self) {
+        std::future::poll_fn(|cx| {
+            let _ = self.poll_append(cx);
+            Poll::Ready(())
+        })
+        .await
+    }
+}
+
+/// Decrements the count of waiting readers when dropped (also if the read is cancelled).
+struct ReaderWaiting<'a>(&'a AtomicUsize);
+
+impl Drop for ReaderWaiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Returns to the executor once (runtime-agnostic `yield_now`).
+async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+fn answer_all(batch: Vec<Pending>, e: &EngineError) {
+    for p in batch {
+        let n = p.commands.len();
+        let _ = p.reply.send((0..n).map(|_| Err(e.clone())).collect());
+    }
 }
 
 impl<S: EventStore<LedgerEvent>> Engine<S> {
@@ -113,6 +196,8 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
             leading: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
             stats: Mutex::new(EngineStats::default()),
+            readers_waiting: AtomicUsize::new(0),
+            leader_waker: Mutex::new(None),
         })
     }
 
@@ -182,6 +267,8 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
             leading: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
             stats: Mutex::new(EngineStats::default()),
+            readers_waiting: AtomicUsize::new(0),
+            leader_waker: Mutex::new(None),
         };
         Ok((engine, opened))
     }
@@ -218,8 +305,12 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
 
     /// Runs `f` on the ledger as of the last durable batch.
     pub async fn read<R>(&self, f: impl FnOnce(&Ledger) -> R) -> R {
-        let g = self.state.read().await;
-        f(&g)
+        // Counted while waiting, so a leader with a batch in flight lets go of the lock.
+        self.readers_waiting.fetch_add(1, Ordering::AcqRel);
+        let g = ReaderWaiting(&self.readers_waiting);
+        let state = self.state.read().await;
+        drop(g);
+        f(&state)
     }
 
     /// Executes one command.
@@ -251,6 +342,14 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
                 commands,
                 reply: tx,
             });
+        let waker = self
+            .leader_waker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(w) = waker {
+            w.wake();
+        }
         self.lead_if_idle().await;
         match rx.await {
             Ok(r) => r,
@@ -274,25 +373,21 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
                 engine: self,
                 done: false,
             };
-            loop {
-                let batch = self.take_batch();
-                if batch.is_empty() {
-                    break;
-                }
-                self.process(batch).await;
-            }
+            self.lead().await;
             guard.done = true;
             drop(guard);
             // A request may have arrived between our last look and giving up the lead.
-            if self
-                .queue
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_empty()
-            {
+            if self.queue_is_empty() {
                 return;
             }
         }
+    }
+
+    fn queue_is_empty(&self) -> bool {
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
     }
 
     fn take_batch(&self) -> Vec<Pending> {
@@ -309,22 +404,138 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
         q.drain(..take).collect()
     }
 
-    async fn process(&self, batch: Vec<Pending>) {
-        if self.poisoned.load(Ordering::Acquire) && self.recover().await.is_err() {
-            for p in batch {
-                let n = p.commands.len();
-                let _ = p
-                    .reply
-                    .send((0..n).map(|_| Err(EngineError::Recovering)).collect());
+    /// Decides and appends batches until the queue is empty, two deep: while one batch's
+    /// append is in flight, the next is decided on the state that includes the first and
+    /// handed to the store, so the store starts on it as soon as it has made the first
+    /// durable (for the journal: the next group commit begins right after the last sync,
+    /// instead of after the engine has answered and decided again). Nothing is answered
+    /// before its batch and every batch before it are durable.
+    ///
+    /// The state lock is held while a batch is in flight, so readers never see a batch that
+    /// is not durable yet; when a reader waits, the pipeline drains and lets go of the lock.
+    /// If an append fails, the batch after it (decided on a state that included the failed
+    /// one) is answered as its own append turned out (a store refuses it: it expects the log
+    /// to have grown by the failed batch), and the state is rebuilt from the store.
+    async fn lead(&self) {
+        let mut state: Option<RwLockWriteGuard<'_, Ledger>> = None;
+        let mut in_flight: Option<InFlight<'_>> = None;
+        loop {
+            let reader_waits = self.readers_waiting.load(Ordering::Acquire) > 0;
+            let batch = if state.is_some() && reader_waits {
+                Vec::new()
+            } else {
+                self.take_batch()
+            };
+            if batch.is_empty() && !reader_waits {
+                if let Some(prev) = in_flight.as_mut() {
+                    // Until it is durable, decide whatever arrives meanwhile.
+                    if !self.durable_or_new_commands(prev).await {
+                        continue;
+                    }
+                }
             }
-            return;
+            if batch.is_empty() {
+                if let Some(prev) = in_flight.take() {
+                    let st = state
+                        .as_mut()
+                        .expect("the lock is held while a batch is in flight");
+                    if !self.finish(prev, None).await {
+                        self.rebuild(st).await;
+                    }
+                }
+                state = None;
+                if self.queue_is_empty() {
+                    return;
+                }
+                if reader_waits {
+                    // Let the woken readers take the lock before it is asked for again.
+                    yield_now().await;
+                }
+                continue;
+            }
+            if state.is_none() {
+                if self.poisoned.load(Ordering::Acquire) && self.recover().await.is_err() {
+                    answer_all(batch, &EngineError::Recovering);
+                    continue;
+                }
+                state = Some(self.state.write().await);
+            }
+            let st = state.as_mut().expect("just taken");
+            let next = self.decide(batch, st);
+            let next = match next {
+                Ok(next) => next,
+                Err((batch, failure)) => {
+                    // Decided on a state that may be ahead of the log: let what is in flight
+                    // finish, then rebuild before deciding anything else.
+                    if let Some(prev) = in_flight.take() {
+                        self.finish(prev, None).await;
+                    }
+                    self.rebuild(st).await;
+                    answer_all(batch, &failure);
+                    if self.poisoned.load(Ordering::Acquire) {
+                        state = None; // `recover` takes the lock itself
+                    }
+                    continue;
+                }
+            };
+            let mut next = next;
+            if !self.store.orders_appends_when_polled() {
+                // One at a time: the store could order the next append before this one.
+                if !self.finish(next, None).await {
+                    self.rebuild(st).await;
+                    if self.poisoned.load(Ordering::Acquire) {
+                        state = None;
+                    }
+                }
+                continue;
+            }
+            // Hand the events to the store now (one poll), so it works on them while the
+            // batch before completes.
+            next.poll_once().await;
+            let Some(prev) = in_flight.replace(next) else {
+                continue;
+            };
+            let next = in_flight.as_mut().expect("just put there");
+            if !self.finish(prev, Some(next)).await {
+                // The batch in flight was decided on a state that included the failed one.
+                let after = in_flight.take().expect("still there");
+                self.finish_after_failure(after).await;
+                self.rebuild(st).await;
+                if self.poisoned.load(Ordering::Acquire) {
+                    state = None;
+                }
+            }
         }
-        let mut state = self.state.write().await;
+    }
+
+    /// Waits until `batch`'s append has its outcome (true) or new commands are queued (false).
+    async fn durable_or_new_commands(&self, batch: &mut InFlight<'_>) -> bool {
+        std::future::poll_fn(|cx| {
+            if batch.poll_append(cx).is_ready() {
+                return Poll::Ready(true);
+            }
+            *self.leader_waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+            // Checked after registering: a command queued before it would find no waker.
+            if self.queue_is_empty() {
+                Poll::Pending
+            } else {
+                Poll::Ready(false)
+            }
+        })
+        .await
+    }
+
+    /// Decides a batch on `state`: its events and each caller's outcomes, or, on a broken
+    /// invariant, the batch back with the error (the state is then ahead of the log).
+    fn decide<'a>(
+        &'a self,
+        batch: Vec<Pending>,
+        state: &mut Ledger,
+    ) -> Result<InFlight<'a>, (Vec<Pending>, EngineError)> {
         let start = state.position();
         let now = self.clock.now();
         let mut events: Vec<Envelope<LedgerEvent>> = Vec::new();
         let mut results: Vec<Vec<Result<Outcome, EngineError>>> = Vec::with_capacity(batch.len());
-        let mut failure: Option<EngineError> = None;
         let mut commands = 0u64;
         // Holds expire at their deadline without anyone asking: the first batch decided at or
         // after a deadline records the expiry before deciding its own commands.
@@ -337,65 +548,87 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
                 self.config.log_id,
                 &mut events,
             ) {
-                failure = Some(e.into());
+                return Err((batch, e.into()));
             }
         }
-        'outer: for p in batch.iter().filter(|_| failure.is_none()) {
+        for p in &batch {
             let mut out = Vec::with_capacity(p.commands.len());
             for (cmd, trace) in &p.commands {
                 commands += 1;
                 match state.execute(cmd, trace, now, self.config.log_id, &mut events) {
                     Ok(r) => out.push(r.map_err(EngineError::Rejected)),
-                    Err(e) => {
-                        failure = Some(e.into());
-                        break 'outer;
-                    }
+                    Err(e) => return Err((batch, e.into())),
                 }
             }
             results.push(out);
         }
-        let appended = if let Some(f) = failure {
-            Err(f)
-        } else if events.is_empty() {
-            Ok(())
-        } else {
-            let n = events.len() as u64;
-            let batch_req = AppendBatch {
+        let n = events.len() as u64;
+        let append = (!events.is_empty()).then(|| {
+            self.store.append(AppendBatch {
                 expected_position: start,
                 expectations: Vec::new(),
                 events,
-            };
-            match self.store.append(batch_req).await {
-                Ok(_) => {
+            })
+        });
+        Ok(InFlight {
+            append,
+            outcome: None,
+            batch,
+            results,
+            events: n,
+            commands,
+        })
+    }
+
+    /// Waits until `batch` is durable (driving `next` meanwhile, whose result is kept if it
+    /// comes first) and answers its callers; returns whether it became durable.
+    async fn finish(&self, mut batch: InFlight<'_>, mut next: Option<&mut InFlight<'_>>) -> bool {
+        std::future::poll_fn(|cx| {
+            if let Some(n) = next.as_deref_mut() {
+                let _ = n.poll_append(cx);
+            }
+            batch.poll_append(cx)
+        })
+        .await;
+        match batch.outcome.take().expect("polled to completion") {
+            Ok(()) => {
+                if batch.events > 0 {
                     let mut s = self.stats.lock().unwrap_or_else(|p| p.into_inner());
                     s.batches += 1;
-                    s.events += n;
-                    s.commands += commands;
-                    s.last_batch_commands = commands;
-                    Ok(())
+                    s.events += batch.events;
+                    s.commands += batch.commands;
+                    s.last_batch_commands = batch.commands;
                 }
-                Err(e) => Err(EngineError::Store(e)),
-            }
-        };
-        match appended {
-            Ok(()) => {
-                drop(state);
-                for (p, r) in batch.into_iter().zip(results) {
+                for (p, r) in batch.batch.into_iter().zip(batch.results) {
                     let _ = p.reply.send(r);
                 }
+                true
             }
             Err(e) => {
-                // The in-memory state is ahead of the log: rebuild it before anyone reads it.
-                match replay(&self.store, self.config.ledger.clone(), |_| {}).await {
-                    Ok(fresh) => *state = fresh,
-                    Err(_) => self.poisoned.store(true, Ordering::Release),
-                }
-                drop(state);
-                for p in batch {
-                    let n = p.commands.len();
-                    let _ = p.reply.send((0..n).map(|_| Err(e.clone())).collect());
-                }
+                answer_all(batch.batch, &EngineError::Store(e));
+                false
             }
+        }
+    }
+
+    /// Answers a batch decided on a state that included a batch whose append failed: as its
+    /// own append turned out (a store that lost the batch before refuses it), or, if it had
+    /// nothing to append, with the failure (its answers may rest on the lost batch).
+    async fn finish_after_failure(&self, batch: InFlight<'_>) {
+        if batch.events > 0 {
+            self.finish(batch, None).await;
+        } else {
+            let e = StoreError::Unavailable("an earlier batch failed to append; retry".into());
+            answer_all(batch.batch, &EngineError::Store(e));
+        }
+    }
+
+    /// Replaces the state (ahead of the log after a failure) by a replay of the store; if that
+    /// fails too, marks the engine for recovery.
+    async fn rebuild(&self, state: &mut Ledger) {
+        match replay(&self.store, self.config.ledger.clone(), |_| {}).await {
+            Ok(fresh) => *state = fresh,
+            Err(_) => self.poisoned.store(true, Ordering::Release),
         }
     }
 

@@ -130,6 +130,14 @@ where
     async fn last_position(&self) -> Result<u64, StoreError>;
     /// Resolves once the log holds an event with position > `after` (follow new events).
     async fn wait_for(&self, after: u64) -> Result<(), StoreError>;
+    /// Whether an append is ordered before every later append from the moment its future is
+    /// first polled (it has been queued, and the store validates and writes appends in that
+    /// order), so a caller may hand over the next append before this one completes. The
+    /// [`crate::engine::Engine`] then decides its next batch while the previous one is being
+    /// made durable. Default `false`: the engine waits for each append first.
+    fn orders_appends_when_polled(&self) -> bool {
+        false
+    }
 }
 
 /// Checks a batch against the log's state; shared by every store so they refuse alike.
@@ -232,6 +240,11 @@ impl<E> EventStore<E> for MemoryEventStore<E>
 where
     E: Clone + Send + Sync + 'static,
 {
+    /// An append completes in its first poll.
+    fn orders_appends_when_polled(&self) -> bool {
+        true
+    }
+
     async fn append(&self, batch: AppendBatch<E>) -> Result<AppendReceipt, StoreError> {
         let mut g = self.lock();
         let last = g.events.len() as u64;

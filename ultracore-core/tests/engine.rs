@@ -223,3 +223,282 @@ fn holds_expire_at_their_deadline_without_an_explicit_command() {
         assert_eq!(status, ultracore_core::ledger::EntryStatus::Expired);
     });
 }
+
+/// A store that orders appends when first polled and makes them durable later, one by one in
+/// that order, on a thread of its own (as the journal's writer does), with a delay per append
+/// and optionally a refused append: what lets the engine decide a batch while the one before
+/// is being synced.
+struct QueuedStore {
+    inner: Arc<MemoryEventStore<LedgerEvent>>,
+    queue: Arc<std::sync::Mutex<QueueState>>,
+}
+
+/// An append waiting for the store's thread, with where its outcome goes.
+type Queued = (
+    AppendBatch<LedgerEvent>,
+    futures_channel::oneshot::Sender<Result<AppendReceipt, StoreError>>,
+);
+
+#[derive(Default)]
+struct QueueState {
+    waiting: std::collections::VecDeque<Queued>,
+    /// Appends queued and not yet durable, at most ever.
+    in_flight_max: usize,
+    /// Appends taken so far; the one with this number (1-based) is refused unwritten.
+    taken: usize,
+    fail_append: Option<usize>,
+    /// Whether the thread is syncing an append it took.
+    syncing: bool,
+    stop: bool,
+}
+
+impl QueuedStore {
+    fn new(fail_append: Option<usize>) -> QueuedStore {
+        let queue = Arc::new(std::sync::Mutex::new(QueueState {
+            fail_append,
+            ..QueueState::default()
+        }));
+        let inner = Arc::new(MemoryEventStore::new());
+        let (q, store) = (queue.clone(), inner.clone());
+        // The test is the embedding application here: it owns the store's thread.
+        #[allow(clippy::disallowed_methods)]
+        std::thread::spawn(move || loop {
+            let next = {
+                let mut g = q.lock().unwrap();
+                if g.stop {
+                    return;
+                }
+                g.waiting.pop_front().map(|w| {
+                    g.taken += 1;
+                    g.syncing = true;
+                    (w, g.fail_append == Some(g.taken))
+                })
+            };
+            let Some(((batch, reply), fail)) = next else {
+                std::thread::sleep(std::time::Duration::from_micros(50));
+                continue;
+            };
+            std::thread::sleep(std::time::Duration::from_millis(2)); // the "sync"
+            let r = if fail {
+                Err(StoreError::Unavailable("injected: the disk said no".into()))
+            } else {
+                futures_executor::block_on(store.append(batch))
+            };
+            q.lock().unwrap().syncing = false;
+            let _ = reply.send(r);
+        });
+        QueuedStore { inner, queue }
+    }
+
+    fn durable(&self) -> u64 {
+        use futures::FutureExt;
+        // The memory store answers at once.
+        self.inner
+            .last_position()
+            .now_or_never()
+            .expect("answered at once")
+            .unwrap()
+    }
+}
+
+impl Drop for QueuedStore {
+    fn drop(&mut self) {
+        self.queue.lock().unwrap().stop = true;
+    }
+}
+
+#[async_trait]
+impl EventStore<LedgerEvent> for QueuedStore {
+    fn orders_appends_when_polled(&self) -> bool {
+        true
+    }
+    async fn append(&self, batch: AppendBatch<LedgerEvent>) -> Result<AppendReceipt, StoreError> {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        {
+            let mut g = self.queue.lock().unwrap();
+            g.waiting.push_back((batch, tx));
+            // Queued ones plus the one being synced.
+            let in_flight = g.waiting.len() + usize::from(g.syncing);
+            g.in_flight_max = g.in_flight_max.max(in_flight);
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("store stopped".into())))
+    }
+    async fn read_stream(
+        &self,
+        s: &StreamId,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<Envelope<LedgerEvent>>, StoreError> {
+        self.inner.read_stream(s, from, limit).await
+    }
+    async fn read_all(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Envelope<LedgerEvent>>, StoreError> {
+        self.inner.read_all(after, limit).await
+    }
+    async fn last_position(&self) -> Result<u64, StoreError> {
+        self.inner.last_position().await
+    }
+    async fn wait_for(&self, after: u64) -> Result<(), StoreError> {
+        self.inner.wait_for(after).await
+    }
+}
+
+async fn queued_engine(fail_append: Option<usize>) -> Engine<QueuedStore> {
+    let clock = Arc::new(ManualClock::new(ts("2026-02-01T00:00:00Z")));
+    let e = Engine::open(
+        QueuedStore::new(fail_append),
+        clock,
+        EngineConfig::default(),
+    )
+    .await
+    .unwrap();
+    for c in [
+        open("cash", AccountKind::Asset),
+        open("alice", AccountKind::Liability),
+    ] {
+        e.execute(c, Trace::default()).await.unwrap();
+    }
+    e
+}
+
+/// Alice's posted balance in minor units as the engine shows it, and as the store's log
+/// says (the deposits in it).
+async fn alice_now(e: &Engine<QueuedStore>) -> (i128, i128) {
+    let shown = e
+        .read(|l| {
+            l.balance(
+                &"alice".parse().unwrap(),
+                ts("2026-03-01T00:00:00Z"),
+                KnownAt::Now,
+            )
+            .unwrap()
+            .posted
+            .minor()
+        })
+        .await;
+    let logged = e
+        .store()
+        .read_all(0, 100_000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|ev| matches!(ev.payload, LedgerEvent::EntryPosted { .. }))
+        .count() as i128
+        * 100;
+    (shown, logged)
+}
+
+#[test]
+fn the_next_batch_is_decided_while_one_is_being_made_durable_and_answers_wait_for_it() {
+    futures_executor::block_on(async {
+        let e = &queued_engine(None).await;
+        // 50 callers with 12 deposits each, one after the other: while a batch syncs, the
+        // callers answered by the one before send their next deposits, which are decided and
+        // queued behind it.
+        let callers = (0..50).map(|c| async move {
+            for k in 0..12 {
+                let i = c * 12 + k;
+                let r = e.execute(deposit(i), Trace::default()).await;
+                // Answered only once its event is durable.
+                let durable = e.store().durable();
+                match r {
+                    Ok(Outcome::Entry(rec)) => assert!(
+                        rec.position <= durable,
+                        "deposit {i} at position {} answered when {durable} were durable",
+                        rec.position
+                    ),
+                    other => panic!("deposit {i} got {other:?}"),
+                }
+            }
+        });
+        join_all(callers).await;
+        let in_flight_max = e.store().queue.lock().unwrap().in_flight_max;
+        assert!(
+            in_flight_max >= 2,
+            "never more than one append in flight: no pipelining"
+        );
+        assert_eq!(alice_now(e).await, (60_000, 60_000));
+    });
+}
+
+#[test]
+fn a_failed_append_fails_the_batch_decided_after_it_and_the_state_is_rebuilt() {
+    // Appends 1 and 2 open the accounts.
+    for fail in [3, 4, 6, 9] {
+        futures_executor::block_on(async {
+            let e = &queued_engine(Some(fail)).await;
+            // 50 callers with 8 deposits each, one after the other: a new batch every round.
+            let callers = (0..50).map(|c| async move {
+                let mut out = Vec::new();
+                for k in 0..8 {
+                    out.push(e.execute(deposit(c * 8 + k), Trace::default()).await);
+                }
+                out
+            });
+            let mut answers: Vec<_> = join_all(callers).await.into_iter().flatten().collect();
+            // Back in deposit order (caller c made deposits c*8..c*8+8 in order).
+            let order: Vec<usize> = (0..50)
+                .flat_map(|c| (0..8).map(move |k| c * 8 + k))
+                .collect();
+            let mut by_id: Vec<Option<_>> = (0..400).map(|_| None).collect();
+            for (i, a) in order.into_iter().zip(answers.drain(..)) {
+                by_id[i] = Some(a);
+            }
+            let answers: Vec<_> = by_id.into_iter().map(|a| a.expect("answered")).collect();
+            assert!(
+                e.store().queue.lock().unwrap().taken > fail,
+                "append {fail}: too few appends to test it"
+            );
+            let (ok, failed): (Vec<_>, Vec<_>) = (0..400).partition(|&i| answers[i].is_ok());
+            assert!(!failed.is_empty(), "append {fail}: nothing failed");
+            for &i in &failed {
+                assert!(
+                    matches!(answers[i], Err(EngineError::Store(_))),
+                    "append {fail}: caller {i} got {:?}",
+                    answers[i]
+                );
+            }
+            // The engine shows exactly what the log holds, and every acknowledged deposit
+            // is in it.
+            let (shown, logged) = alice_now(e).await;
+            assert_eq!(shown, logged, "append {fail}: state and log differ");
+            assert_eq!(shown, ok.len() as i128 * 100, "append {fail}");
+            // The failed ones were not recorded: retried, each goes through once.
+            for &i in &failed {
+                match e.execute(deposit(i), Trace::default()).await {
+                    Ok(Outcome::Entry(_)) => {}
+                    other => panic!("append {fail}: retry of {i} got {other:?}"),
+                }
+            }
+            assert_eq!(alice_now(e).await, (40_000, 40_000), "append {fail}");
+        });
+    }
+}
+
+#[test]
+fn readers_get_in_while_writers_keep_the_pipeline_full_and_see_only_durable_state() {
+    futures_executor::block_on(async {
+        let e = &queued_engine(None).await;
+        let writers = (0..800).map(|i| e_execute(e, i));
+        let readers = (0..20).map(|_| async move {
+            let (seen, durable) = e.read(|l| (l.position(), e.store().durable())).await;
+            assert!(
+                seen <= durable,
+                "a reader saw position {seen} when {durable} were durable"
+            );
+        });
+        futures::join!(join_all(writers), join_all(readers));
+        assert_eq!(alice_now(e).await, (80_000, 80_000));
+    });
+}
+
+async fn e_execute(e: &Engine<QueuedStore>, i: usize) {
+    match e.execute(deposit(i), Trace::default()).await {
+        Ok(Outcome::Entry(_)) => {}
+        other => panic!("deposit {i} got {other:?}"),
+    }
+}

@@ -461,6 +461,11 @@ impl<E: JournalEvent> Drop for Journal<E> {
 
 #[async_trait]
 impl<E: JournalEvent> EventStore<E> for Journal<E> {
+    /// The first poll queues the batch to the writer thread, which takes requests in order.
+    fn orders_appends_when_polled(&self) -> bool {
+        true
+    }
+
     async fn append(&self, batch: AppendBatch<E>) -> Result<AppendReceipt, StoreError> {
         self.submit(batch).await
     }

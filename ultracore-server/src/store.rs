@@ -112,6 +112,10 @@ impl ServerStore {
 
 #[async_trait]
 impl EventStore<LedgerEvent> for ServerStore {
+    fn orders_appends_when_polled(&self) -> bool {
+        self.inner.orders_appends_when_polled()
+    }
+
     async fn append(&self, batch: AppendBatch<LedgerEvent>) -> Result<AppendReceipt, StoreError> {
         let events = batch.events.len();
         let start = Instant::now();

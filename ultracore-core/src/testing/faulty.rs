@@ -147,6 +147,10 @@ where
     S: EventStore<E>,
     E: Clone + Send + Sync + 'static,
 {
+    fn orders_appends_when_polled(&self) -> bool {
+        self.inner.orders_appends_when_polled()
+    }
+
     async fn append(&self, batch: AppendBatch<E>) -> Result<AppendReceipt, StoreError> {
         let unavailable = |what: &str| StoreError::Unavailable(format!("injected fault: {what}"));
         let n = batch.events.len();
