@@ -56,46 +56,53 @@ impl AttrCache {
 /// not parse counts as an unknown account): from the cache when every account is in it,
 /// otherwise from one consistent read, which also fills the cache.
 pub async fn accounts_resource(state: &AppState, accounts: &[(&str, bool)]) -> Resource {
-    let parsed: Vec<(Option<AccountId>, bool)> = accounts
-        .iter()
-        .map(|(s, debited)| (crate::dto::account_id(s).ok(), *debited))
-        .collect();
-    let mut cached = Vec::with_capacity(parsed.len());
-    for (id, debited) in &parsed {
-        let attrs = match id {
-            None => Some((None, None)),
-            Some(id) => state.attrs.get(id),
-        };
-        match attrs {
-            Some((owner, branch)) => cached.push(AccountAttrs {
-                owner,
-                branch,
-                debited: *debited,
-            }),
-            None => break,
-        }
-    }
-    if cached.len() == parsed.len() {
-        return Resource { accounts: cached };
+    if let Some(r) = cached_accounts_resource(state, accounts) {
+        return r;
     }
     state
         .engine
-        .read(|l| Resource {
-            accounts: parsed
-                .iter()
-                .map(|(id, debited)| match id {
-                    Some(id) => {
-                        state.attrs.fill(l, id);
-                        account_attrs(l, id, *debited)
-                    }
-                    None => AccountAttrs {
-                        debited: *debited,
-                        ..AccountAttrs::default()
-                    },
-                })
-                .collect(),
-        })
+        .read(|l| ledger_accounts_resource(state, l, accounts))
         .await
+}
+
+/// [`accounts_resource`] from the cache alone, if every account is in it.
+pub fn cached_accounts_resource(state: &AppState, accounts: &[(&str, bool)]) -> Option<Resource> {
+    let mut cached = Vec::with_capacity(accounts.len());
+    for (s, debited) in accounts {
+        let (owner, branch) = match crate::dto::account_id(s) {
+            Err(_) => (None, None),
+            Ok(id) => state.attrs.get(&id)?,
+        };
+        cached.push(AccountAttrs {
+            owner,
+            branch,
+            debited: *debited,
+        });
+    }
+    Some(Resource { accounts: cached })
+}
+
+/// [`accounts_resource`] read from the ledger, filling the cache.
+pub fn ledger_accounts_resource(
+    state: &AppState,
+    l: &Ledger,
+    accounts: &[(&str, bool)],
+) -> Resource {
+    Resource {
+        accounts: accounts
+            .iter()
+            .map(|(s, debited)| match crate::dto::account_id(s) {
+                Ok(id) => {
+                    state.attrs.fill(l, &id);
+                    account_attrs(l, &id, *debited)
+                }
+                Err(_) => AccountAttrs {
+                    debited: *debited,
+                    ..AccountAttrs::default()
+                },
+            })
+            .collect(),
+    }
 }
 
 /// The policy attributes of `id` (none if the ledger does not know it).

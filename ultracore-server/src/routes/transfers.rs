@@ -6,7 +6,10 @@ use axum::http::StatusCode;
 use axum::Json;
 use ultracore_core::ledger::{Command, EntryKind, PostHold, VoidHold};
 
-use super::{account_attrs, accounts_resource, entry_receipt, entry_resource, execute};
+use super::{
+    accounts_resource, cached_accounts_resource, entry_receipt, entry_resource, execute,
+    ledger_accounts_resource,
+};
 use crate::auth::mfa::Sensitive;
 use crate::auth::policy::{authorize, Action, Resource};
 use crate::config::TRANSFERS_PER_BATCH_MAX;
@@ -16,22 +19,6 @@ use crate::dto::{
 use crate::error::{json_error, ApiError, Problem};
 use crate::extract::{mfa_required, Body, Caller, OptBody, MFA_REQUIRED};
 use crate::state::AppState;
-
-fn transfer_resource(l: &ultracore_core::ledger::Ledger, t: &TransferIn) -> Resource {
-    let attrs = |id: &str, debited| match dto::account_id(id) {
-        Ok(id) => account_attrs(l, &id, debited),
-        Err(_) => crate::auth::policy::AccountAttrs {
-            debited,
-            ..Default::default()
-        },
-    };
-    Resource {
-        accounts: vec![
-            attrs(&t.debit_account, true),
-            attrs(&t.credit_account, false),
-        ],
-    }
-}
 
 /// Move money from one account to another, or reserve it (`pending: true`) until posted,
 /// voided or expired. The id is the idempotency key: the same request again answers the same
@@ -94,28 +81,50 @@ pub async fn batch(
             Err(e) => results[i] = Some(Err(e)),
         }
     }
-    // Authorise every item on one consistent read.
-    let (allowed, denied) = state
-        .engine
-        .read(|l| {
-            let mut allowed = Vec::with_capacity(parsed.len());
-            let mut denied = Vec::new();
-            for (i, t, c) in parsed {
-                if authorize(
-                    &caller.principal,
-                    Action::MoneyMove,
-                    &transfer_resource(l, &t),
-                )
-                .allowed()
-                {
-                    allowed.push((i, t, c));
-                } else {
-                    denied.push(i);
-                }
+    // Authorise every item: from the account-attribute cache (owner and branch never change
+    // once an account is open), with one consistent read for the items naming accounts not
+    // in it yet. Reads of the ledger would wait for the batch in flight to become durable.
+    let mut allowed = Vec::with_capacity(parsed.len());
+    let mut denied = Vec::new();
+    let mut uncached = Vec::new();
+    let allow = |r: &Resource| authorize(&caller.principal, Action::MoneyMove, r).allowed();
+    for (i, t, c) in parsed {
+        let accounts = [
+            (t.debit_account.as_str(), true),
+            (t.credit_account.as_str(), false),
+        ];
+        match cached_accounts_resource(&state, &accounts) {
+            Some(r) if allow(&r) => allowed.push((i, t, c)),
+            Some(_) => denied.push(i),
+            None => uncached.push((i, t, c)),
+        }
+    }
+    if !uncached.is_empty() {
+        let verdicts = state
+            .engine
+            .read(|l| {
+                uncached
+                    .iter()
+                    .map(|(_, t, _)| {
+                        let accounts = [
+                            (t.debit_account.as_str(), true),
+                            (t.credit_account.as_str(), false),
+                        ];
+                        allow(&ledger_accounts_resource(&state, l, &accounts))
+                    })
+                    .collect::<Vec<bool>>()
+            })
+            .await;
+        for (item, ok) in uncached.into_iter().zip(verdicts) {
+            if ok {
+                allowed.push(item);
+            } else {
+                denied.push(item.0);
             }
-            (allowed, denied)
-        })
-        .await;
+        }
+        // Answers and the engine keep the request's order.
+        allowed.sort_by_key(|(i, _, _)| *i);
+    }
     // Items the policy allows but that need a multi-factor token this caller lacks.
     let (allowed, need_mfa): (Vec<_>, Vec<_>) = allowed.into_iter().partition(|(_, _, c)| {
         caller.principal.mfa || !state.mfa.requires(Sensitive::MoneyMove(c))
