@@ -92,7 +92,7 @@ pub use codec::JournalEvent;
 pub use error::{JournalError, RecoveryReport, TornTail};
 pub use journal::{
     Journal, JournalConfig, JournalStats, GROUP_REQUESTS_MAX, PREALLOCATE_BYTES_DEFAULT,
-    SEGMENT_SIZE_MAX, SEGMENT_SIZE_MIN,
+    PREALLOCATE_WRITE_MAX, SEGMENT_SIZE_MAX, SEGMENT_SIZE_MIN,
 };
 pub use lock::{DirLock, LOCK_FILE};
 pub use snapshot::{FileSnapshotStore, SCOPE_LEN_MAX, SNAPSHOTS_KEPT};
