@@ -11,8 +11,10 @@
 //!    length-prefixed (so it decodes on a second thread while parts 3 and 4 decode on the
 //!    calling one);
 //! 3. the log positions: transaction time as a delta from the previous one, the event type as
-//!    a byte, the entry as an index into the entries below (sharing its id);
-//! 4. the entries, hand-encoded: a plain posted entry (one version, no metadata, the common
+//!    a byte, the entry as its index in part 4 (as the state holds it), or for a refusal the
+//!    refused id inline (a refused id is no entry);
+//! 4. the entries in recording order (the state's `Vec`, so an index means the same on both
+//!    sides), hand-encoded: a plain posted entry (one version, no metadata, the common
 //!    case by far) as its id, fingerprint, stream version, position (its transaction time is
 //!    the position's, part 3), valid time as a delta from that, and postings, each as (account index,
 //!    direction, minor units), so decoding shares the account's id instead of allocating a
@@ -30,13 +32,16 @@ use crate::time::{EffectiveAt, RecordedAt, Timestamp};
 
 use crate::varint::{Malformed, Reader, Writer};
 
+use std::num::NonZeroU32;
+
+use super::event::{EVENT_TYPES, TYPE_ENTRY_REJECTED};
 use super::model::{Direction, Entry, EntryKind, Metadata, Posting};
 use super::rejection::Rejection;
 use super::{AccountState, Ledger, LedgerConfig, PositionMeta};
 
 /// The snapshot format this build writes and reads. Bump it whenever any snapshotted type
 /// (ledger state, balance index internals) changes shape.
-pub const SNAPSHOT_SCHEMA: u64 = 0x5543_534e_0000_0004;
+pub const SNAPSHOT_SCHEMA: u64 = 0x5543_534e_0000_0005;
 
 /// Why a snapshot could not be used (the caller then replays the log).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -132,17 +137,9 @@ impl Ledger {
         w.bytes(&rest);
         w.bytes(&indexes.0);
 
-        let mut entry_index: super::IdMap<&EntryId, u64> =
-            std::collections::HashMap::with_capacity_and_hasher(
-                self.entries.len(),
-                foldhash::fast::FixedState::with_seed(self.config.hash_seed),
-            );
-        for (i, e) in self.entries.values().enumerate() {
-            entry_index.insert(&e.id, i as u64);
-        }
-
         w.var(self.positions.len() as u64);
         let mut last = 0i64;
+        let mut refused = self.rejected_at.iter();
         for (i, m) in self.positions.iter().enumerate() {
             if i == 0 {
                 w.zig(m.recorded_at);
@@ -151,25 +148,22 @@ impl Ledger {
                 w.var(m.recorded_at.wrapping_sub(last) as u64);
             }
             last = m.recorded_at;
-            let ty = EVENT_TYPE_NAMES
-                .iter()
-                .position(|n| *n == m.event_type)
-                .expect("every applied event has a known type");
-            w.0.push(ty as u8);
-            match &m.entry {
-                None => w.var(REF_NONE),
-                Some(id) => match entry_index.get(id) {
-                    Some(&i) => w.var(REF_ENTRY + i),
-                    None => {
-                        w.var(REF_INLINE);
-                        w.bytes(id.as_str().as_bytes());
-                    }
-                },
+            w.0.push(m.event_type);
+            if m.event_type == TYPE_ENTRY_REJECTED {
+                let (at, id) = refused.next().expect("every refusal has its id");
+                debug_assert_eq!(*at, i as u64 + 1);
+                w.var(REF_INLINE);
+                w.bytes(id.as_str().as_bytes());
+            } else {
+                match m.entry_ix() {
+                    None => w.var(REF_NONE),
+                    Some(e) => w.var(REF_ENTRY + e as u64),
+                }
             }
         }
 
         w.var(self.entries.len() as u64);
-        for e in self.entries.values() {
+        for e in &self.entries {
             self.encode_entry(&mut w, e);
         }
 
@@ -297,8 +291,8 @@ impl Ledger {
 
         let n = r.len_hint(2)?;
         let mut positions = Vec::with_capacity(n);
-        // (position index, entry index) of references to part 4, resolved once it is read.
-        let mut refs: Vec<(usize, usize)> = Vec::with_capacity(n);
+        // Entry references are checked against part 4 once it is read.
+        let mut entry_ref_max = None;
         let mut last = 0i64;
         for i in 0..n {
             let recorded_at = if i == 0 {
@@ -309,16 +303,26 @@ impl Ledger {
                     .ok_or_else(|| decode_error("time"))?
             };
             last = recorded_at;
-            let event_type = *EVENT_TYPE_NAMES
-                .get(usize::from(r.u8()?))
-                .ok_or_else(|| decode_error("event type"))?;
+            let event_type = r.u8()?;
+            if usize::from(event_type) >= EVENT_TYPES.len() {
+                return Err(decode_error("event type"));
+            }
+            let refusal = event_type == TYPE_ENTRY_REJECTED;
             let entry = match r.var()? {
-                REF_NONE => None,
-                REF_INLINE => Some(entry_id(r)?),
-                k => {
-                    refs.push((i, usize::try_from(k - REF_ENTRY).unwrap_or(usize::MAX)));
+                REF_NONE if !refusal => None,
+                REF_INLINE if refusal => {
+                    ledger.rejected_at.push((i as u64 + 1, entry_id(r)?));
                     None
                 }
+                k if k >= REF_ENTRY && !refusal => {
+                    let ix = u32::try_from(k - REF_ENTRY)
+                        .ok()
+                        .filter(|&ix| ix < u32::MAX)
+                        .ok_or_else(|| decode_error("entry reference"))?;
+                    entry_ref_max = entry_ref_max.max(Some(ix));
+                    NonZeroU32::new(ix + 1)
+                }
+                _ => return Err(inconsistent("a position's entry does not fit its type")),
             };
             positions.push(PositionMeta {
                 recorded_at,
@@ -328,27 +332,25 @@ impl Ledger {
         }
 
         let n = r.len_hint(4)?;
-        let mut entries: Vec<Box<Entry>> = Vec::with_capacity(n);
+        let mut entries: Vec<Entry> = Vec::with_capacity(n);
         for _ in 0..n {
-            entries.push(Box::new(ledger.decode_entry(r, &positions)?));
+            entries.push(ledger.decode_entry(r, &positions)?);
         }
         if !r.is_done() {
             return Err(decode_error("trailing bytes"));
         }
-        for (p, e) in refs {
-            let e = entries
-                .get(e)
-                .ok_or_else(|| decode_error("entry reference"))?;
-            positions[p].entry = Some(e.id.clone());
+        if entry_ref_max.is_some_and(|m| m as usize >= entries.len()) {
+            return Err(decode_error("entry reference"));
         }
-
-        ledger.entries.reserve(entries.len());
-        for e in entries {
-            let id = e.id.clone();
-            if ledger.entries.insert(id, e).is_some() {
+        ledger.entry_ix.reserve(entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            // Fewer entries than positions, and positions are referenced by u32 above.
+            let i = u32::try_from(i).map_err(|_| inconsistent("too many entries"))?;
+            if ledger.entry_ix.insert(e.id.clone(), i).is_some() {
                 return Err(inconsistent("an entry twice"));
             }
         }
+        ledger.entries = entries;
         ledger.positions = positions;
         ledger.open_fingerprints.extend(rest.open_fingerprints);
         ledger.corrections.extend(rest.corrections);
@@ -489,8 +491,13 @@ fn check_consistent(l: &Ledger) -> Result<(), SnapshotError> {
             ));
         }
     }
-    if l.entries.values().any(|e| e.current.position > last) {
+    if l.entries.iter().any(|e| e.current.position > last) {
         return bad("an entry is ahead of the log".into());
+    }
+    // Recording order: each entry's first version comes after the previous entry's.
+    let first = |e: &Entry| e.previous.first().unwrap_or(&e.current).position;
+    if l.entries.windows(2).any(|w| first(&w[0]) >= first(&w[1])) {
+        return bad("entries are not in recording order".into());
     }
     if l.positions
         .windows(2)
@@ -500,18 +507,3 @@ fn check_consistent(l: &Ledger) -> Result<(), SnapshotError> {
     }
     Ok(())
 }
-
-const EVENT_TYPE_NAMES: [&str; 12] = [
-    "account_opened",
-    "account_frozen",
-    "account_unfrozen",
-    "account_closed",
-    "account_metadata_set",
-    "entry_posted",
-    "hold_placed",
-    "hold_posted",
-    "hold_voided",
-    "hold_expired",
-    "entry_corrected",
-    "entry_rejected",
-];
