@@ -143,7 +143,7 @@ pub struct Ledger {
     /// Fingerprint of each account's opening request (idempotent re-opening).
     pub(crate) open_fingerprints: IdMap<AccountId, u64>,
     /// Every entry, in recording order (stored inline: no allocation per entry, and the map
-    /// below moves 4-byte indexes, not entries, when it grows).
+    /// below moves 24-byte (id, index) slots, not entries, when it grows).
     pub(crate) entries: Vec<Entry>,
     /// Entry id → index in `entries`.
     pub(crate) entry_ix: IdMap<EntryId, u32>,
@@ -153,8 +153,8 @@ pub struct Ledger {
     pub(crate) resolutions: IdMap<EntryId, u64>,
     /// Refused ids → (fingerprint, why).
     pub(crate) rejected: IdMap<EntryId, (u64, Rejection)>,
-    /// (log position, refused id) of every refusal, in log order: what a statement or a diff
-    /// names for a refusal's position (refused ids are few and not in `entries`).
+    /// (log position, refused id) of every refusal, in log order: the id a refusal's position
+    /// names (refused ids are few, and no entries, so positions cannot index them).
     pub(crate) rejected_at: Vec<(u64, EntryId)>,
     /// Open holds with a deadline, by deadline.
     pub(crate) hold_deadlines: BTreeSet<(Timestamp, EntryId)>,
