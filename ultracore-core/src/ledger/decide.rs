@@ -135,7 +135,7 @@ impl Ledger {
         let corrections = (!self.corrections.is_empty())
             .then(|| self.corrections.get(id))
             .flatten();
-        let same = match (self.entries.get(id), corrections) {
+        let same = match (self.entry_record(id), corrections) {
             (Some(e), _) => {
                 Some(e.fingerprint == fingerprint && !matches!(command, Command::Correct(_)))
             }
@@ -513,8 +513,7 @@ impl Ledger {
         fingerprint: u64,
     ) -> Result<Vec<LedgerEvent>, Rejection> {
         let e = self
-            .entries
-            .get(hold)
+            .entry_record(hold)
             .ok_or_else(|| Rejection::UnknownEntry {
                 entry: hold.clone(),
             })?;
@@ -623,8 +622,7 @@ impl Ledger {
         kinds_ok: fn(&EntryKind) -> bool,
     ) -> Result<&super::Entry, Rejection> {
         let e = self
-            .entries
-            .get(id)
+            .entry_record(id)
             .ok_or_else(|| Rejection::UnknownEntry { entry: id.clone() })?;
         let refuse = |reason: &str| Rejection::EntryNotChangeable {
             entry: id.clone(),

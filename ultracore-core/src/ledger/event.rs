@@ -145,22 +145,49 @@ pub enum LedgerEvent {
     },
 }
 
+/// The event type names (what [`DomainEvent::event_type`] answers), indexed by
+/// [`LedgerEvent::type_code`]: the state remembers a position's type as one byte.
+pub(crate) const EVENT_TYPES: [&str; 12] = [
+    "account_opened",
+    "account_frozen",
+    "account_unfrozen",
+    "account_closed",
+    "account_metadata_set",
+    "entry_posted",
+    "hold_placed",
+    "hold_posted",
+    "hold_voided",
+    "hold_expired",
+    "entry_corrected",
+    "entry_rejected",
+];
+
+/// [`LedgerEvent::type_code`] of [`LedgerEvent::EntryRejected`].
+pub(crate) const TYPE_ENTRY_REJECTED: u8 = 11;
+
+impl LedgerEvent {
+    /// The index of the event's type name in [`EVENT_TYPES`].
+    pub(crate) fn type_code(&self) -> u8 {
+        match self {
+            LedgerEvent::AccountOpened { .. } => 0,
+            LedgerEvent::AccountFrozen { .. } => 1,
+            LedgerEvent::AccountUnfrozen { .. } => 2,
+            LedgerEvent::AccountClosed { .. } => 3,
+            LedgerEvent::AccountMetadataSet { .. } => 4,
+            LedgerEvent::EntryPosted { .. } => 5,
+            LedgerEvent::HoldPlaced { .. } => 6,
+            LedgerEvent::HoldPosted { .. } => 7,
+            LedgerEvent::HoldVoided { .. } => 8,
+            LedgerEvent::HoldExpired { .. } => 9,
+            LedgerEvent::EntryCorrected { .. } => 10,
+            LedgerEvent::EntryRejected { .. } => TYPE_ENTRY_REJECTED,
+        }
+    }
+}
+
 impl DomainEvent for LedgerEvent {
     fn event_type(&self) -> &'static str {
-        match self {
-            LedgerEvent::AccountOpened { .. } => "account_opened",
-            LedgerEvent::AccountFrozen { .. } => "account_frozen",
-            LedgerEvent::AccountUnfrozen { .. } => "account_unfrozen",
-            LedgerEvent::AccountClosed { .. } => "account_closed",
-            LedgerEvent::AccountMetadataSet { .. } => "account_metadata_set",
-            LedgerEvent::EntryPosted { .. } => "entry_posted",
-            LedgerEvent::HoldPlaced { .. } => "hold_placed",
-            LedgerEvent::HoldPosted { .. } => "hold_posted",
-            LedgerEvent::HoldVoided { .. } => "hold_voided",
-            LedgerEvent::HoldExpired { .. } => "hold_expired",
-            LedgerEvent::EntryCorrected { .. } => "entry_corrected",
-            LedgerEvent::EntryRejected { .. } => "entry_rejected",
-        }
+        EVENT_TYPES[usize::from(self.type_code())]
     }
 
     const SCHEMA_VERSION: u16 = 1;

@@ -11,6 +11,14 @@
 //! 3. Append the envelopes durably. If the append fails, the in-memory state is ahead of the
 //!    log: rebuild the ledger from the log before deciding anything else.
 //! 4. Answer with `ledger.outcome(&command)` (or the rejection).
+//!
+//! State layout (what a two-posting transfer costs in memory, beside its two balance-index
+//! changes): the entry itself, inline in a dense `Vec<Entry>` in recording order (320 bytes,
+//! no allocation of its own); its postings, shared with the event (`Arc<[Posting]>`, ~150
+//! bytes); its id (`Arc<str>`, ~40 bytes) and one slot of the id → index map (24 bytes at a
+//! load of 44–88 %); and its log position's record, `PositionMeta` (16 bytes: transaction
+//! time, entry index, type code). Positions and statements name entries by index; only the
+//! few refusals keep their ids apart (`rejected_at`), since a refused id is no entry.
 
 mod command;
 mod decide;
@@ -20,7 +28,9 @@ mod query;
 mod rejection;
 mod snapshot;
 
+use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{BTreeSet, HashMap};
+use std::num::NonZeroU32;
 
 /// Balance-index changes of one decision: (account index, key, deltas). Inline up to four,
 /// which covers transfers, holds and their resolutions without a heap allocation.
@@ -95,12 +105,32 @@ pub(crate) struct AccountState {
     pub(crate) position: u64,
 }
 
-/// What the ledger remembers about each log position (for statements, diffs and `known_at`).
-#[derive(Clone, Debug, serde::Serialize)]
+/// What the ledger remembers about each log position (for statements, diffs and `known_at`):
+/// 16 bytes, one per event, so it names the entry by its index and the type by its code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct PositionMeta {
     pub(crate) recorded_at: i64,
-    pub(crate) entry: Option<EntryId>,
-    pub(crate) event_type: &'static str,
+    /// 1 + the index in [`Ledger::entries`] of the entry the event recorded or changed; `None`
+    /// for account events and for refusals (a refused id is no entry: the id is in
+    /// [`Ledger::rejected_at`]).
+    pub(crate) entry: Option<NonZeroU32>,
+    /// Index of the event's type in [`event::EVENT_TYPES`].
+    pub(crate) event_type: u8,
+}
+
+// The layout the module docs count on; a wider field would cost 8 bytes per event.
+const _: () = assert!(std::mem::size_of::<PositionMeta>() == 16);
+
+impl PositionMeta {
+    /// The event's type name (`entry_posted`, …).
+    pub(crate) fn event_type_name(&self) -> &'static str {
+        event::EVENT_TYPES[usize::from(self.event_type)]
+    }
+
+    /// The index in [`Ledger::entries`] of the entry the event recorded or changed, if any.
+    pub(crate) fn entry_ix(&self) -> Option<usize> {
+        self.entry.map(|i| i.get() as usize - 1)
+    }
 }
 
 /// The ledger's state: everything needed to decide commands and answer queries, rebuilt by
@@ -112,15 +142,20 @@ pub struct Ledger {
     pub(crate) account_ix: IdMap<AccountId, u32>,
     /// Fingerprint of each account's opening request (idempotent re-opening).
     pub(crate) open_fingerprints: IdMap<AccountId, u64>,
-    /// Boxed: an `Entry` is a few hundred bytes, and moving it on every rehash of a map with
-    /// millions of entries cost more than the allocation.
-    pub(crate) entries: IdMap<EntryId, Box<Entry>>,
+    /// Every entry, in recording order (stored inline: no allocation per entry, and the map
+    /// below moves 24-byte (id, index) slots, not entries, when it grows).
+    pub(crate) entries: Vec<Entry>,
+    /// Entry id → index in `entries`.
+    pub(crate) entry_ix: IdMap<EntryId, u32>,
     /// Correction id → (corrected entry, version produced, fingerprint).
     pub(crate) corrections: IdMap<EntryId, (EntryId, u32, u64)>,
     /// Hold id → fingerprint of the command that resolved it.
     pub(crate) resolutions: IdMap<EntryId, u64>,
     /// Refused ids → (fingerprint, why).
     pub(crate) rejected: IdMap<EntryId, (u64, Rejection)>,
+    /// (log position, refused id) of every refusal, in log order: the id a refusal's position
+    /// names (refused ids are few, and no entries, so positions cannot index them).
+    pub(crate) rejected_at: Vec<(u64, EntryId)>,
     /// Open holds with a deadline, by deadline.
     pub(crate) hold_deadlines: BTreeSet<(Timestamp, EntryId)>,
     pub(crate) positions: Vec<PositionMeta>,
@@ -152,10 +187,12 @@ impl Ledger {
             accounts: Vec::new(),
             account_ix: HashMap::with_hasher(h.clone()),
             open_fingerprints: HashMap::with_hasher(h.clone()),
-            entries: HashMap::with_hasher(h.clone()),
+            entries: Vec::new(),
+            entry_ix: HashMap::with_hasher(h.clone()),
             corrections: HashMap::with_hasher(h.clone()),
             resolutions: HashMap::with_hasher(h.clone()),
             rejected: HashMap::with_hasher(h.clone()),
+            rejected_at: Vec::new(),
             hold_deadlines: BTreeSet::new(),
             positions: Vec::new(),
             deferred: None,
@@ -195,7 +232,7 @@ impl Ledger {
 
     /// The entry (with all its versions), as known now.
     pub fn entry_record(&self, id: &EntryId) -> Option<&Entry> {
-        self.entries.get(id).map(|e| &**e)
+        self.entry_ix.get(id).map(|&i| &self.entries[i as usize])
     }
 
     /// Number of entries (all kinds).
@@ -212,6 +249,7 @@ impl Ledger {
     /// a latency-sensitive phase does not pay for growing the maps midway.
     pub fn reserve(&mut self, entries: usize) {
         self.entries.reserve(entries);
+        self.entry_ix.reserve(entries);
         self.positions.reserve(entries);
     }
 
@@ -372,7 +410,7 @@ impl Ledger {
                 .get(id)
                 .map_or(0, |&i| self.accounts[i as usize].account.stream_version)
         };
-        let entry_version = |id: &EntryId| self.entries.get(id).map_or(0, |e| e.stream_version);
+        let entry_version = |id: &EntryId| self.entry_record(id).map_or(0, |e| e.stream_version);
         1 + match event {
             LedgerEvent::AccountOpened { .. }
             | LedgerEvent::EntryPosted { .. }
@@ -419,8 +457,9 @@ impl Ledger {
         let entry = self.apply_payload(env, changes)?;
         self.positions.push(PositionMeta {
             recorded_at: env.recorded_at.0.as_micros(),
-            entry,
-            event_type: crate::event::DomainEvent::event_type(&env.payload),
+            // `insert_entry` keeps indexes below u32::MAX, so 1 + index fits.
+            entry: entry.and_then(|i| NonZeroU32::new(i + 1)),
+            event_type: env.payload.type_code(),
         });
         Ok(())
     }
@@ -434,14 +473,20 @@ impl Ledger {
         }
     }
 
-    fn entry_mut(&mut self, id: &EntryId) -> Result<&mut Entry, InvariantViolated> {
-        self.entries
-            .get_mut(id)
-            .map(|e| &mut **e)
+    /// The index in `entries` of an entry an event names.
+    fn entry_index(&self, id: &EntryId) -> Result<u32, InvariantViolated> {
+        self.entry_ix
+            .get(id)
+            .copied()
             .ok_or_else(|| InvariantViolated(format!("event names unknown entry {id}")))
     }
 
-    /// Applies index changes computed by [`Ledger::money_changes`].
+    fn entry_mut(&mut self, id: &EntryId) -> Result<&mut Entry, InvariantViolated> {
+        let i = self.entry_index(id)?;
+        Ok(&mut self.entries[i as usize])
+    }
+
+    /// Applies balance-index changes (from [`Ledger::posting_changes`] and friends).
     fn apply_changes(
         &mut self,
         position: u64,
@@ -464,11 +509,13 @@ impl Ledger {
         Ok(())
     }
 
+    /// Applies the event's effect; returns the index in `entries` of the entry it recorded
+    /// or changed, if any.
     fn apply_payload(
         &mut self,
         env: &Envelope<LedgerEvent>,
         precomputed: Option<Changes>,
-    ) -> Result<Option<EntryId>, InvariantViolated> {
+    ) -> Result<Option<u32>, InvariantViolated> {
         let pos = env.position;
         match &env.payload {
             LedgerEvent::AccountOpened {
@@ -552,7 +599,7 @@ impl Ledger {
                     Some(of) => EntryKind::Reversal { of: of.clone() },
                     None => EntryKind::Posted,
                 };
-                self.insert_entry(
+                let ix = self.insert_entry(
                     env,
                     id,
                     kind,
@@ -561,7 +608,7 @@ impl Ledger {
                     metadata,
                     *fingerprint,
                 )?;
-                Ok(Some(id.clone()))
+                Ok(Some(ix))
             }
             LedgerEvent::HoldPlaced {
                 id,
@@ -592,7 +639,7 @@ impl Ledger {
                     amount: *amount,
                     resolution: None,
                 };
-                self.insert_entry(
+                let ix = self.insert_entry(
                     env,
                     id,
                     kind,
@@ -601,7 +648,7 @@ impl Ledger {
                     metadata,
                     *fingerprint,
                 )?;
-                Ok(Some(id.clone()))
+                Ok(Some(ix))
             }
             LedgerEvent::HoldPosted {
                 hold,
@@ -614,9 +661,10 @@ impl Ledger {
                     effective_at: *effective_at,
                     position: pos,
                 };
-                self.resolve_hold(hold, Some(amount.minor()), *effective_at, resolution, pos)?;
+                let ix =
+                    self.resolve_hold(hold, Some(amount.minor()), *effective_at, resolution, pos)?;
                 self.resolutions.insert(hold.clone(), *fingerprint);
-                Ok(Some(hold.clone()))
+                Ok(Some(ix))
             }
             LedgerEvent::HoldVoided {
                 hold,
@@ -627,15 +675,16 @@ impl Ledger {
                     effective_at: *effective_at,
                     position: pos,
                 };
-                self.resolve_hold(hold, None, *effective_at, resolution, pos)?;
+                let ix = self.resolve_hold(hold, None, *effective_at, resolution, pos)?;
                 self.resolutions.insert(hold.clone(), *fingerprint);
-                Ok(Some(hold.clone()))
+                Ok(Some(ix))
             }
             LedgerEvent::HoldExpired { hold } => {
                 // The reservation already ends at the deadline in valid time (recorded when the
                 // hold was placed); expiry only settles the hold's status.
+                let ix = self.entry_index(hold)?;
                 let (postings, deadline) = {
-                    let e = self.entry_mut(hold)?;
+                    let e = &mut self.entries[ix as usize];
                     let deadline = match &mut e.kind {
                         EntryKind::Hold {
                             expires_at: Some(d),
@@ -654,7 +703,7 @@ impl Ledger {
                 self.accounts[debit as usize].account.open_holds -= 1;
                 self.accounts[credit as usize].account.open_holds -= 1;
                 self.hold_deadlines.remove(&(deadline, hold.clone()));
-                Ok(Some(hold.clone()))
+                Ok(Some(ix))
             }
             LedgerEvent::EntryCorrected {
                 entry,
@@ -666,12 +715,8 @@ impl Ledger {
                 reason,
                 fingerprint,
             } => {
-                let old = self
-                    .entries
-                    .get(entry)
-                    .ok_or_else(|| InvariantViolated(format!("unknown entry {entry}")))?
-                    .current
-                    .clone();
+                let ix = self.entry_index(entry)?;
+                let old = self.entries[ix as usize].current.clone();
                 let mut changes = self
                     .posting_changes(&old.postings, old.effective_at, old.position, -1)
                     .map_err(|r| InvariantViolated(r.to_string()))?;
@@ -680,7 +725,7 @@ impl Ledger {
                         .map_err(|r| InvariantViolated(r.to_string()))?,
                 );
                 self.apply_changes(pos, &changes)?;
-                let e = self.entry_mut(entry)?;
+                let e = &mut self.entries[ix as usize];
                 let mut prev = std::mem::replace(
                     &mut e.current,
                     EntryVersion {
@@ -702,7 +747,7 @@ impl Ledger {
                     correction_id.clone(),
                     (entry.clone(), *version, *fingerprint),
                 );
-                Ok(Some(entry.clone()))
+                Ok(Some(ix))
             }
             LedgerEvent::EntryRejected {
                 id,
@@ -711,7 +756,8 @@ impl Ledger {
             } => {
                 self.rejected
                     .insert(id.clone(), (*fingerprint, rejection.clone()));
-                Ok(Some(id.clone()))
+                self.rejected_at.push((pos, id.clone()));
+                Ok(None)
             }
         }
     }
@@ -721,7 +767,7 @@ impl Ledger {
         id: &AccountId,
         pos: u64,
         f: impl FnOnce(&mut Account),
-    ) -> Result<Option<EntryId>, InvariantViolated> {
+    ) -> Result<Option<u32>, InvariantViolated> {
         let st = self.account_mut(id)?;
         f(&mut st.account);
         st.account.stream_version += 1;
@@ -729,6 +775,7 @@ impl Ledger {
         Ok(None)
     }
 
+    /// Records a new entry at the end of `entries`; returns its index.
     #[allow(clippy::too_many_arguments)]
     fn insert_entry(
         &mut self,
@@ -739,7 +786,20 @@ impl Ledger {
         effective_at: EffectiveAt,
         metadata: &Metadata,
         fingerprint: u64,
-    ) -> Result<(), InvariantViolated> {
+    ) -> Result<u32, InvariantViolated> {
+        // Positions store 1 + the index in a u32.
+        let ix = u32::try_from(self.entries.len())
+            .ok()
+            .filter(|&i| i < u32::MAX)
+            .ok_or_else(|| InvariantViolated("too many entries".into()))?;
+        match self.entry_ix.entry(id.clone()) {
+            MapEntry::Occupied(_) => {
+                return Err(InvariantViolated(format!("entry {id} recorded twice")))
+            }
+            MapEntry::Vacant(v) => {
+                v.insert(ix);
+            }
+        }
         let entry = Entry::recorded(
             id.clone(),
             kind,
@@ -750,10 +810,8 @@ impl Ledger {
             fingerprint,
             1,
         );
-        if self.entries.insert(id.clone(), Box::new(entry)).is_some() {
-            return Err(InvariantViolated(format!("entry {id} recorded twice")));
-        }
-        Ok(())
+        self.entries.push(entry);
+        Ok(ix)
     }
 
     /// The (debit, credit) account indexes of a hold's two postings.
@@ -784,9 +842,10 @@ impl Ledger {
         effective_at: EffectiveAt,
         resolution: HoldResolution,
         pos: u64,
-    ) -> Result<(), InvariantViolated> {
+    ) -> Result<u32, InvariantViolated> {
+        let ix = self.entry_index(hold)?;
         let (postings, held, expires_at, placed_at) = {
-            let e = self.entry_mut(hold)?;
+            let e = &mut self.entries[ix as usize];
             let placed_at = e.current.position;
             match &mut e.kind {
                 EntryKind::Hold {
@@ -823,7 +882,7 @@ impl Ledger {
         if let Some(d) = expires_at {
             self.hold_deadlines.remove(&(d, hold.clone()));
         }
-        Ok(())
+        Ok(ix)
     }
 
     /// Index changes of a set of postings at (effective_at, seq), merged per account;

@@ -11,6 +11,7 @@ use crate::money::{Amount, Currency, SignedAmount};
 use crate::time::{RecordedAt, Timestamp};
 
 use super::command::{AccountReceipt, Command, EntryReceipt, EntryStatus, Outcome};
+use super::event::TYPE_ENTRY_REJECTED;
 use super::model::{
     AccountKind, BalanceView, Basis, Direction, Entry, EntryKind, EntryVersion, HoldResolution,
     KnownAt, Metadata,
@@ -265,19 +266,26 @@ impl Ledger {
         })
     }
 
+    /// The entry the event at `position` recorded, changed or refused, if any.
     fn entry_at(&self, position: u64) -> Option<EntryId> {
-        position
-            .checked_sub(1)
-            .and_then(|i| self.positions.get(i as usize))
-            .and_then(|m| m.entry.clone())
+        let m = self
+            .positions
+            .get(usize::try_from(position.checked_sub(1)?).ok()?)?;
+        if m.event_type == TYPE_ENTRY_REJECTED {
+            let i = self
+                .rejected_at
+                .binary_search_by_key(&position, |(p, _)| *p)
+                .ok()?;
+            return Some(self.rejected_at[i].1.clone());
+        }
+        Some(self.entries[m.entry_ix()?].id.clone())
     }
 
     /// An entry as known at `known_at`: the version then in force.
     pub fn entry(&self, id: &EntryId, known_at: KnownAt) -> Result<EntryView, QueryError> {
         let basis = self.basis(known_at)?;
         let e = self
-            .entries
-            .get(id)
+            .entry_record(id)
             .ok_or_else(|| QueryError::UnknownEntry(id.clone()))?;
         let version = e
             .version_at(basis.position)
@@ -298,8 +306,7 @@ impl Ledger {
     /// each was believed.
     pub fn entry_history(&self, id: &EntryId) -> Result<Vec<EntryVersion>, QueryError> {
         let e = self
-            .entries
-            .get(id)
+            .entry_record(id)
             .ok_or_else(|| QueryError::UnknownEntry(id.clone()))?;
         Ok(e.versions().cloned().collect())
     }
@@ -341,7 +348,7 @@ impl Ledger {
                 effective_at: Timestamp::from_micros(c.key.0).unwrap_or(from),
                 entry_id: self.entry_at(c.key.1),
                 caused_by_position: c.position,
-                caused_by_event_type: meta.event_type.to_string(),
+                caused_by_event_type: meta.event_type_name().to_string(),
                 recorded_at: Timestamp::from_micros(meta.recorded_at).unwrap_or(Timestamp::EPOCH),
                 posted_change: signed(c.deltas.posted * sign, cur)?,
             });
@@ -374,8 +381,7 @@ impl Ledger {
             }))
         };
         let entry = |id: &EntryId| {
-            self.entries
-                .get(id)
+            self.entry_record(id)
                 .ok_or_else(|| Rejection::UnknownEntry { entry: id.clone() })
         };
         match command {

@@ -8,15 +8,23 @@
 //! 1. the accounts and the small tables (opening fingerprints, corrections, resolutions,
 //!    refusals, hold deadlines) in postcard (compact binary serde), length-prefixed;
 //! 2. each account's balance index in postcard, in account order, the whole part
-//!    length-prefixed (so it decodes on a second thread while parts 3 and 4 decode on the
-//!    calling one);
-//! 3. the log positions: transaction time as a delta from the previous one, the event type as
-//!    a byte, the entry as an index into the entries below (sharing its id);
-//! 4. the entries, hand-encoded: a plain posted entry (one version, no metadata, the common
-//!    case by far) as its id, fingerprint, stream version, position (its transaction time is
-//!    the position's, part 3), valid time as a delta from that, and postings, each as (account index,
-//!    direction, minor units), so decoding shares the account's id instead of allocating a
-//!    copy per posting; any other entry in postcard.
+//!    length-prefixed;
+//! 3. the log positions, the whole part length-prefixed: their count, then per position the
+//!    transaction time as a delta from the previous one, the event type as a byte, and the
+//!    entry as its index in part 4 (as the state holds it), or for a refusal the refused id
+//!    inline (a refused id is no entry);
+//! 4. the entries in recording order (the state's `Vec`, so an index means the same on both
+//!    sides): their count `n`, then the first `n / 2` and the other entries as two
+//!    length-prefixed halves. Each is hand-encoded: a plain posted entry (one version, no
+//!    metadata, the common case by far) as its id, fingerprint, stream version, position (its
+//!    transaction time is the position's, part 3), valid time as a delta from that, and
+//!    postings, each as (account index, direction, minor units), so decoding shares the
+//!    account's id instead of allocating a copy per posting; any other entry in postcard.
+//!
+//! Every part but the first is length-prefixed so that three threads can work at once, on
+//! both sides: decoding reads part 2 on one thread and parses the second half of part 4
+//! (the allocations of its ids and postings, which need no positions) on another while the
+//! calling thread reads part 3 and the first half; encoding splits the same way.
 //!
 //! Integers are LEB128 varints (signed ones zigzag-encoded) unless said otherwise. Hand-encoding
 //! the two big tables makes decoding about as fast as allocating the state (see
@@ -30,13 +38,19 @@ use crate::time::{EffectiveAt, RecordedAt, Timestamp};
 
 use crate::varint::{Malformed, Reader, Writer};
 
+use std::num::NonZeroU32;
+
+use super::event::{EVENT_TYPES, TYPE_ENTRY_REJECTED};
+use std::sync::Arc;
+
+use super::command::Postings;
 use super::model::{Direction, Entry, EntryKind, Metadata, Posting};
 use super::rejection::Rejection;
 use super::{AccountState, Ledger, LedgerConfig, PositionMeta};
 
 /// The snapshot format this build writes and reads. Bump it whenever any snapshotted type
 /// (ledger state, balance index internals) changes shape.
-pub const SNAPSHOT_SCHEMA: u64 = 0x5543_534e_0000_0004;
+pub const SNAPSHOT_SCHEMA: u64 = 0x5543_534e_0000_0005;
 
 /// Why a snapshot could not be used (the caller then replays the log).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -121,58 +135,37 @@ impl Ledger {
         // Plain data, no maps with non-string keys, no failing custom serialisers: serialising
         // to a Vec cannot fail.
         let rest = postcard::to_stdvec(&rest).expect("ledger state always serialises");
-        let mut indexes = Writer(Vec::new());
-        for st in &self.accounts {
-            indexes.bytes(&postcard::to_stdvec(&st.index).expect("indexes always serialise"));
-        }
+        // The balance indexes and the second half of the entries encode on two more threads.
+        let split = self.entries.len() / 2;
+        let (indexes, (first, second), positions) = std::thread::scope(|scope| {
+            let indexes = scope.spawn(|| {
+                let mut w = Writer(Vec::new());
+                for st in &self.accounts {
+                    w.bytes(&postcard::to_stdvec(&st.index).expect("indexes always serialise"));
+                }
+                w.0
+            });
+            let second = scope.spawn(|| self.encode_entries(&self.entries[split..]));
+            let positions = self.encode_positions();
+            let first = self.encode_entries(&self.entries[..split]);
+            let join = "encoding cannot panic";
+            (
+                indexes.join().expect(join),
+                (first, second.join().expect(join)),
+                positions,
+            )
+        });
+        let parts = [&rest, &indexes, &positions, &first, &second];
         let mut w = Writer(Vec::with_capacity(
-            rest.len() + indexes.0.len() + 32 + self.entries.len() * 48 + self.positions.len() * 6,
+            parts.iter().map(|p| p.len() + 10).sum::<usize>() + 32,
         ));
         w.0.extend_from_slice(&[0; 16]);
         w.bytes(&rest);
-        w.bytes(&indexes.0);
-
-        let mut entry_index: super::IdMap<&EntryId, u64> =
-            std::collections::HashMap::with_capacity_and_hasher(
-                self.entries.len(),
-                foldhash::fast::FixedState::with_seed(self.config.hash_seed),
-            );
-        for (i, e) in self.entries.values().enumerate() {
-            entry_index.insert(&e.id, i as u64);
-        }
-
-        w.var(self.positions.len() as u64);
-        let mut last = 0i64;
-        for (i, m) in self.positions.iter().enumerate() {
-            if i == 0 {
-                w.zig(m.recorded_at);
-            } else {
-                // Strictly increasing (checked on apply), so the delta is positive.
-                w.var(m.recorded_at.wrapping_sub(last) as u64);
-            }
-            last = m.recorded_at;
-            let ty = EVENT_TYPE_NAMES
-                .iter()
-                .position(|n| *n == m.event_type)
-                .expect("every applied event has a known type");
-            w.0.push(ty as u8);
-            match &m.entry {
-                None => w.var(REF_NONE),
-                Some(id) => match entry_index.get(id) {
-                    Some(&i) => w.var(REF_ENTRY + i),
-                    None => {
-                        w.var(REF_INLINE);
-                        w.bytes(id.as_str().as_bytes());
-                    }
-                },
-            }
-        }
-
+        w.bytes(&indexes);
+        w.bytes(&positions);
         w.var(self.entries.len() as u64);
-        for e in self.entries.values() {
-            self.encode_entry(&mut w, e);
-        }
-
+        w.bytes(&first);
+        w.bytes(&second);
         seal(w.0)
     }
 
@@ -183,6 +176,45 @@ impl Ledger {
         let mut out = vec![0; 16];
         out.extend_from_slice(body);
         seal(out)
+    }
+
+    /// Part 3: the log positions.
+    fn encode_positions(&self) -> Vec<u8> {
+        let mut w = Writer(Vec::with_capacity(self.positions.len() * 6 + 16));
+        w.var(self.positions.len() as u64);
+        let mut last = 0i64;
+        let mut refused = self.rejected_at.iter();
+        for (i, m) in self.positions.iter().enumerate() {
+            if i == 0 {
+                w.zig(m.recorded_at);
+            } else {
+                // Strictly increasing (checked on apply), so the delta is positive.
+                w.var(m.recorded_at.wrapping_sub(last) as u64);
+            }
+            last = m.recorded_at;
+            w.0.push(m.event_type);
+            if m.event_type == TYPE_ENTRY_REJECTED {
+                let (at, id) = refused.next().expect("every refusal has its id");
+                debug_assert_eq!(*at, i as u64 + 1);
+                w.var(REF_INLINE);
+                w.bytes(id.as_str().as_bytes());
+            } else {
+                match m.entry_ix() {
+                    None => w.var(REF_NONE),
+                    Some(e) => w.var(REF_ENTRY + e as u64),
+                }
+            }
+        }
+        w.0
+    }
+
+    /// One half of part 4.
+    fn encode_entries(&self, entries: &[Entry]) -> Vec<u8> {
+        let mut w = Writer(Vec::with_capacity(entries.len() * 48));
+        for e in entries {
+            self.encode_entry(&mut w, e);
+        }
+        w.0
     }
 
     /// Part 4's form of one entry.
@@ -197,7 +229,7 @@ impl Ledger {
             && c.correction_id.is_none()
             && c.reason.is_none()
             && !c.cancelled;
-        let ixs: Option<Vec<u32>> = plain
+        let ixs: Option<super::AccountIxs> = plain
             .then(|| {
                 c.postings
                     .iter()
@@ -258,29 +290,58 @@ impl Ledger {
         let mut r = Reader::new(body);
         let rest: Rest = postcard::from_bytes(r.bytes()?).map_err(decode_error)?;
         let index_part = r.bytes()?;
-        let accounts = rest.accounts.len();
-        // The indexes are about a third of the decoding work and independent of the rest.
-        std::thread::scope(|scope| {
-            let indexes = scope.spawn(move || decode_indexes(index_part, accounts));
-            let ledger = Ledger::decode_rest(config, rest, &mut r);
+        let position_part = r.bytes()?;
+        let n = r.len_hint(4)?;
+        let halves = [r.bytes()?, r.bytes()?];
+        if !r.is_done() {
+            return Err(decode_error("trailing bytes"));
+        }
+        let split = n / 2;
+        let accounts = &rest.accounts[..];
+        // Three threads: the balance indexes (about a third of the work) and the parsing of
+        // the second half of the entries (its allocations: ids and postings) run beside the
+        // log positions and the first half.
+        let (indexes, positions, entries) = std::thread::scope(|scope| {
+            let indexes = scope.spawn(move || decode_indexes(index_part, accounts.len()));
+            let second = scope.spawn(move || parse_entries(halves[1], n - split, accounts));
+            let decoded = decode_positions(position_part).and_then(|(positions, refused)| {
+                let mut entries = Vec::with_capacity(n);
+                let mut r = Reader::new(halves[0]);
+                for _ in 0..split {
+                    entries.push(parse_entry(&mut r, accounts)?.finish(&positions)?);
+                }
+                if !r.is_done() {
+                    return Err(decode_error("trailing bytes after the entries"));
+                }
+                Ok((positions, refused, entries))
+            });
+            let second = second
+                .join()
+                .unwrap_or_else(|_| Err(decode_error("entry decoder panicked")));
             let indexes = indexes
                 .join()
                 .unwrap_or_else(|_| Err(decode_error("index decoder panicked")));
-            let mut ledger = ledger?;
-            for (st, index) in ledger.accounts.iter_mut().zip(indexes?) {
-                st.index = index;
+            let (positions, refused, mut entries) = decoded?;
+            for e in second? {
+                entries.push(e.finish(&positions)?);
             }
-            check_consistent(&ledger)?;
-            Ok(ledger)
-        })
+            Ok::<_, SnapshotError>((indexes?, (positions, refused), entries))
+        })?;
+        let mut ledger = Ledger::assemble(config, rest, positions, entries)?;
+        for (st, index) in ledger.accounts.iter_mut().zip(indexes) {
+            st.index = index;
+        }
+        check_consistent(&ledger)?;
+        Ok(ledger)
     }
 
-    /// Parts 1, 3 and 4 of a snapshot body (part 2, the balance indexes, is read by
-    /// [`decode_indexes`]); `r` is positioned at part 3.
-    fn decode_rest(
+    /// A ledger from the decoded parts 1, 3 and 4 of a snapshot (its balance indexes still
+    /// empty).
+    fn assemble(
         config: LedgerConfig,
         rest: Rest,
-        r: &mut Reader<'_>,
+        (positions, rejected_at): (Vec<PositionMeta>, Vec<(u64, EntryId)>),
+        entries: Vec<Entry>,
     ) -> Result<Ledger, SnapshotError> {
         let mut ledger = Ledger::new(config);
         for (i, st) in rest.accounts.iter().enumerate() {
@@ -294,62 +355,24 @@ impl Ledger {
             }
         }
         ledger.accounts = rest.accounts;
-
-        let n = r.len_hint(2)?;
-        let mut positions = Vec::with_capacity(n);
-        // (position index, entry index) of references to part 4, resolved once it is read.
-        let mut refs: Vec<(usize, usize)> = Vec::with_capacity(n);
-        let mut last = 0i64;
-        for i in 0..n {
-            let recorded_at = if i == 0 {
-                r.zig()?
-            } else {
-                let delta = i64::try_from(r.var()?).map_err(|_| decode_error("time delta"))?;
-                last.checked_add(delta)
-                    .ok_or_else(|| decode_error("time"))?
-            };
-            last = recorded_at;
-            let event_type = *EVENT_TYPE_NAMES
-                .get(usize::from(r.u8()?))
-                .ok_or_else(|| decode_error("event type"))?;
-            let entry = match r.var()? {
-                REF_NONE => None,
-                REF_INLINE => Some(entry_id(r)?),
-                k => {
-                    refs.push((i, usize::try_from(k - REF_ENTRY).unwrap_or(usize::MAX)));
-                    None
-                }
-            };
-            positions.push(PositionMeta {
-                recorded_at,
-                entry,
-                event_type,
-            });
+        if positions
+            .iter()
+            .filter_map(PositionMeta::entry_ix)
+            .any(|i| i >= entries.len())
+        {
+            return Err(decode_error("entry reference"));
         }
-
-        let n = r.len_hint(4)?;
-        let mut entries: Vec<Box<Entry>> = Vec::with_capacity(n);
-        for _ in 0..n {
-            entries.push(Box::new(ledger.decode_entry(r, &positions)?));
-        }
-        if !r.is_done() {
-            return Err(decode_error("trailing bytes"));
-        }
-        for (p, e) in refs {
-            let e = entries
-                .get(e)
-                .ok_or_else(|| decode_error("entry reference"))?;
-            positions[p].entry = Some(e.id.clone());
-        }
-
-        ledger.entries.reserve(entries.len());
-        for e in entries {
-            let id = e.id.clone();
-            if ledger.entries.insert(id, e).is_some() {
+        ledger.entry_ix.reserve(entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            // Positions refer to entries by a u32 index (checked above).
+            let i = u32::try_from(i).map_err(|_| inconsistent("too many entries"))?;
+            if ledger.entry_ix.insert(e.id.clone(), i).is_some() {
                 return Err(inconsistent("an entry twice"));
             }
         }
+        ledger.entries = entries;
         ledger.positions = positions;
+        ledger.rejected_at = rejected_at;
         ledger.open_fingerprints.extend(rest.open_fingerprints);
         ledger.corrections.extend(rest.corrections);
         ledger.resolutions.extend(rest.resolutions);
@@ -360,73 +383,189 @@ impl Ledger {
         ledger.hold_deadlines.extend(rest.hold_deadlines);
         Ok(ledger)
     }
+}
 
-    /// Reads part 4's form of one entry; account indexes refer to `self.accounts`, positions
-    /// (for its transaction time) to part 3.
-    fn decode_entry(
-        &self,
-        r: &mut Reader<'_>,
-        positions: &[PositionMeta],
-    ) -> Result<Entry, SnapshotError> {
-        match r.u8()? {
-            ENTRY_FULL => postcard::from_bytes(r.bytes()?).map_err(decode_error),
-            ENTRY_PLAIN => {
-                let id = entry_id(r)?;
-                let fingerprint = r.u64_le()?;
-                let stream_version = r.var()?;
-                let position = r.var()?;
-                let recorded_at = usize::try_from(position)
-                    .ok()
-                    .and_then(|p| positions.get(p.checked_sub(1)?))
-                    .ok_or_else(|| decode_error("entry position"))?
-                    .recorded_at;
-                let effective_at = recorded_at
-                    .checked_add(r.zig()?)
-                    .and_then(Timestamp::from_micros)
-                    .ok_or_else(|| decode_error("time out of range"))?;
-                let (effective_at, recorded_at) = (
-                    EffectiveAt(effective_at),
-                    RecordedAt(
-                        Timestamp::from_micros(recorded_at)
-                            .ok_or_else(|| decode_error("time out of range"))?,
-                    ),
-                );
-                let n = r.len_hint(3)?;
-                let postings = (0..n)
-                    .map(|_| {
-                        let ix = usize::try_from(r.var()?).unwrap_or(usize::MAX);
-                        let acc = &self
-                            .accounts
-                            .get(ix)
-                            .ok_or_else(|| decode_error("account index"))?
-                            .account;
-                        let direction = match r.u8()? {
-                            0 => Direction::Debit,
-                            1 => Direction::Credit,
-                            _ => return Err(decode_error("direction")),
-                        };
-                        let amount =
-                            Amount::from_minor(r.zig128()?, acc.currency).map_err(decode_error)?;
-                        Ok(Posting {
-                            account: acc.id.clone(),
-                            direction,
-                            amount,
-                        })
-                    })
-                    .collect::<Result<Vec<_>, SnapshotError>>()?;
-                Ok(Entry::recorded(
-                    id,
-                    EntryKind::Posted,
-                    Metadata::new(),
-                    postings.into(),
-                    effective_at,
-                    (position, recorded_at),
-                    fingerprint,
-                    stream_version,
-                ))
-            }
-            _ => Err(decode_error("entry tag")),
+/// Part 3: the log positions, and (position, id) of each refusal.
+#[allow(clippy::type_complexity)]
+fn decode_positions(
+    part: &[u8],
+) -> Result<(Vec<PositionMeta>, Vec<(u64, EntryId)>), SnapshotError> {
+    let mut r = Reader::new(part);
+    let n = r.len_hint(2)?;
+    let mut positions = Vec::with_capacity(n);
+    let mut refused = Vec::new();
+    let mut last = 0i64;
+    for i in 0..n {
+        let recorded_at = if i == 0 {
+            r.zig()?
+        } else {
+            let delta = i64::try_from(r.var()?).map_err(|_| decode_error("time delta"))?;
+            last.checked_add(delta)
+                .ok_or_else(|| decode_error("time"))?
+        };
+        last = recorded_at;
+        let event_type = r.u8()?;
+        if usize::from(event_type) >= EVENT_TYPES.len() {
+            return Err(decode_error("event type"));
         }
+        let refusal = event_type == TYPE_ENTRY_REJECTED;
+        let entry = match r.var()? {
+            REF_NONE if !refusal => None,
+            REF_INLINE if refusal => {
+                refused.push((i as u64 + 1, entry_id(&mut r)?));
+                None
+            }
+            k if k >= REF_ENTRY && !refusal => {
+                let ix = u32::try_from(k - REF_ENTRY)
+                    .ok()
+                    .filter(|&ix| ix < u32::MAX)
+                    .ok_or_else(|| decode_error("entry reference"))?;
+                NonZeroU32::new(ix + 1)
+            }
+            _ => return Err(inconsistent("a position's entry does not fit its type")),
+        };
+        positions.push(PositionMeta {
+            recorded_at,
+            entry,
+            event_type,
+        });
+    }
+    if !r.is_done() {
+        return Err(decode_error("trailing bytes after the positions"));
+    }
+    Ok((positions, refused))
+}
+
+/// An entry of part 4 as parsed, before its transaction time (from part 3) is known: what
+/// a second thread can do without the positions, including the allocations.
+enum Parsed {
+    Plain {
+        id: EntryId,
+        fingerprint: u64,
+        stream_version: u64,
+        position: u64,
+        /// Valid time minus transaction time.
+        valid_delta: i64,
+        postings: Postings,
+    },
+    Full(Box<Entry>),
+}
+
+/// Parses `count` entries (one half of part 4); account indexes refer to `accounts`.
+fn parse_entries(
+    part: &[u8],
+    count: usize,
+    accounts: &[AccountState],
+) -> Result<Vec<Parsed>, SnapshotError> {
+    let mut r = Reader::new(part);
+    // At least 4 bytes per entry: a damaged count cannot reserve more than the input's worth.
+    let mut out = Vec::with_capacity(count.min(part.len() / 4));
+    for _ in 0..count {
+        out.push(parse_entry(&mut r, accounts)?);
+    }
+    if !r.is_done() {
+        return Err(decode_error("trailing bytes after the entries"));
+    }
+    Ok(out)
+}
+
+/// Reads part 4's form of one entry; account indexes refer to `accounts`.
+fn parse_entry(r: &mut Reader<'_>, accounts: &[AccountState]) -> Result<Parsed, SnapshotError> {
+    match r.u8()? {
+        ENTRY_FULL => Ok(Parsed::Full(Box::new(
+            postcard::from_bytes(r.bytes()?).map_err(decode_error)?,
+        ))),
+        ENTRY_PLAIN => {
+            let id = entry_id(r)?;
+            let fingerprint = r.u64_le()?;
+            let stream_version = r.var()?;
+            let position = r.var()?;
+            let valid_delta = r.zig()?;
+            let n = r.len_hint(3)?;
+            let mut posting = || {
+                let ix = usize::try_from(r.var()?).unwrap_or(usize::MAX);
+                let acc = &accounts
+                    .get(ix)
+                    .ok_or_else(|| decode_error("account index"))?
+                    .account;
+                let direction = match r.u8()? {
+                    0 => Direction::Debit,
+                    1 => Direction::Credit,
+                    _ => return Err(decode_error("direction")),
+                };
+                let amount = Amount::from_minor(r.zig128()?, acc.currency).map_err(decode_error)?;
+                Ok(Posting {
+                    account: acc.id.clone(),
+                    direction,
+                    amount,
+                })
+            };
+            // Two postings (a transfer) go straight into their shared allocation; other
+            // counts through a Vec.
+            let postings: Postings = if n == 2 {
+                let a = posting()?;
+                Arc::new([a, posting()?])
+            } else {
+                (0..n)
+                    .map(|_| posting())
+                    .collect::<Result<Vec<_>, SnapshotError>>()?
+                    .into()
+            };
+            Ok(Parsed::Plain {
+                id,
+                fingerprint,
+                stream_version,
+                position,
+                valid_delta,
+                postings,
+            })
+        }
+        _ => Err(decode_error("entry tag")),
+    }
+}
+
+impl Parsed {
+    /// The entry, its transaction time taken from `positions` (part 3).
+    fn finish(self, positions: &[PositionMeta]) -> Result<Entry, SnapshotError> {
+        let (id, fingerprint, stream_version, position, valid_delta, postings) = match self {
+            Parsed::Full(e) => return Ok(*e),
+            Parsed::Plain {
+                id,
+                fingerprint,
+                stream_version,
+                position,
+                valid_delta,
+                postings,
+            } => (
+                id,
+                fingerprint,
+                stream_version,
+                position,
+                valid_delta,
+                postings,
+            ),
+        };
+        let recorded_at = usize::try_from(position)
+            .ok()
+            .and_then(|p| positions.get(p.checked_sub(1)?))
+            .ok_or_else(|| decode_error("entry position"))?
+            .recorded_at;
+        let effective_at = recorded_at
+            .checked_add(valid_delta)
+            .and_then(Timestamp::from_micros)
+            .ok_or_else(|| decode_error("time out of range"))?;
+        let recorded_at =
+            Timestamp::from_micros(recorded_at).ok_or_else(|| decode_error("time out of range"))?;
+        Ok(Entry::recorded(
+            id,
+            EntryKind::Posted,
+            Metadata::new(),
+            postings,
+            EffectiveAt(effective_at),
+            (position, RecordedAt(recorded_at)),
+            fingerprint,
+            stream_version,
+        ))
     }
 }
 
@@ -489,8 +628,13 @@ fn check_consistent(l: &Ledger) -> Result<(), SnapshotError> {
             ));
         }
     }
-    if l.entries.values().any(|e| e.current.position > last) {
+    if l.entries.iter().any(|e| e.current.position > last) {
         return bad("an entry is ahead of the log".into());
+    }
+    // Recording order: each entry's first version comes after the previous entry's.
+    let first = |e: &Entry| e.previous.first().unwrap_or(&e.current).position;
+    if l.entries.windows(2).any(|w| first(&w[0]) >= first(&w[1])) {
+        return bad("entries are not in recording order".into());
     }
     if l.positions
         .windows(2)
@@ -500,18 +644,3 @@ fn check_consistent(l: &Ledger) -> Result<(), SnapshotError> {
     }
     Ok(())
 }
-
-const EVENT_TYPE_NAMES: [&str; 12] = [
-    "account_opened",
-    "account_frozen",
-    "account_unfrozen",
-    "account_closed",
-    "account_metadata_set",
-    "entry_posted",
-    "hold_placed",
-    "hold_posted",
-    "hold_voided",
-    "hold_expired",
-    "entry_corrected",
-    "entry_rejected",
-];

@@ -40,10 +40,13 @@ pub fn same_state(a: &Ledger, b: &Ledger) -> Result<(), String> {
             return Err(format!("current totals of {} differ", x.account.id));
         }
     }
-    if a.entries != b.entries {
+    if a.positions != b.positions {
+        return Err("log position records differ".into());
+    }
+    if a.entries != b.entries || a.entry_ix != b.entry_ix {
         return Err("entries differ".into());
     }
-    if a.rejected != b.rejected {
+    if a.rejected != b.rejected || a.rejected_at != b.rejected_at {
         return Err("rejected ids differ".into());
     }
     if a.corrections != b.corrections || a.resolutions != b.resolutions {
