@@ -14,6 +14,38 @@ use ultracore_core::ids::StreamId;
 use ultracore_core::prelude::*;
 use ultracore_core::store::{AppendBatch, AppendReceipt, StoreError};
 
+/// `impl EventStore<LedgerEvent> for $store { <the given items> }` whose reads are answered
+/// by the store's `inner` memory store.
+macro_rules! store_reading_inner {
+    ($store:ty { $($items:tt)* }) => {
+        #[async_trait]
+        impl EventStore<LedgerEvent> for $store {
+            $($items)*
+            async fn read_stream(
+                &self,
+                s: &StreamId,
+                from: u64,
+                limit: usize,
+            ) -> Result<Vec<Envelope<LedgerEvent>>, StoreError> {
+                self.inner.read_stream(s, from, limit).await
+            }
+            async fn read_all(
+                &self,
+                after: u64,
+                limit: usize,
+            ) -> Result<Vec<Envelope<LedgerEvent>>, StoreError> {
+                self.inner.read_all(after, limit).await
+            }
+            async fn last_position(&self) -> Result<u64, StoreError> {
+                self.inner.last_position().await
+            }
+            async fn wait_for(&self, after: u64) -> Result<(), StoreError> {
+                self.inner.wait_for(after).await
+            }
+        }
+    };
+}
+
 /// A memory store whose appends take a while: each append yields to the executor a few times
 /// before landing (as a disk sync would), and can be held shut by a gate.
 struct SlowStore {
@@ -37,8 +69,7 @@ impl Future for Yield {
     }
 }
 
-#[async_trait]
-impl EventStore<LedgerEvent> for SlowStore {
+store_reading_inner!(SlowStore {
     async fn append(&self, batch: AppendBatch<LedgerEvent>) -> Result<AppendReceipt, StoreError> {
         Yield(5).await;
         while !self.gate_open.load(Ordering::SeqCst) {
@@ -47,28 +78,7 @@ impl EventStore<LedgerEvent> for SlowStore {
         self.appends.fetch_add(1, Ordering::SeqCst);
         self.inner.append(batch).await
     }
-    async fn read_stream(
-        &self,
-        s: &StreamId,
-        from: u64,
-        limit: usize,
-    ) -> Result<Vec<Envelope<LedgerEvent>>, StoreError> {
-        self.inner.read_stream(s, from, limit).await
-    }
-    async fn read_all(
-        &self,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<Envelope<LedgerEvent>>, StoreError> {
-        self.inner.read_all(after, limit).await
-    }
-    async fn last_position(&self) -> Result<u64, StoreError> {
-        self.inner.last_position().await
-    }
-    async fn wait_for(&self, after: u64) -> Result<(), StoreError> {
-        self.inner.wait_for(after).await
-    }
-}
+});
 
 fn ts(s: &str) -> Timestamp {
     s.parse().unwrap()
@@ -307,8 +317,7 @@ impl Drop for QueuedStore {
     }
 }
 
-#[async_trait]
-impl EventStore<LedgerEvent> for QueuedStore {
+store_reading_inner!(QueuedStore {
     fn orders_appends_when_polled(&self) -> bool {
         true
     }
@@ -324,28 +333,7 @@ impl EventStore<LedgerEvent> for QueuedStore {
         rx.await
             .unwrap_or_else(|_| Err(StoreError::Unavailable("store stopped".into())))
     }
-    async fn read_stream(
-        &self,
-        s: &StreamId,
-        from: u64,
-        limit: usize,
-    ) -> Result<Vec<Envelope<LedgerEvent>>, StoreError> {
-        self.inner.read_stream(s, from, limit).await
-    }
-    async fn read_all(
-        &self,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<Envelope<LedgerEvent>>, StoreError> {
-        self.inner.read_all(after, limit).await
-    }
-    async fn last_position(&self) -> Result<u64, StoreError> {
-        self.inner.last_position().await
-    }
-    async fn wait_for(&self, after: u64) -> Result<(), StoreError> {
-        self.inner.wait_for(after).await
-    }
-}
+});
 
 async fn queued_engine(fail_append: Option<usize>) -> Engine<QueuedStore> {
     let clock = Arc::new(ManualClock::new(ts("2026-02-01T00:00:00Z")));

@@ -439,16 +439,19 @@ fn decode_positions(
 /// An entry of part 4 as parsed, before its transaction time (from part 3) is known: what
 /// a second thread can do without the positions, including the allocations.
 enum Parsed {
-    Plain {
-        id: EntryId,
-        fingerprint: u64,
-        stream_version: u64,
-        position: u64,
-        /// Valid time minus transaction time.
-        valid_delta: i64,
-        postings: Postings,
-    },
+    Plain(PlainEntry),
     Full(Box<Entry>),
+}
+
+/// A plain entry as parsed, before its times are resolved from the positions.
+struct PlainEntry {
+    id: EntryId,
+    fingerprint: u64,
+    stream_version: u64,
+    position: u64,
+    /// Valid time minus transaction time.
+    valid_delta: i64,
+    postings: Postings,
 }
 
 /// Parses `count` entries (one half of part 4); account indexes refer to `accounts`.
@@ -511,14 +514,14 @@ fn parse_entry(r: &mut Reader<'_>, accounts: &[AccountState]) -> Result<Parsed, 
                     .collect::<Result<Vec<_>, SnapshotError>>()?
                     .into()
             };
-            Ok(Parsed::Plain {
+            Ok(Parsed::Plain(PlainEntry {
                 id,
                 fingerprint,
                 stream_version,
                 position,
                 valid_delta,
                 postings,
-            })
+            }))
         }
         _ => Err(decode_error("entry tag")),
     }
@@ -527,23 +530,16 @@ fn parse_entry(r: &mut Reader<'_>, accounts: &[AccountState]) -> Result<Parsed, 
 impl Parsed {
     /// The entry, its transaction time taken from `positions` (part 3).
     fn finish(self, positions: &[PositionMeta]) -> Result<Entry, SnapshotError> {
-        let (id, fingerprint, stream_version, position, valid_delta, postings) = match self {
+        let PlainEntry {
+            id,
+            fingerprint,
+            stream_version,
+            position,
+            valid_delta,
+            postings,
+        } = match self {
             Parsed::Full(e) => return Ok(*e),
-            Parsed::Plain {
-                id,
-                fingerprint,
-                stream_version,
-                position,
-                valid_delta,
-                postings,
-            } => (
-                id,
-                fingerprint,
-                stream_version,
-                position,
-                valid_delta,
-                postings,
-            ),
+            Parsed::Plain(p) => p,
         };
         let recorded_at = usize::try_from(position)
             .ok()
