@@ -99,11 +99,16 @@ fn deposit(i: usize) -> Command {
 }
 
 async fn engine(gate_open: Arc<AtomicBool>) -> Engine<SlowStore> {
-    let store = SlowStore {
+    engine_on(SlowStore {
         inner: MemoryEventStore::new(),
         appends: AtomicUsize::new(0),
         gate_open,
-    };
+    })
+    .await
+}
+
+/// An engine on `store` with the accounts `cash` (asset) and `alice` (liability) open.
+async fn engine_on<S: EventStore<LedgerEvent>>(store: S) -> Engine<S> {
     let clock = Arc::new(ManualClock::new(ts("2026-02-01T00:00:00Z")));
     let e = Engine::open(store, clock, EngineConfig::default())
         .await
@@ -336,21 +341,7 @@ store_reading_inner!(QueuedStore {
 });
 
 async fn queued_engine(fail_append: Option<usize>) -> Engine<QueuedStore> {
-    let clock = Arc::new(ManualClock::new(ts("2026-02-01T00:00:00Z")));
-    let e = Engine::open(
-        QueuedStore::new(fail_append),
-        clock,
-        EngineConfig::default(),
-    )
-    .await
-    .unwrap();
-    for c in [
-        open("cash", AccountKind::Asset),
-        open("alice", AccountKind::Liability),
-    ] {
-        e.execute(c, Trace::default()).await.unwrap();
-    }
-    e
+    engine_on(QueuedStore::new(fail_append)).await
 }
 
 /// Alice's posted balance in minor units as the engine shows it, and as the store's log
