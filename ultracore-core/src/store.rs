@@ -168,7 +168,10 @@ pub fn validate_batch<E>(
             });
         }
     }
-    let mut versions: HashMap<&StreamId, u64> = HashMap::new();
+    // foldhash, randomly seeded: SipHash of every stream name was a tenth of the journal
+    // writer's time (whose thread validates every batch).
+    let mut versions: HashMap<&StreamId, u64, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(batch.events.len(), Default::default());
     let mut prev_time = last_recorded_at;
     for (i, e) in batch.events.iter().enumerate() {
         if e.position != last_position + 1 + i as u64 {

@@ -132,6 +132,15 @@ impl Index {
     fn find(&self, hash: u64, name: &[u8]) -> std::io::Result<Option<Positions<'_>>> {
         self.streams.find(hash, |first| self.stream_is(first, name))
     }
+
+    /// [`Index::find`] with the name made only if a stream with that hash exists (most
+    /// appends start new streams, and formatting each name cost a third of validation).
+    fn find_stream(&self, hash: u64, stream: &StreamId) -> std::io::Result<Option<Positions<'_>>> {
+        let name = std::cell::OnceCell::new();
+        self.streams.find(hash, |first| {
+            self.stream_is(first, name.get_or_init(|| stream.to_string()).as_bytes())
+        })
+    }
 }
 
 struct Shared {
@@ -862,12 +871,9 @@ impl Writer {
             let mut local: HashMap<&StreamId, Resolved, foldhash::fast::FixedState> =
                 HashMap::with_capacity_and_hasher(events.len(), Default::default());
             let resolve = |stream: &StreamId, hash: Option<u64>| -> std::io::Result<Resolved> {
-                let mut name: Option<String> = None;
                 let hash = match hash.filter(|&h| h != 0) {
                     Some(h) => h,
-                    None => idx
-                        .streams
-                        .hash(name.get_or_insert_with(|| stream.to_string()).as_bytes()),
+                    None => idx.streams.hash(stream.to_string().as_bytes()),
                 };
                 if let Some(cands) = overlay.get(&hash) {
                     for &(rj, ej, first, version) in cands {
@@ -880,8 +886,7 @@ impl Writer {
                         }
                     }
                 }
-                let name = name.get_or_insert_with(|| stream.to_string());
-                Ok(match idx.find(hash, name.as_bytes())? {
+                Ok(match idx.find_stream(hash, stream)? {
                     Some(p) => Resolved {
                         hash,
                         first: p.first(),
