@@ -1,6 +1,9 @@
 //! The engine: drives a [`Ledger`] over any [`EventStore`] for an embedding application.
 //! Commands from concurrent callers are batched (group commit): one leader decides the whole
-//! batch, appends it in one durable write, and answers every caller.
+//! batch, appends it in one durable write, and answers every caller. On a store that orders
+//! appends when they are first polled (`EventStore::orders_appends_when_polled`, the journal)
+//! the leader decides the next batch while the previous one is being made durable (two in
+//! flight); answers and reads still only ever reflect durable batches.
 //!
 //! Runtime-agnostic (no tokio): it spawns nothing; the caller that finds no batch in flight
 //! becomes the leader and does the work, the others wait on a oneshot channel.

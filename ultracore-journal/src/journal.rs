@@ -7,9 +7,10 @@
 //! 2. validate each batch in arrival order with core's `validate_batch`, against the log as
 //!    extended by the batches accepted before it in the same group; refused batches are
 //!    answered at once (nothing of theirs is written);
-//! 3. write the accepted frames (pre-encoded by their callers) with one `write`, rolling over
-//!    to a new segment when the current one would exceed its size (new segment: header synced,
-//!    directory synced);
+//! 3. write the accepted frames (pre-encoded by their callers) with one `write` at the end of
+//!    the records (over preallocated zeros when the write is small: see
+//!    `JournalConfig::preallocate_bytes`), rolling over to a new segment when the current one
+//!    would exceed its size (new segment: header synced, directory synced);
 //! 4. `fdatasync` once;
 //! 5. publish the new events to the index and the last position, wake `wait_for` waiters;
 //! 6. answer every accepted caller.
