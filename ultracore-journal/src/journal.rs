@@ -1069,14 +1069,7 @@ impl Writer {
             return Ok(());
         }
         let target = need.max((self.seg_alloc + self.preallocate_bytes).min(self.segment_size_max));
-        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
-        let mut at = self.seg_alloc;
-        while at < target {
-            let n = (target - at).min(ZEROS.len() as u64) as usize;
-            self.file.write_all_at(&ZEROS[..n], at)?;
-            at += n as u64;
-        }
-        self.file.sync_data()?;
+        segment::fill_ahead(&self.file, self.seg_alloc, target, 0)?;
         self.seg_alloc = target;
         Ok(())
     }

@@ -32,9 +32,6 @@ use tokio::sync::{mpsc, oneshot};
 const AUDIT_PAGE_PREALLOC: usize = 1_024;
 /// Bytes of padding (empty lines) the writer keeps written ahead of the records.
 pub const PREALLOCATE_BYTES: u64 = 1 << 20;
-/// Group writes of at least this many bytes grow the file instead (their sync is dominated by
-/// their data; writing it twice would cost more than it saves).
-const PREALLOCATE_WRITE_MAX: u64 = 128 << 10;
 /// The padding byte: an empty line, never part of a record.
 const PAD: u8 = b'\n';
 /// Records written per group (one `write` + one sync).
@@ -451,23 +448,15 @@ fn only_padding(r: &mut impl Read) -> std::io::Result<bool> {
 /// Writes padding from `*allocated` up to at least `need` bytes ([`PREALLOCATE_BYTES`] more)
 /// and syncs it, size included, unless the file already has `need` bytes.
 fn preallocate(file: &File, allocated: &mut u64, need: u64, write: u64) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
     if need <= *allocated {
         return Ok(());
     }
-    if write >= PREALLOCATE_WRITE_MAX {
+    if write >= ultracore_journal::PREALLOCATE_WRITE_MAX {
         *allocated = need; // the write grows the file
         return Ok(());
     }
-    static PADDING: [u8; 64 * 1024] = [PAD; 64 * 1024];
     let target = need.max(*allocated + PREALLOCATE_BYTES);
-    let mut at = *allocated;
-    while at < target {
-        let n = (target - at).min(PADDING.len() as u64) as usize;
-        file.write_all_at(&PADDING[..n], at)?;
-        at += n as u64;
-    }
-    file.sync_data()?;
+    ultracore_journal::segment::fill_ahead(file, *allocated, target, PAD)?;
     *allocated = target;
     Ok(())
 }
