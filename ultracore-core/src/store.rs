@@ -325,8 +325,10 @@ pub struct Snapshot {
     pub position: u64,
     /// Fingerprint of the state's encoding; a mismatch means "ignore me".
     pub schema_fingerprint: u64,
-    /// The encoded state.
-    pub bytes: Arc<[u8]>,
+    /// The encoded state. A `Vec` behind the `Arc` (not an `Arc<[u8]>`), so that a state just
+    /// encoded, or a body just read from a file, is shared without copying it: at 10 M events a
+    /// snapshot is ~1 GB, and each copy is that much fresh memory to fault in.
+    pub bytes: Arc<Vec<u8>>,
 }
 
 /// Where snapshots are kept.

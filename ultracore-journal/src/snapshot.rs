@@ -118,8 +118,10 @@ fn file_stem(scope: &str) -> String {
     }
 }
 
-fn encode(s: &Snapshot) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.bytes.len() + s.scope.len() + 48);
+/// Everything in a snapshot file before the body (the body and the checksum are written
+/// after it as they are: the body is never copied).
+fn header(s: &Snapshot) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.scope.len() + 44);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&(s.scope.len() as u16).to_le_bytes());
@@ -127,9 +129,6 @@ fn encode(s: &Snapshot) -> Vec<u8> {
     out.extend_from_slice(&s.position.to_le_bytes());
     out.extend_from_slice(&s.schema_fingerprint.to_le_bytes());
     out.extend_from_slice(&(s.bytes.len() as u64).to_le_bytes());
-    out.extend_from_slice(&s.bytes);
-    let crc = crc32c::crc32c(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
     out
 }
 
@@ -142,32 +141,6 @@ fn head(b: &[u8]) -> Option<(String, u64)> {
     let scope = std::str::from_utf8(b.get(12..12 + scope_len)?).ok()?;
     let position = le_u64(b.get(12 + scope_len..20 + scope_len)?, 0);
     Some((scope.to_string(), position))
-}
-
-fn decode(path: &Path, b: &[u8]) -> Result<Snapshot, StoreError> {
-    let bad = |why: &str| StoreError::Corrupt(format!("snapshot {}: {why}", path.display()));
-    if b.len() < 4 {
-        return Err(bad("too short"));
-    }
-    let (content, crc) = b.split_at(b.len() - 4);
-    if crc32c::crc32c(content) != le_u32(crc, 0) {
-        return Err(bad("checksum mismatch"));
-    }
-    let (scope, position) = head(content).ok_or_else(|| bad("bad header"))?;
-    let at = 20 + scope.len();
-    let fields = content.get(at..at + 16).ok_or_else(|| bad("truncated"))?;
-    let schema_fingerprint = le_u64(fields, 0);
-    let body_len = le_u64(fields, 8);
-    let body = &content[at + 16..];
-    if body.len() as u64 != body_len {
-        return Err(bad("body length mismatch"));
-    }
-    Ok(Snapshot {
-        scope,
-        position,
-        schema_fingerprint,
-        bytes: body.into(),
-    })
 }
 
 #[async_trait]
@@ -188,14 +161,17 @@ impl SnapshotStore for FileSnapshotStore {
             StoreError::Unavailable(format!("snapshot {}: {e}", path.display()))
         };
         let tmp = path.with_extension("snapshot.tmp");
-        let bytes = encode(&snapshot);
+        let head = header(&snapshot);
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&head), &snapshot.bytes);
         let mut f = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .open(&tmp)
             .map_err(unavailable)?;
-        f.write_all(&bytes)
+        f.write_all(&head)
+            .and_then(|_| f.write_all(&snapshot.bytes))
+            .and_then(|_| f.write_all(&crc.to_le_bytes()))
             .and_then(|_| f.sync_all())
             .map_err(unavailable)?;
         drop(f);
@@ -218,19 +194,62 @@ impl SnapshotStore for FileSnapshotStore {
     }
 }
 
-/// Reads and checks one snapshot file of `scope`.
+/// Reads and checks one snapshot file of `scope`. The body is read straight into the buffer
+/// the snapshot keeps (no copy of it), after the header's length has been checked against the
+/// file's, so a damaged length cannot make it allocate more than the file holds.
 fn load_file(path: &Path, scope: &str) -> Result<Snapshot, StoreError> {
-    let bytes = fs::read(path)
-        .map_err(|e| StoreError::Unavailable(format!("snapshot {}: {e}", path.display())))?;
-    let snap = decode(path, &bytes)?;
-    if snap.scope != scope {
+    let unavailable =
+        |e: std::io::Error| StoreError::Unavailable(format!("snapshot {}: {e}", path.display()));
+    let bad = |why: &str| StoreError::Corrupt(format!("snapshot {}: {why}", path.display()));
+    let mut f = File::open(path).map_err(unavailable)?;
+    let file_len = f.metadata().map_err(unavailable)?.len();
+    // Magic, format version and scope length, then the scope, position, schema and body length.
+    let mut head = vec![0u8; 12];
+    if read_up_to(&mut f, &mut head).map_err(unavailable)? < head.len() {
+        return Err(bad("too short"));
+    }
+    if head[..8] != MAGIC[..] || u16::from_le_bytes([head[8], head[9]]) != FORMAT_VERSION {
+        return Err(bad("bad header"));
+    }
+    let scope_len = u16::from_le_bytes([head[10], head[11]]) as usize;
+    if scope_len > SCOPE_LEN_MAX {
+        return Err(bad("bad header"));
+    }
+    head.resize(12 + scope_len + 24, 0);
+    if read_up_to(&mut f, &mut head[12..]).map_err(unavailable)? < scope_len + 24 {
+        return Err(bad("truncated"));
+    }
+    let fields = &head[12 + scope_len..];
+    let (position, schema_fingerprint) = (le_u64(fields, 0), le_u64(fields, 8));
+    let body_len = le_u64(fields, 16);
+    if Some(file_len) != body_len.checked_add(head.len() as u64 + 4) {
+        return Err(bad("body length mismatch"));
+    }
+    let mut bytes = Vec::with_capacity(body_len as usize);
+    (&mut f)
+        .take(body_len)
+        .read_to_end(&mut bytes)
+        .map_err(unavailable)?;
+    let mut crc = [0u8; 4];
+    if bytes.len() as u64 != body_len || read_up_to(&mut f, &mut crc).map_err(unavailable)? < 4 {
+        return Err(bad("truncated"));
+    }
+    if crc32c::crc32c_append(crc32c::crc32c(&head), &bytes) != le_u32(&crc, 0) {
+        return Err(bad("checksum mismatch"));
+    }
+    let found = std::str::from_utf8(&head[12..12 + scope_len]).map_err(|_| bad("bad header"))?;
+    if found != scope {
         return Err(StoreError::Corrupt(format!(
-            "snapshot {} holds scope {:?}",
-            path.display(),
-            snap.scope
+            "snapshot {} holds scope {found:?}",
+            path.display()
         )));
     }
-    Ok(snap)
+    Ok(Snapshot {
+        scope: scope.to_string(),
+        position,
+        schema_fingerprint,
+        bytes: bytes.into(),
+    })
 }
 
 fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {

@@ -293,3 +293,46 @@ fn a_snapshot_file_from_before_pruning_is_still_read_and_then_pruned() {
     assert!(!legacy.exists(), "pruned like any other");
     assert_eq!(block_on(store.load("ledger-0")), Ok(Some(snap(5))));
 }
+
+#[test]
+fn every_damaged_byte_and_every_truncation_of_a_snapshot_file_is_refused() {
+    use ultracore_core::store::Snapshot;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = FileSnapshotStore::open(dir.path()).expect("open");
+    let snap = Snapshot {
+        scope: "ledger-0".into(),
+        position: 9,
+        schema_fingerprint: 7,
+        bytes: Arc::from((0..=255u8).collect::<Vec<u8>>()),
+    };
+    block_on(store.save(snap.clone())).expect("save");
+    assert_eq!(block_on(store.load("ledger-0")), Ok(Some(snap.clone())));
+    let (_, path) = store.files_of("ledger-0").expect("list").remove(0);
+    let good = std::fs::read(&path).expect("read");
+    for i in 0..good.len() {
+        for flip in [0x01u8, 0x80, 0xff] {
+            let mut bad = good.clone();
+            bad[i] ^= flip;
+            std::fs::write(&path, &bad).expect("write");
+            assert!(
+                matches!(
+                    block_on(store.load("ledger-0")),
+                    Err(StoreError::Corrupt(_))
+                ),
+                "byte {i} xor {flip:#x} went unnoticed"
+            );
+        }
+    }
+    for len in 0..good.len() {
+        std::fs::write(&path, &good[..len]).expect("write");
+        assert!(
+            matches!(
+                block_on(store.load("ledger-0")),
+                Err(StoreError::Corrupt(_))
+            ),
+            "a file cut to {len} bytes went unnoticed"
+        );
+    }
+    std::fs::write(&path, &good).expect("write");
+    assert_eq!(block_on(store.load("ledger-0")), Ok(Some(snap)));
+}
