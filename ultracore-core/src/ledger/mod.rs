@@ -13,11 +13,12 @@
 //! 4. Answer with `ledger.outcome(&command)` (or the rejection).
 //!
 //! State layout (what a two-posting transfer costs in memory, beside its two balance-index
-//! changes): the entry itself, a [`stored::StoredEntry`] inline in a dense `Vec` in recording
+//! changes): the entry itself, a `stored::StoredEntry` inline in a dense `Vec` in recording
 //! order (64 bytes: id, fingerprint, valid time, position, and the transfer as two account
 //! indexes and an `i64` of minor units; no postings allocation, the accounts give the ids and
-//! the currency); its id (`Arc<str>`, ~40 bytes) and one slot of the id → index map (24 bytes
-//! at a load of 44–88 %); and its log position's record, `PositionMeta` (16 bytes: transaction
+//! the currency); its id (`Arc<str>`, ~40 bytes) and one slot of the id index (a `u32` and a
+//! control byte, at a load of 44–88 %: the index hashes the id the entry holds, see
+//! `stored::EntryIndex`); and its log position's record, `PositionMeta` (16 bytes: transaction
 //! time, entry index, type code), which also gives the entry its transaction time. Any other
 //! entry (multi-leg, metadata, holds, reversals, corrected or reversed entries) keeps the full
 //! [`Entry`] in a boxed cold part. Positions and statements name entries by index; only the
@@ -34,7 +35,6 @@ mod stored;
 
 use stored::StoredEntry;
 
-use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroU32;
 
@@ -149,11 +149,11 @@ pub struct Ledger {
     /// Fingerprint of each account's opening request (idempotent re-opening).
     pub(crate) open_fingerprints: IdMap<AccountId, u64>,
     /// Every entry, in recording order, in its compact stored form (64 bytes inline; a plain
-    /// transfer has no allocation of its own, see [`stored::StoredEntry`]). The map below
-    /// moves 24-byte (id, index) slots, not entries, when it grows.
+    /// transfer has no allocation but its id, see [`stored::StoredEntry`]). The index below
+    /// moves 4-byte slots, not entries, when it grows.
     pub(crate) entries: Vec<stored::StoredEntry>,
     /// Entry id → index in `entries`.
-    pub(crate) entry_ix: IdMap<EntryId, u32>,
+    pub(crate) entry_ix: stored::EntryIndex,
     /// Correction id → (corrected entry, version produced, fingerprint).
     pub(crate) corrections: IdMap<EntryId, (EntryId, u32, u64)>,
     /// Hold id → fingerprint of the command that resolved it.
@@ -195,7 +195,7 @@ impl Ledger {
             account_ix: HashMap::with_hasher(h.clone()),
             open_fingerprints: HashMap::with_hasher(h.clone()),
             entries: Vec::new(),
-            entry_ix: HashMap::with_hasher(h.clone()),
+            entry_ix: stored::EntryIndex::new(h.clone()),
             corrections: HashMap::with_hasher(h.clone()),
             resolutions: HashMap::with_hasher(h.clone()),
             rejected: HashMap::with_hasher(h.clone()),
@@ -258,7 +258,7 @@ impl Ledger {
     /// a latency-sensitive phase does not pay for growing the maps midway.
     pub fn reserve(&mut self, entries: usize) {
         self.entries.reserve(entries);
-        self.entry_ix.reserve(entries);
+        self.entry_ix.reserve(entries, &self.entries);
         self.positions.reserve(entries);
     }
 
@@ -484,9 +484,7 @@ impl Ledger {
 
     /// The index in `entries` of an entry an event names.
     fn entry_index(&self, id: &EntryId) -> Result<u32, InvariantViolated> {
-        self.entry_ix
-            .get(id)
-            .copied()
+        self.entry_position(id)
             .ok_or_else(|| InvariantViolated(format!("event names unknown entry {id}")))
     }
 
@@ -810,18 +808,14 @@ impl Ledger {
             .ok()
             .filter(|&i| i < u32::MAX)
             .ok_or_else(|| InvariantViolated("too many entries".into()))?;
-        match self.entry_ix.entry(entry.id.clone()) {
-            MapEntry::Occupied(_) => {
-                return Err(InvariantViolated(format!(
-                    "entry {} recorded twice",
-                    entry.id
-                )))
-            }
-            MapEntry::Vacant(v) => {
-                v.insert(ix);
-            }
-        }
         self.entries.push(entry);
+        if !self.entry_ix.insert(ix, &self.entries) {
+            let twice = self.entries.pop().map(|e| e.id);
+            return Err(InvariantViolated(format!(
+                "entry {} recorded twice",
+                twice.expect("pushed just above")
+            )));
+        }
         Ok(ix)
     }
 

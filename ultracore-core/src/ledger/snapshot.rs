@@ -395,15 +395,19 @@ impl Ledger {
         {
             return Err(decode_error("entry reference"));
         }
-        ledger.entry_ix.reserve(entries.len());
-        for (i, e) in entries.iter().enumerate() {
-            // Positions refer to entries by a u32 index (checked above).
-            let i = u32::try_from(i).map_err(|_| inconsistent("too many entries"))?;
-            if ledger.entry_ix.insert(e.id.clone(), i).is_some() {
+        // Positions refer to entries by a u32 index.
+        if u32::try_from(entries.len()).is_err() {
+            return Err(inconsistent("too many entries"));
+        }
+        ledger.entries = entries;
+        ledger
+            .entry_ix
+            .reserve(ledger.entries.len(), &ledger.entries);
+        for i in 0..ledger.entries.len() as u32 {
+            if !ledger.entry_ix.insert(i, &ledger.entries) {
                 return Err(inconsistent("an entry twice"));
             }
         }
-        ledger.entries = entries;
         ledger.positions = positions;
         ledger.rejected_at = rejected_at;
         ledger.open_fingerprints.extend(rest.open_fingerprints);

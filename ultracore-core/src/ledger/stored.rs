@@ -172,10 +172,85 @@ impl StoredEntry {
     }
 }
 
+/// Entry id → index in `Ledger::entries`: a hash table of bare `u32` indexes that hashes and
+/// compares the ids the entries hold, so a slot is 4 bytes (plus a control byte) where an
+/// (id, index) map slot is 24, and the id is not shared a second time.
+#[derive(Clone)]
+pub(crate) struct EntryIndex {
+    table: hashbrown::HashTable<u32>,
+    hasher: foldhash::fast::FixedState,
+}
+
+impl std::fmt::Debug for EntryIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EntryIndex")
+            .field("len", &self.table.len())
+            .finish()
+    }
+}
+
+impl EntryIndex {
+    /// An empty index hashing with `hasher`.
+    pub(crate) fn new(hasher: foldhash::fast::FixedState) -> EntryIndex {
+        EntryIndex {
+            table: hashbrown::HashTable::new(),
+            hasher,
+        }
+    }
+
+    fn hash(&self, id: &str) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.hasher, id)
+    }
+
+    /// The index of the entry with id `id`, if any.
+    pub(crate) fn get(&self, id: &str, entries: &[StoredEntry]) -> Option<u32> {
+        self.table
+            .find(self.hash(id), |&i| entries[i as usize].id.as_str() == id)
+            .copied()
+    }
+
+    /// Adds `entries[ix]`, which must be the last entry and not yet indexed; `false` (and no
+    /// change) if its id is already there.
+    pub(crate) fn insert(&mut self, ix: u32, entries: &[StoredEntry]) -> bool {
+        let id = entries[ix as usize].id.as_str();
+        let hash = self.hash(id);
+        if self
+            .table
+            .find(hash, |&i| entries[i as usize].id.as_str() == id)
+            .is_some()
+        {
+            return false;
+        }
+        let hasher = &self.hasher;
+        self.table.insert_unique(hash, ix, |&i| {
+            std::hash::BuildHasher::hash_one(hasher, entries[i as usize].id.as_str())
+        });
+        true
+    }
+
+    /// Makes room for `additional` more entries.
+    pub(crate) fn reserve(&mut self, additional: usize, entries: &[StoredEntry]) {
+        let hasher = &self.hasher;
+        self.table.reserve(additional, |&i| {
+            std::hash::BuildHasher::hash_one(hasher, entries[i as usize].id.as_str())
+        });
+    }
+
+    /// Number of indexed entries.
+    pub(crate) fn len(&self) -> usize {
+        self.table.len()
+    }
+}
+
 impl Ledger {
+    /// The index in `entries` of the entry with id `id`.
+    pub(crate) fn entry_position(&self, id: &EntryId) -> Option<u32> {
+        self.entry_ix.get(id.as_str(), &self.entries)
+    }
+
     /// The stored form of an entry.
     pub(crate) fn stored_entry(&self, id: &EntryId) -> Option<&StoredEntry> {
-        self.entry_ix.get(id).map(|&i| &self.entries[i as usize])
+        self.entry_position(id).map(|i| &self.entries[i as usize])
     }
 
     /// The entry (with all its versions), as known now: borrowed when stored cold, built when

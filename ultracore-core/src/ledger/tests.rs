@@ -980,3 +980,23 @@ fn snapshots_round_trip_every_entry_shape_into_the_same_stored_form() {
 fn a_stored_entry_is_one_cache_line() {
     assert_eq!(std::mem::size_of::<super::stored::StoredEntry>(), 64);
 }
+
+/// The id index hashes the ids the entries hold; an event recording an id again is still
+/// refused as a broken invariant, and the refused entry is not kept.
+#[test]
+fn an_entry_recorded_twice_is_refused_by_apply() {
+    let (s, _) = every_entry_shape();
+    let mut ledger = s.ledger().clone();
+    let first = s
+        .log()
+        .iter()
+        .find(|e| matches!(e.payload, LedgerEvent::EntryPosted { .. }))
+        .unwrap();
+    let mut again = first.clone();
+    again.position = ledger.position() + 1;
+    again.recorded_at = crate::time::RecordedAt(s.now().saturating_add_micros(1_000_000));
+    let count = ledger.entry_count();
+    let err = ledger.apply(&again).unwrap_err();
+    assert!(err.0.contains("recorded twice"), "{err}");
+    assert_eq!(ledger.entry_count(), count);
+}
