@@ -2,6 +2,8 @@
 //! events to record, "already done" for an idempotent repeat, or a rejection.
 
 use crate::bitemporal::timeline::{Deltas, TimelineKey};
+use std::borrow::Cow;
+
 use crate::ids::EntryId;
 use crate::limits::{
     HOLDS_EXPIRED_PER_COMMAND_MAX, POSTINGS_PER_ENTRY_MAX, POSTING_AMOUNT_MINOR_MAX,
@@ -135,7 +137,7 @@ impl Ledger {
         let corrections = (!self.corrections.is_empty())
             .then(|| self.corrections.get(id))
             .flatten();
-        let same = match (self.entry_record(id), corrections) {
+        let same = match (self.stored_entry(id), corrections) {
             (Some(e), _) => {
                 Some(e.fingerprint == fingerprint && !matches!(command, Command::Correct(_)))
             }
@@ -512,11 +514,17 @@ impl Ledger {
         ctx: &Context,
         fingerprint: u64,
     ) -> Result<Vec<LedgerEvent>, Rejection> {
-        let e = self
-            .entry_record(hold)
+        let stored = self
+            .stored_entry(hold)
             .ok_or_else(|| Rejection::UnknownEntry {
                 entry: hold.clone(),
             })?;
+        // A hold is never a plain transfer, so it is stored cold, in full.
+        let Some(e) = stored.cold_entry() else {
+            return Err(Rejection::NotAHold {
+                entry: hold.clone(),
+            });
+        };
         let EntryKind::Hold {
             expires_at,
             amount,
@@ -620,9 +628,9 @@ impl Ledger {
         &self,
         id: &EntryId,
         kinds_ok: fn(&EntryKind) -> bool,
-    ) -> Result<&super::Entry, Rejection> {
+    ) -> Result<Cow<'_, super::Entry>, Rejection> {
         let e = self
-            .entry_record(id)
+            .entry_view(id)
             .ok_or_else(|| Rejection::UnknownEntry { entry: id.clone() })?;
         let refuse = |reason: &str| Rejection::EntryNotChangeable {
             entry: id.clone(),

@@ -13,11 +13,15 @@
 //! 4. Answer with `ledger.outcome(&command)` (or the rejection).
 //!
 //! State layout (what a two-posting transfer costs in memory, beside its two balance-index
-//! changes): the entry itself, inline in a dense `Vec<Entry>` in recording order (320 bytes,
-//! no allocation of its own); its postings, shared with the event (`Arc<[Posting]>`, ~150
-//! bytes); its id (`Arc<str>`, ~40 bytes) and one slot of the id → index map (24 bytes at a
-//! load of 44–88 %); and its log position's record, `PositionMeta` (16 bytes: transaction
-//! time, entry index, type code). Positions and statements name entries by index; only the
+//! changes): the entry itself, a `stored::StoredEntry` inline in a dense `Vec` in recording
+//! order (64 bytes: id, fingerprint, valid time, position, and the transfer as two account
+//! indexes and an `i64` of minor units; no postings allocation, the accounts give the ids and
+//! the currency); its id (`Arc<str>`, ~40 bytes) and one slot of the id index (a `u32` and a
+//! control byte, at a load of 44–88 %: the index hashes the id the entry holds, see
+//! `stored::EntryIndex`); and its log position's record, `PositionMeta` (16 bytes: transaction
+//! time, entry index, type code), which also gives the entry its transaction time. Any other
+//! entry (multi-leg, metadata, holds, reversals, corrected or reversed entries) keeps the full
+//! [`Entry`] in a boxed cold part. Positions and statements name entries by index; only the
 //! few refusals keep their ids apart (`rejected_at`), since a refused id is no entry.
 
 mod command;
@@ -27,8 +31,10 @@ mod model;
 mod query;
 mod rejection;
 mod snapshot;
+mod stored;
 
-use std::collections::hash_map::Entry as MapEntry;
+use stored::StoredEntry;
+
 use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroU32;
 
@@ -142,11 +148,12 @@ pub struct Ledger {
     pub(crate) account_ix: IdMap<AccountId, u32>,
     /// Fingerprint of each account's opening request (idempotent re-opening).
     pub(crate) open_fingerprints: IdMap<AccountId, u64>,
-    /// Every entry, in recording order (stored inline: no allocation per entry, and the map
-    /// below moves 24-byte (id, index) slots, not entries, when it grows).
-    pub(crate) entries: Vec<Entry>,
+    /// Every entry, in recording order, in its compact stored form (64 bytes inline; a plain
+    /// transfer has no allocation but its id, see [`stored::StoredEntry`]). The index below
+    /// moves 4-byte slots, not entries, when it grows.
+    pub(crate) entries: Vec<stored::StoredEntry>,
     /// Entry id → index in `entries`.
-    pub(crate) entry_ix: IdMap<EntryId, u32>,
+    pub(crate) entry_ix: stored::EntryIndex,
     /// Correction id → (corrected entry, version produced, fingerprint).
     pub(crate) corrections: IdMap<EntryId, (EntryId, u32, u64)>,
     /// Hold id → fingerprint of the command that resolved it.
@@ -188,7 +195,7 @@ impl Ledger {
             account_ix: HashMap::with_hasher(h.clone()),
             open_fingerprints: HashMap::with_hasher(h.clone()),
             entries: Vec::new(),
-            entry_ix: HashMap::with_hasher(h.clone()),
+            entry_ix: stored::EntryIndex::new(h.clone()),
             corrections: HashMap::with_hasher(h.clone()),
             resolutions: HashMap::with_hasher(h.clone()),
             rejected: HashMap::with_hasher(h.clone()),
@@ -230,9 +237,11 @@ impl Ledger {
         self.accounts.iter().map(|a| &a.account)
     }
 
-    /// The entry (with all its versions), as known now.
-    pub fn entry_record(&self, id: &EntryId) -> Option<&Entry> {
-        self.entry_ix.get(id).map(|&i| &self.entries[i as usize])
+    /// The entry (with all its versions), as known now. Built on demand from the stored
+    /// form, so it is owned; the other queries ([`Ledger::entry`],
+    /// [`Ledger::entry_history`]) return the parts most callers need.
+    pub fn entry_record(&self, id: &EntryId) -> Option<Entry> {
+        self.entry_view(id).map(std::borrow::Cow::into_owned)
     }
 
     /// Number of entries (all kinds).
@@ -249,7 +258,7 @@ impl Ledger {
     /// a latency-sensitive phase does not pay for growing the maps midway.
     pub fn reserve(&mut self, entries: usize) {
         self.entries.reserve(entries);
-        self.entry_ix.reserve(entries);
+        self.entry_ix.reserve(entries, &self.entries);
         self.positions.reserve(entries);
     }
 
@@ -410,7 +419,7 @@ impl Ledger {
                 .get(id)
                 .map_or(0, |&i| self.accounts[i as usize].account.stream_version)
         };
-        let entry_version = |id: &EntryId| self.entry_record(id).map_or(0, |e| e.stream_version);
+        let entry_version = |id: &EntryId| self.stored_entry(id).map_or(0, |e| e.stream_version());
         1 + match event {
             LedgerEvent::AccountOpened { .. }
             | LedgerEvent::EntryPosted { .. }
@@ -475,15 +484,13 @@ impl Ledger {
 
     /// The index in `entries` of an entry an event names.
     fn entry_index(&self, id: &EntryId) -> Result<u32, InvariantViolated> {
-        self.entry_ix
-            .get(id)
-            .copied()
+        self.entry_position(id)
             .ok_or_else(|| InvariantViolated(format!("event names unknown entry {id}")))
     }
 
     fn entry_mut(&mut self, id: &EntryId) -> Result<&mut Entry, InvariantViolated> {
         let i = self.entry_index(id)?;
-        Ok(&mut self.entries[i as usize])
+        Ok(self.entry_mut_at(i))
     }
 
     /// Applies balance-index changes (from [`Ledger::posting_changes`] and friends).
@@ -595,20 +602,38 @@ impl Ledger {
                 if let Some(of) = reversal_of {
                     self.entry_mut(of)?.reversed_by = Some(id.clone());
                 }
+                // A plain transfer is stored compact. Its account indexes are those of its
+                // two index changes when the accounts differ (one change per account, in
+                // posting order).
+                let transfer = match (reversal_of, &changes[..]) {
+                    (None, [(d, ..), (c, ..)]) if metadata.is_empty() => {
+                        stored::compact_transfer(postings, [*d, *c], &self.accounts)
+                    }
+                    (None, _) if metadata.is_empty() && postings.len() == 2 => self
+                        .posting_ixs(postings)
+                        .and_then(|ixs| stored::compact_transfer(postings, ixs, &self.accounts)),
+                    _ => None,
+                };
                 let kind = match reversal_of {
                     Some(of) => EntryKind::Reversal { of: of.clone() },
                     None => EntryKind::Posted,
                 };
-                let ix = self.insert_entry(
-                    env,
-                    id,
-                    kind,
-                    postings,
-                    *effective_at,
-                    metadata,
-                    *fingerprint,
-                )?;
-                Ok(Some(ix))
+                let entry = match transfer {
+                    Some(t) => {
+                        StoredEntry::transfer(id.clone(), *fingerprint, *effective_at, pos, t)
+                    }
+                    None => StoredEntry::cold(Entry::recorded(
+                        id.clone(),
+                        kind,
+                        metadata.clone(),
+                        postings.clone(),
+                        *effective_at,
+                        (pos, env.recorded_at),
+                        *fingerprint,
+                        1,
+                    )),
+                };
+                Ok(Some(self.insert_entry(entry)?))
             }
             LedgerEvent::HoldPlaced {
                 id,
@@ -639,16 +664,17 @@ impl Ledger {
                     amount: *amount,
                     resolution: None,
                 };
-                let ix = self.insert_entry(
-                    env,
-                    id,
+                let entry = StoredEntry::cold(Entry::recorded(
+                    id.clone(),
                     kind,
-                    postings,
+                    metadata.clone(),
+                    postings.clone(),
                     *effective_at,
-                    metadata,
+                    (pos, env.recorded_at),
                     *fingerprint,
-                )?;
-                Ok(Some(ix))
+                    1,
+                ));
+                Ok(Some(self.insert_entry(entry)?))
             }
             LedgerEvent::HoldPosted {
                 hold,
@@ -684,7 +710,7 @@ impl Ledger {
                 // hold was placed); expiry only settles the hold's status.
                 let ix = self.entry_index(hold)?;
                 let (postings, deadline) = {
-                    let e = &mut self.entries[ix as usize];
+                    let e = self.entry_mut_at(ix);
                     let deadline = match &mut e.kind {
                         EntryKind::Hold {
                             expires_at: Some(d),
@@ -716,7 +742,7 @@ impl Ledger {
                 fingerprint,
             } => {
                 let ix = self.entry_index(entry)?;
-                let old = self.entries[ix as usize].current.clone();
+                let old = self.entry_mut_at(ix).current.clone();
                 let mut changes = self
                     .posting_changes(&old.postings, old.effective_at, old.position, -1)
                     .map_err(|r| InvariantViolated(r.to_string()))?;
@@ -725,7 +751,7 @@ impl Ledger {
                         .map_err(|r| InvariantViolated(r.to_string()))?,
                 );
                 self.apply_changes(pos, &changes)?;
-                let e = &mut self.entries[ix as usize];
+                let e = self.entry_mut_at(ix);
                 let mut prev = std::mem::replace(
                     &mut e.current,
                     EntryVersion {
@@ -776,41 +802,20 @@ impl Ledger {
     }
 
     /// Records a new entry at the end of `entries`; returns its index.
-    #[allow(clippy::too_many_arguments)]
-    fn insert_entry(
-        &mut self,
-        env: &Envelope<LedgerEvent>,
-        id: &EntryId,
-        kind: EntryKind,
-        postings: &Postings,
-        effective_at: EffectiveAt,
-        metadata: &Metadata,
-        fingerprint: u64,
-    ) -> Result<u32, InvariantViolated> {
+    fn insert_entry(&mut self, entry: StoredEntry) -> Result<u32, InvariantViolated> {
         // Positions store 1 + the index in a u32.
         let ix = u32::try_from(self.entries.len())
             .ok()
             .filter(|&i| i < u32::MAX)
             .ok_or_else(|| InvariantViolated("too many entries".into()))?;
-        match self.entry_ix.entry(id.clone()) {
-            MapEntry::Occupied(_) => {
-                return Err(InvariantViolated(format!("entry {id} recorded twice")))
-            }
-            MapEntry::Vacant(v) => {
-                v.insert(ix);
-            }
-        }
-        let entry = Entry::recorded(
-            id.clone(),
-            kind,
-            metadata.clone(),
-            postings.clone(),
-            effective_at,
-            (env.position, env.recorded_at),
-            fingerprint,
-            1,
-        );
         self.entries.push(entry);
+        if !self.entry_ix.insert(ix, &self.entries) {
+            let twice = self.entries.pop().map(|e| e.id);
+            return Err(InvariantViolated(format!(
+                "entry {} recorded twice",
+                twice.expect("pushed just above")
+            )));
+        }
         Ok(ix)
     }
 
@@ -845,7 +850,7 @@ impl Ledger {
     ) -> Result<u32, InvariantViolated> {
         let ix = self.entry_index(hold)?;
         let (postings, held, expires_at, placed_at) = {
-            let e = &mut self.entries[ix as usize];
+            let e = self.entry_mut_at(ix);
             let placed_at = e.current.position;
             match &mut e.kind {
                 EntryKind::Hold {
@@ -883,6 +888,17 @@ impl Ledger {
             self.hold_deadlines.remove(&(d, hold.clone()));
         }
         Ok(ix)
+    }
+
+    /// The account indexes of a two-posting entry's postings, if both accounts exist.
+    fn posting_ixs(&self, postings: &[Posting]) -> Option<[u32; 2]> {
+        match postings {
+            [a, b] => Some([
+                *self.account_ix.get(&a.account)?,
+                *self.account_ix.get(&b.account)?,
+            ]),
+            _ => None,
+        }
     }
 
     /// Index changes of a set of postings at (effective_at, seq), merged per account;

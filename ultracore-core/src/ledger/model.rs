@@ -286,7 +286,8 @@ pub struct EntryVersion {
     pub cancelled: bool,
 }
 
-/// A journal entry with all its versions.
+/// A journal entry with all its versions: the view the queries return. The ledger stores
+/// entries in a compact form and builds this one on demand ([`super::Ledger::entry_record`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     /// Client-chosen id.

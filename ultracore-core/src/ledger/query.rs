@@ -10,12 +10,15 @@ use crate::limits::STATEMENT_LINES_MAX;
 use crate::money::{Amount, Currency, SignedAmount};
 use crate::time::{RecordedAt, Timestamp};
 
-use super::command::{AccountReceipt, Command, EntryReceipt, EntryStatus, Outcome};
+use super::command::{
+    AccountReceipt, Command, EntryReceipt, EntryStatus, Outcome, PostHold, VoidHold,
+};
 use super::event::TYPE_ENTRY_REJECTED;
 use super::model::{
     AccountKind, BalanceView, Basis, Direction, Entry, EntryKind, EntryVersion, HoldResolution,
     KnownAt, Metadata,
 };
+use super::stored::StoredEntry;
 use super::{AccountState, Ledger, Rejection};
 
 /// Why a query could not be answered.
@@ -177,7 +180,7 @@ impl Ledger {
         })
     }
 
-    fn recorded_at_of(&self, position: u64) -> Timestamp {
+    pub(crate) fn recorded_at_of(&self, position: u64) -> Timestamp {
         position
             .checked_sub(1)
             .and_then(|i| self.positions.get(i as usize))
@@ -285,7 +288,7 @@ impl Ledger {
     pub fn entry(&self, id: &EntryId, known_at: KnownAt) -> Result<EntryView, QueryError> {
         let basis = self.basis(known_at)?;
         let e = self
-            .entry_record(id)
+            .entry_view(id)
             .ok_or_else(|| QueryError::UnknownEntry(id.clone()))?;
         let version = e
             .version_at(basis.position)
@@ -294,7 +297,7 @@ impl Ledger {
         Ok(EntryView {
             id: id.clone(),
             kind: e.kind.clone(),
-            status: status_at(e, &version, basis.position),
+            status: status_at(&e, &version, basis.position),
             version,
             metadata: e.metadata.clone(),
             reversed_by: e.reversed_by.clone(),
@@ -306,7 +309,7 @@ impl Ledger {
     /// each was believed.
     pub fn entry_history(&self, id: &EntryId) -> Result<Vec<EntryVersion>, QueryError> {
         let e = self
-            .entry_record(id)
+            .entry_view(id)
             .ok_or_else(|| QueryError::UnknownEntry(id.clone()))?;
         Ok(e.versions().cloned().collect())
     }
@@ -381,7 +384,7 @@ impl Ledger {
             }))
         };
         let entry = |id: &EntryId| {
-            self.entry_record(id)
+            self.stored_entry(id)
                 .ok_or_else(|| Rejection::UnknownEntry { entry: id.clone() })
         };
         match command {
@@ -390,16 +393,11 @@ impl Ledger {
             | Command::UnfreezeAccount { account }
             | Command::CloseAccount { account }
             | Command::SetAccountMetadata { account, .. } => account_receipt(account),
-            Command::PostEntry(c) => Ok(receipt(entry(&c.id)?, 1, None, self)),
-            Command::PlaceHold(c) => Ok(receipt(entry(&c.id)?, 1, None, self)),
-            Command::Reverse(c) => Ok(receipt(entry(&c.id)?, 1, None, self)),
-            Command::PostHold(c) => {
-                let e = entry(&c.hold)?;
-                Ok(receipt(e, e.current.version, resolution_position(e), self))
-            }
-            Command::VoidHold(c) => {
-                let e = entry(&c.hold)?;
-                Ok(receipt(e, e.current.version, resolution_position(e), self))
+            Command::PostEntry(c) => Ok(self.receipt(entry(&c.id)?, Some(1))),
+            Command::PlaceHold(c) => Ok(self.receipt(entry(&c.id)?, Some(1))),
+            Command::Reverse(c) => Ok(self.receipt(entry(&c.id)?, Some(1))),
+            Command::PostHold(PostHold { hold, .. }) | Command::VoidHold(VoidHold { hold, .. }) => {
+                Ok(self.receipt(entry(hold)?, None))
             }
             Command::Correct(c) => {
                 let (target, version, _) =
@@ -408,7 +406,7 @@ impl Ledger {
                         .ok_or_else(|| Rejection::UnknownEntry {
                             entry: c.id.clone(),
                         })?;
-                Ok(receipt(entry(target)?, *version, None, self))
+                Ok(self.receipt(entry(target)?, Some(*version)))
             }
             Command::ExpireHolds => Ok(Outcome::HoldsExpired { count: 0 }),
         }
@@ -426,6 +424,29 @@ fn resolution_position(e: &Entry) -> Option<u64> {
             | HoldResolution::Expired { position } => *position,
         }),
         _ => None,
+    }
+}
+
+impl Ledger {
+    /// The receipt for version `version` of an entry (the current one if `None`, and then at
+    /// its hold's resolution if it has one). A plain transfer's is read from its stored form,
+    /// which has one version, without building the full entry.
+    fn receipt(&self, e: &StoredEntry, version: Option<u32>) -> Outcome {
+        let Some(full) = e.cold_entry() else {
+            let position = e.current_position();
+            return Outcome::Entry(EntryReceipt {
+                id: e.id.clone(),
+                status: EntryStatus::Posted,
+                version: 1,
+                effective_at: e.current_effective_at(),
+                position,
+                recorded_at: RecordedAt(self.recorded_at_of(position)),
+            });
+        };
+        match version {
+            Some(v) => receipt(full, v, None, self),
+            None => receipt(full, full.current.version, resolution_position(full), self),
+        }
     }
 }
 

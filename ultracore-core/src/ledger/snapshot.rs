@@ -20,10 +20,15 @@
 //!    transaction time is the position's, part 3), valid time as a delta from that, and
 //!    postings, each as (account index, direction, minor units), so decoding shares the
 //!    account's id instead of allocating a copy per posting; any other entry in postcard.
+//!    A plain transfer (see `stored::StoredEntry`) decodes straight into the compact form the
+//!    state keeps, allocating only its id; the state writes it back from that form, byte for
+//!    byte as it wrote the full entry before entries were stored compactly (schema 5 did not
+//!    change).
 //!
 //! Every part but the first is length-prefixed so that three threads can work at once, on
 //! both sides: decoding reads part 2 on one thread and parses the second half of part 4
-//! (the allocations of its ids and postings, which need no positions) on another while the
+//! (the allocations of its ids, and postings of the entries that are no plain transfer, which
+//! need no positions) on another while the
 //! calling thread reads part 3 and the first half; encoding splits the same way.
 //!
 //! Integers are LEB128 varints (signed ones zigzag-encoded) unless said otherwise. Hand-encoding
@@ -46,6 +51,7 @@ use std::sync::Arc;
 use super::command::Postings;
 use super::model::{Direction, Entry, EntryKind, Metadata, Posting};
 use super::rejection::Rejection;
+use super::stored::{compact_legs, StoredEntry, Transfer};
 use super::{AccountState, Ledger, LedgerConfig, PositionMeta};
 
 /// The snapshot format this build writes and reads. Bump it whenever any snapshotted type
@@ -209,15 +215,42 @@ impl Ledger {
     }
 
     /// One half of part 4.
-    fn encode_entries(&self, entries: &[Entry]) -> Vec<u8> {
+    fn encode_entries(&self, entries: &[StoredEntry]) -> Vec<u8> {
         let mut w = Writer(Vec::with_capacity(entries.len() * 48));
         for e in entries {
-            self.encode_entry(&mut w, e);
+            match e.cold_entry() {
+                Some(full) => self.encode_entry(&mut w, full),
+                None => self.encode_transfer(&mut w, e),
+            }
         }
         w.0
     }
 
-    /// Part 4's form of one entry.
+    /// Part 4's form of a plain transfer stored hot: the same bytes as [`Ledger::encode_entry`]
+    /// writes for its full form, read straight from the compact one.
+    fn encode_transfer(&self, w: &mut Writer, e: &StoredEntry) {
+        let t = e.as_transfer().expect("called on hot entries only");
+        let position = e.current_position();
+        w.0.push(ENTRY_PLAIN);
+        w.bytes(e.id.as_str().as_bytes());
+        w.0.extend_from_slice(&e.fingerprint.to_le_bytes());
+        w.var(1);
+        w.var(position);
+        w.zig(
+            e.current_effective_at()
+                .0
+                .as_micros()
+                .wrapping_sub(self.recorded_at_of(position).as_micros()),
+        );
+        w.var(2);
+        for (ix, direction) in [(t.debit, 0), (t.credit, 1)] {
+            w.var(u64::from(ix));
+            w.0.push(direction);
+            w.zig128(i128::from(t.minor));
+        }
+    }
+
+    /// Part 4's form of one entry stored cold.
     fn encode_entry(&self, w: &mut Writer, e: &Entry) {
         let c = &e.current;
         let plain = matches!(e.kind, EntryKind::Posted)
@@ -341,7 +374,7 @@ impl Ledger {
         config: LedgerConfig,
         rest: Rest,
         (positions, rejected_at): (Vec<PositionMeta>, Vec<(u64, EntryId)>),
-        entries: Vec<Entry>,
+        entries: Vec<StoredEntry>,
     ) -> Result<Ledger, SnapshotError> {
         let mut ledger = Ledger::new(config);
         for (i, st) in rest.accounts.iter().enumerate() {
@@ -362,15 +395,19 @@ impl Ledger {
         {
             return Err(decode_error("entry reference"));
         }
-        ledger.entry_ix.reserve(entries.len());
-        for (i, e) in entries.iter().enumerate() {
-            // Positions refer to entries by a u32 index (checked above).
-            let i = u32::try_from(i).map_err(|_| inconsistent("too many entries"))?;
-            if ledger.entry_ix.insert(e.id.clone(), i).is_some() {
+        // Positions refer to entries by a u32 index.
+        if u32::try_from(entries.len()).is_err() {
+            return Err(inconsistent("too many entries"));
+        }
+        ledger.entries = entries;
+        ledger
+            .entry_ix
+            .reserve(ledger.entries.len(), &ledger.entries);
+        for i in 0..ledger.entries.len() as u32 {
+            if !ledger.entry_ix.insert(i, &ledger.entries) {
                 return Err(inconsistent("an entry twice"));
             }
         }
-        ledger.entries = entries;
         ledger.positions = positions;
         ledger.rejected_at = rejected_at;
         ledger.open_fingerprints.extend(rest.open_fingerprints);
@@ -451,7 +488,14 @@ struct PlainEntry {
     position: u64,
     /// Valid time minus transaction time.
     valid_delta: i64,
-    postings: Postings,
+    postings: PlainPostings,
+}
+
+/// A plain entry's postings as parsed: a transfer's compact form (it is then stored hot, with
+/// no allocation), or the shared postings of any other plain entry (stored cold).
+enum PlainPostings {
+    Transfer(Transfer),
+    Other(Postings),
 }
 
 /// Parses `count` entries (one half of part 4); account indexes refer to `accounts`.
@@ -485,10 +529,10 @@ fn parse_entry(r: &mut Reader<'_>, accounts: &[AccountState]) -> Result<Parsed, 
             let position = r.var()?;
             let valid_delta = r.zig()?;
             let n = r.len_hint(3)?;
-            let mut posting = || {
-                let ix = usize::try_from(r.var()?).unwrap_or(usize::MAX);
+            let mut leg = || {
+                let ix = u32::try_from(r.var()?).map_err(|_| decode_error("account index"))?;
                 let acc = &accounts
-                    .get(ix)
+                    .get(ix as usize)
                     .ok_or_else(|| decode_error("account index"))?
                     .account;
                 let direction = match r.u8()? {
@@ -497,22 +541,28 @@ fn parse_entry(r: &mut Reader<'_>, accounts: &[AccountState]) -> Result<Parsed, 
                     _ => return Err(decode_error("direction")),
                 };
                 let amount = Amount::from_minor(r.zig128()?, acc.currency).map_err(decode_error)?;
-                Ok(Posting {
-                    account: acc.id.clone(),
-                    direction,
-                    amount,
-                })
+                Ok((ix, direction, amount))
             };
-            // Two postings (a transfer) go straight into their shared allocation; other
-            // counts through a Vec.
-            let postings: Postings = if n == 2 {
-                let a = posting()?;
-                Arc::new([a, posting()?])
+            let posting = |(ix, direction, amount): (u32, Direction, Amount)| Posting {
+                account: accounts[ix as usize].account.id.clone(),
+                direction,
+                amount,
+            };
+            // A transfer becomes its compact form without allocating; other plain entries go
+            // through a Vec into their shared postings.
+            let postings = if n == 2 {
+                let legs = [leg()?, leg()?];
+                match compact_legs(legs, accounts).filter(|_| stream_version == 1) {
+                    Some(t) => PlainPostings::Transfer(t),
+                    None => PlainPostings::Other(Arc::new(legs.map(posting))),
+                }
             } else {
-                (0..n)
-                    .map(|_| posting())
-                    .collect::<Result<Vec<_>, SnapshotError>>()?
-                    .into()
+                PlainPostings::Other(
+                    (0..n)
+                        .map(|_| leg().map(posting))
+                        .collect::<Result<Vec<_>, SnapshotError>>()?
+                        .into(),
+                )
             };
             Ok(Parsed::Plain(PlainEntry {
                 id,
@@ -529,7 +579,7 @@ fn parse_entry(r: &mut Reader<'_>, accounts: &[AccountState]) -> Result<Parsed, 
 
 impl Parsed {
     /// The entry, its transaction time taken from `positions` (part 3).
-    fn finish(self, positions: &[PositionMeta]) -> Result<Entry, SnapshotError> {
+    fn finish(self, positions: &[PositionMeta]) -> Result<StoredEntry, SnapshotError> {
         let PlainEntry {
             id,
             fingerprint,
@@ -538,7 +588,7 @@ impl Parsed {
             valid_delta,
             postings,
         } = match self {
-            Parsed::Full(e) => return Ok(*e),
+            Parsed::Full(e) => return Ok(StoredEntry::cold(*e)),
             Parsed::Plain(p) => p,
         };
         let recorded_at = usize::try_from(position)
@@ -552,16 +602,21 @@ impl Parsed {
             .ok_or_else(|| decode_error("time out of range"))?;
         let recorded_at =
             Timestamp::from_micros(recorded_at).ok_or_else(|| decode_error("time out of range"))?;
-        Ok(Entry::recorded(
-            id,
-            EntryKind::Posted,
-            Metadata::new(),
-            postings,
-            EffectiveAt(effective_at),
-            (position, RecordedAt(recorded_at)),
-            fingerprint,
-            stream_version,
-        ))
+        Ok(match postings {
+            PlainPostings::Transfer(t) => {
+                StoredEntry::transfer(id, fingerprint, EffectiveAt(effective_at), position, t)
+            }
+            PlainPostings::Other(postings) => StoredEntry::cold(Entry::recorded(
+                id,
+                EntryKind::Posted,
+                Metadata::new(),
+                postings,
+                EffectiveAt(effective_at),
+                (position, RecordedAt(recorded_at)),
+                fingerprint,
+                stream_version,
+            )),
+        })
     }
 }
 
@@ -624,12 +679,14 @@ fn check_consistent(l: &Ledger) -> Result<(), SnapshotError> {
             ));
         }
     }
-    if l.entries.iter().any(|e| e.current.position > last) {
+    if l.entries.iter().any(|e| e.current_position() > last) {
         return bad("an entry is ahead of the log".into());
     }
     // Recording order: each entry's first version comes after the previous entry's.
-    let first = |e: &Entry| e.previous.first().unwrap_or(&e.current).position;
-    if l.entries.windows(2).any(|w| first(&w[0]) >= first(&w[1])) {
+    if l.entries
+        .windows(2)
+        .any(|w| w[0].first_position() >= w[1].first_position())
+    {
         return bad("entries are not in recording order".into());
     }
     if l.positions

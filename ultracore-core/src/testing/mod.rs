@@ -43,7 +43,11 @@ pub fn same_state(a: &Ledger, b: &Ledger) -> Result<(), String> {
     if a.positions != b.positions {
         return Err("log position records differ".into());
     }
-    if a.entries != b.entries || a.entry_ix != b.entry_ix {
+    let indexed = |l: &Ledger| {
+        l.entry_ix.len() == l.entries.len()
+            && (0..l.entries.len()).all(|i| l.entry_position(&l.entries[i].id) == Some(i as u32))
+    };
+    if a.entries != b.entries || !indexed(a) || !indexed(b) {
         return Err("entries differ".into());
     }
     if a.rejected != b.rejected || a.rejected_at != b.rejected_at {

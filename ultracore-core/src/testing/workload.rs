@@ -429,7 +429,7 @@ impl Workload {
             .holds
             .iter()
             .filter_map(|id| {
-                let e = ledger.entry_record(id)?;
+                let e = ledger.entry_view(id)?;
                 match &e.kind {
                     EntryKind::Hold {
                         amount,
@@ -479,12 +479,12 @@ impl Workload {
     }
 
     /// A posted entry the ledger still holds as changeable (not reversed, not cancelled).
-    fn live_entry<'l>(&mut self, ledger: &'l Ledger) -> Option<&'l crate::ledger::Entry> {
+    fn live_entry(&mut self, ledger: &Ledger) -> Option<crate::ledger::Entry> {
         let live: Vec<&EntryId> = self
             .entries
             .iter()
             .filter(|id| {
-                ledger.entry_record(id).is_some_and(|e| {
+                ledger.entry_view(id).is_some_and(|e| {
                     matches!(e.kind, EntryKind::Posted)
                         && e.reversed_by.is_none()
                         && !e.current.cancelled

@@ -60,7 +60,7 @@ pub async fn correct(
         .read(|l| {
             let currency = l
                 .entry_record(&entry)
-                .and_then(|e| entry_postings(e).first().map(|p| p.amount.currency()));
+                .and_then(|e| entry_postings(&e).first().map(|p| p.amount.currency()));
             (currency, entry_resource(l, &entry))
         })
         .await;

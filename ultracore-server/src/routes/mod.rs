@@ -136,7 +136,7 @@ pub fn postings_resource(ledger: &Ledger, postings: &[Posting]) -> Resource {
 pub fn entry_resource(ledger: &Ledger, id: &EntryId) -> Resource {
     match ledger.entry_record(id) {
         None => Resource::default(),
-        Some(e) => postings_resource(ledger, entry_postings(e)),
+        Some(e) => postings_resource(ledger, entry_postings(&e)),
     }
 }
 

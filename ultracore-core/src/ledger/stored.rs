@@ -1,0 +1,306 @@
+//! The form in which the ledger stores each entry: [`StoredEntry`], 64 bytes inline, with no
+//! allocation of its own for a plain transfer (the common case by far). Every other shape keeps
+//! the full [`Entry`] in a boxed cold part. The public [`Entry`] is the view that queries
+//! return, materialised from this form on demand ([`Ledger::entry_record`]).
+//!
+//! Why: with the full `Entry` inline (320 bytes) plus its shared postings (~150 bytes), the
+//! state of a transfer was ~1.1–1.3 KB, and decide + apply, replay and snapshot decoding spent
+//! much of their time faulting in fresh memory for it.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use crate::ids::EntryId;
+use crate::money::Amount;
+use crate::time::{EffectiveAt, RecordedAt, Timestamp};
+
+use super::model::{Direction, Entry, EntryKind, Metadata, Posting};
+use super::{AccountState, Ledger};
+
+/// One journal entry as the ledger stores it.
+///
+/// Hot form (`cold` is `None`): a plain transfer, i.e. a posted entry with no metadata, one
+/// version, never reversed, stream version 1, and exactly two postings, a debit then a credit
+/// of the same amount in the accounts' currency, that fits in an `i64` of minor units. Its
+/// postings are two account indexes (the account gives the id and the currency) and the
+/// amount; its transaction time is its position's (`Ledger::positions`).
+///
+/// Cold form: anything else keeps the full [`Entry`] in `cold`; the hot fields other than `id`
+/// and `fingerprint` are then unused. An entry is cold exactly when it is not a plain transfer
+/// (see [`compact_transfer`]): apply and snapshot decoding choose the same form for the same
+/// entry, and an entry only moves from hot to cold (when it is reversed or corrected), never
+/// back, so two ledgers with the same history hold equal `StoredEntry`s.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StoredEntry {
+    /// Client-chosen id.
+    pub(crate) id: EntryId,
+    /// Fingerprint of the request that created it (idempotency).
+    pub(crate) fingerprint: u64,
+    /// Valid time (hot form).
+    effective_at: EffectiveAt,
+    /// Log position that recorded it (hot form).
+    position: u64,
+    /// The transfer (hot form).
+    transfer: Transfer,
+    /// The full entry (cold form).
+    cold: Option<Box<Entry>>,
+}
+
+// The size the module docs and docs/ARCHITECTURE.md count on: one cache line per entry.
+const _: () = assert!(std::mem::size_of::<StoredEntry>() <= 64);
+
+/// A plain transfer's postings: `minor` units from account `debit` to account `credit`
+/// (indexes into `Ledger::accounts`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Transfer {
+    pub(crate) debit: u32,
+    pub(crate) credit: u32,
+    pub(crate) minor: i64,
+}
+
+/// The compact form of a plain posted entry's postings, if it has one: exactly two postings,
+/// a debit then a credit, of the same amount, in the currency of their accounts, fitting an
+/// `i64`. `ixs[i]` must be the account index of `postings[i]`. The caller checks the rest of
+/// "plain" (kind posted, no metadata, one version, stream version 1).
+pub(crate) fn compact_transfer(
+    postings: &[Posting],
+    ixs: [u32; 2],
+    accounts: &[AccountState],
+) -> Option<Transfer> {
+    let [d, c] = postings else { return None };
+    compact_legs(
+        [
+            (ixs[0], d.direction, d.amount),
+            (ixs[1], c.direction, c.amount),
+        ],
+        accounts,
+    )
+}
+
+/// [`compact_transfer`] on two legs given as (account index, direction, amount): the one
+/// test of "plain transfer" that apply and snapshot decoding share.
+pub(crate) fn compact_legs(
+    [(d, d_dir, d_amount), (c, c_dir, c_amount)]: [(u32, Direction, Amount); 2],
+    accounts: &[AccountState],
+) -> Option<Transfer> {
+    let currency_of = |ix: u32| accounts.get(ix as usize).map(|a| a.account.currency);
+    let shape = d_dir == Direction::Debit
+        && c_dir == Direction::Credit
+        && d_amount == c_amount
+        && currency_of(d) == Some(d_amount.currency())
+        && currency_of(c) == Some(c_amount.currency());
+    if !shape {
+        return None;
+    }
+    Some(Transfer {
+        debit: d,
+        credit: c,
+        minor: i64::try_from(d_amount.minor()).ok()?,
+    })
+}
+
+impl StoredEntry {
+    /// A plain transfer (hot form), recorded at `position`.
+    pub(crate) fn transfer(
+        id: EntryId,
+        fingerprint: u64,
+        effective_at: EffectiveAt,
+        position: u64,
+        transfer: Transfer,
+    ) -> StoredEntry {
+        StoredEntry {
+            id,
+            fingerprint,
+            effective_at,
+            position,
+            transfer,
+            cold: None,
+        }
+    }
+
+    /// Any other entry (cold form). The unused hot fields are zero, so equal entries compare
+    /// equal however they came to be stored cold.
+    pub(crate) fn cold(entry: Entry) -> StoredEntry {
+        StoredEntry {
+            id: entry.id.clone(),
+            fingerprint: entry.fingerprint,
+            effective_at: EffectiveAt(Timestamp::EPOCH),
+            position: 0,
+            transfer: Transfer {
+                debit: 0,
+                credit: 0,
+                minor: 0,
+            },
+            cold: Some(Box::new(entry)),
+        }
+    }
+
+    /// The full entry, if this one is stored cold.
+    pub(crate) fn cold_entry(&self) -> Option<&Entry> {
+        self.cold.as_deref()
+    }
+
+    /// The plain transfer, if this entry is stored hot.
+    pub(crate) fn as_transfer(&self) -> Option<Transfer> {
+        self.cold.is_none().then_some(self.transfer)
+    }
+
+    /// Number of events in the entry's stream.
+    pub(crate) fn stream_version(&self) -> u64 {
+        self.cold.as_ref().map_or(1, |e| e.stream_version)
+    }
+
+    /// Log position of the version in force now.
+    pub(crate) fn current_position(&self) -> u64 {
+        self.cold
+            .as_ref()
+            .map_or(self.position, |e| e.current.position)
+    }
+
+    /// Valid time of the version in force now.
+    pub(crate) fn current_effective_at(&self) -> EffectiveAt {
+        self.cold
+            .as_ref()
+            .map_or(self.effective_at, |e| e.current.effective_at)
+    }
+
+    /// Log position of the first version (the entry's recording).
+    pub(crate) fn first_position(&self) -> u64 {
+        self.cold.as_ref().map_or(self.position, |e| {
+            e.previous.first().unwrap_or(&e.current).position
+        })
+    }
+}
+
+/// Entry id → index in `Ledger::entries`: a hash table of bare `u32` indexes that hashes and
+/// compares the ids the entries hold, so a slot is 4 bytes (plus a control byte) where an
+/// (id, index) map slot is 24, and the id is not shared a second time.
+#[derive(Clone)]
+pub(crate) struct EntryIndex {
+    table: hashbrown::HashTable<u32>,
+    hasher: foldhash::fast::FixedState,
+}
+
+impl std::fmt::Debug for EntryIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EntryIndex")
+            .field("len", &self.table.len())
+            .finish()
+    }
+}
+
+impl EntryIndex {
+    /// An empty index hashing with `hasher`.
+    pub(crate) fn new(hasher: foldhash::fast::FixedState) -> EntryIndex {
+        EntryIndex {
+            table: hashbrown::HashTable::new(),
+            hasher,
+        }
+    }
+
+    fn hash(&self, id: &str) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.hasher, id)
+    }
+
+    /// The index of the entry with id `id`, if any.
+    pub(crate) fn get(&self, id: &str, entries: &[StoredEntry]) -> Option<u32> {
+        self.table
+            .find(self.hash(id), |&i| entries[i as usize].id.as_str() == id)
+            .copied()
+    }
+
+    /// Adds `entries[ix]`, which must be the last entry and not yet indexed; `false` (and no
+    /// change) if its id is already there.
+    pub(crate) fn insert(&mut self, ix: u32, entries: &[StoredEntry]) -> bool {
+        let id = entries[ix as usize].id.as_str();
+        let hash = self.hash(id);
+        if self
+            .table
+            .find(hash, |&i| entries[i as usize].id.as_str() == id)
+            .is_some()
+        {
+            return false;
+        }
+        let hasher = &self.hasher;
+        self.table.insert_unique(hash, ix, |&i| {
+            std::hash::BuildHasher::hash_one(hasher, entries[i as usize].id.as_str())
+        });
+        true
+    }
+
+    /// Makes room for `additional` more entries.
+    pub(crate) fn reserve(&mut self, additional: usize, entries: &[StoredEntry]) {
+        let hasher = &self.hasher;
+        self.table.reserve(additional, |&i| {
+            std::hash::BuildHasher::hash_one(hasher, entries[i as usize].id.as_str())
+        });
+    }
+
+    /// Number of indexed entries.
+    pub(crate) fn len(&self) -> usize {
+        self.table.len()
+    }
+}
+
+impl Ledger {
+    /// The index in `entries` of the entry with id `id`.
+    pub(crate) fn entry_position(&self, id: &EntryId) -> Option<u32> {
+        self.entry_ix.get(id.as_str(), &self.entries)
+    }
+
+    /// The stored form of an entry.
+    pub(crate) fn stored_entry(&self, id: &EntryId) -> Option<&StoredEntry> {
+        self.entry_position(id).map(|i| &self.entries[i as usize])
+    }
+
+    /// The entry (with all its versions), as known now: borrowed when stored cold, built when
+    /// stored hot.
+    pub(crate) fn entry_view(&self, id: &EntryId) -> Option<Cow<'_, Entry>> {
+        self.stored_entry(id).map(|e| self.materialise(e))
+    }
+
+    /// The full view of a stored entry.
+    pub(crate) fn materialise<'a>(&'a self, e: &'a StoredEntry) -> Cow<'a, Entry> {
+        if let Some(full) = e.cold_entry() {
+            return Cow::Borrowed(full);
+        }
+        let t = e.transfer;
+        let posting = |ix: u32, direction| {
+            let account = &self.accounts[ix as usize].account;
+            Posting {
+                account: account.id.clone(),
+                direction,
+                amount: Amount::from_minor(i128::from(t.minor), account.currency)
+                    .expect("a hot entry's amount was a valid amount when it was stored"),
+            }
+        };
+        let postings: Arc<[Posting]> = Arc::new([
+            posting(t.debit, Direction::Debit),
+            posting(t.credit, Direction::Credit),
+        ]);
+        Cow::Owned(Entry::recorded(
+            e.id.clone(),
+            EntryKind::Posted,
+            Metadata::new(),
+            postings,
+            e.effective_at,
+            (e.position, RecordedAt(self.recorded_at_of(e.position))),
+            e.fingerprint,
+            1,
+        ))
+    }
+
+    /// The entry at index `ix` of `entries` as a full, mutable [`Entry`], moving it to the
+    /// cold form first if it is hot (every change to an entry makes it no longer plain).
+    pub(crate) fn entry_mut_at(&mut self, ix: u32) -> &mut Entry {
+        let ix = ix as usize;
+        if self.entries[ix].cold.is_none() {
+            let full = self.materialise(&self.entries[ix]).into_owned();
+            self.entries[ix] = StoredEntry::cold(full);
+        }
+        self.entries[ix]
+            .cold
+            .as_deref_mut()
+            .expect("made cold just above")
+    }
+}
