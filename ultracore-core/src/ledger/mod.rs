@@ -183,6 +183,10 @@ type DeferredChange = (u32, u64, TimelineKey, Deltas);
 /// to stay a buffer.
 const DEFERRED_CHANGES_MAX: usize = 1 << 18;
 
+/// Bytes of id arena [`Ledger::reserve`] sets aside per entry (a typical id's length; untouched
+/// reserved pages cost no memory).
+const IDS_RESERVED_BYTES_PER_ENTRY: usize = 16;
+
 impl Default for Ledger {
     fn default() -> Self {
         Ledger::new(LedgerConfig::default())
@@ -270,6 +274,9 @@ impl Ledger {
             },
         );
         self.positions.reserve(entries);
+        // Room for ids of a typical length; longer ones grow the arena as usual.
+        self.ids
+            .reserve(entries.saturating_mul(IDS_RESERVED_BYTES_PER_ENTRY));
     }
 
     /// Applies recorded events in log order, like calling [`Ledger::apply`] on each, but faster
@@ -826,19 +833,22 @@ impl Ledger {
             .ok()
             .filter(|&i| i < u32::MAX)
             .ok_or_else(|| InvariantViolated("too many entries".into()))?;
-        if self.entry_position(id).is_some() {
+        // One hash and one probe to refuse a duplicate, the same hash to insert.
+        let hash = self.entry_ix.hash(id.as_str());
+        if self
+            .entry_ix
+            .get_hashed(hash, id.as_str(), self.keys())
+            .is_some()
+        {
             return Err(InvariantViolated(format!("entry {id} recorded twice")));
         }
         let r = self.ids.push(id.as_str());
         self.entries.push(entry(r));
-        let fresh = self.entry_ix.insert(
-            ix,
-            stored::Keys {
-                entries: &self.entries,
-                ids: &self.ids,
-            },
-        );
-        debug_assert!(fresh, "looked up just above");
+        let keys = stored::Keys {
+            entries: &self.entries,
+            ids: &self.ids,
+        };
+        self.entry_ix.insert_new(hash, ix, keys);
         Ok(ix)
     }
 

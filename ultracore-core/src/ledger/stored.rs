@@ -98,6 +98,11 @@ impl IdArena {
         self.0.push_str(&other.0);
     }
 
+    /// Makes room for `bytes` more bytes of ids.
+    pub(crate) fn reserve(&mut self, bytes: usize) {
+        self.0.reserve(bytes);
+    }
+
     /// Its length in bytes.
     pub(crate) fn len(&self) -> usize {
         self.0.len()
@@ -253,15 +258,28 @@ impl EntryIndex {
         }
     }
 
-    fn hash(&self, id: &str) -> u64 {
+    /// The hash of `id` in this index.
+    pub(crate) fn hash(&self, id: &str) -> u64 {
         std::hash::BuildHasher::hash_one(&self.hasher, id)
     }
 
     /// The index of the entry with id `id`, if any.
     pub(crate) fn get(&self, id: &str, keys: Keys<'_>) -> Option<u32> {
-        self.table
-            .find(self.hash(id), |&i| keys.id(i) == id)
-            .copied()
+        self.get_hashed(self.hash(id), id, keys)
+    }
+
+    /// [`EntryIndex::get`] with the id's hash already known.
+    pub(crate) fn get_hashed(&self, hash: u64, id: &str, keys: Keys<'_>) -> Option<u32> {
+        self.table.find(hash, |&i| keys.id(i) == id).copied()
+    }
+
+    /// Adds entry `ix`, whose id hashes to `hash` and is not in the index (checked by the
+    /// caller with [`EntryIndex::get_hashed`]).
+    pub(crate) fn insert_new(&mut self, hash: u64, ix: u32, keys: Keys<'_>) {
+        let hasher = &self.hasher;
+        self.table.insert_unique(hash, ix, |&i| {
+            std::hash::BuildHasher::hash_one(hasher, keys.id(i))
+        });
     }
 
     /// Adds `entries[ix]`, which must not be indexed yet; `false` (and no change) if its id
