@@ -23,7 +23,8 @@ impl IdError {
     }
 }
 
-fn validate(s: &str) -> Result<(), IdError> {
+/// Checks the id rules without building an id.
+pub(crate) fn validate(s: &str) -> Result<(), IdError> {
     let ok = !s.is_empty()
         && s.len() <= ID_LEN_MAX
         && s.bytes()

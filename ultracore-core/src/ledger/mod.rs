@@ -14,9 +14,10 @@
 //!
 //! State layout (what a two-posting transfer costs in memory, beside its two balance-index
 //! changes): the entry itself, a `stored::StoredEntry` inline in a dense `Vec` in recording
-//! order (64 bytes: id, fingerprint, valid time, position, and the transfer as two account
-//! indexes and an `i64` of minor units; no postings allocation, the accounts give the ids and
-//! the currency); its id (`Arc<str>`, ~40 bytes) and one slot of the id index (a `u32` and a
+//! order (56 bytes: where its id lies, fingerprint, valid time, position, and the transfer as
+//! two account indexes and an `i64` of minor units; no allocation, the accounts give the ids
+//! and the currency); its id's bytes, back to back with the others in the ledger's id arena
+//! (`stored::IdArena`, no allocation per id); one slot of the id index (a `u32` and a
 //! control byte, at a load of 44–88 %: the index hashes the id the entry holds, see
 //! `stored::EntryIndex`); and its log position's record, `PositionMeta` (16 bytes: transaction
 //! time, entry index, type code), which also gives the entry its transaction time. Any other
@@ -148,12 +149,14 @@ pub struct Ledger {
     pub(crate) account_ix: IdMap<AccountId, u32>,
     /// Fingerprint of each account's opening request (idempotent re-opening).
     pub(crate) open_fingerprints: IdMap<AccountId, u64>,
-    /// Every entry, in recording order, in its compact stored form (64 bytes inline; a plain
-    /// transfer has no allocation but its id, see [`stored::StoredEntry`]). The index below
+    /// Every entry, in recording order, in its compact stored form (56 bytes inline; a plain
+    /// transfer has no allocation of its own, see [`stored::StoredEntry`]). The index below
     /// moves 4-byte slots, not entries, when it grows.
     pub(crate) entries: Vec<stored::StoredEntry>,
     /// Entry id → index in `entries`.
     pub(crate) entry_ix: stored::EntryIndex,
+    /// The entries' ids, back to back (`StoredEntry::id` says where each lies).
+    pub(crate) ids: stored::IdArena,
     /// Correction id → (corrected entry, version produced, fingerprint).
     pub(crate) corrections: IdMap<EntryId, (EntryId, u32, u64)>,
     /// Hold id → fingerprint of the command that resolved it.
@@ -180,6 +183,10 @@ type DeferredChange = (u32, u64, TimelineKey, Deltas);
 /// to stay a buffer.
 const DEFERRED_CHANGES_MAX: usize = 1 << 18;
 
+/// Bytes of id arena [`Ledger::reserve`] sets aside per entry (a typical id's length; untouched
+/// reserved pages cost no memory).
+const IDS_RESERVED_BYTES_PER_ENTRY: usize = 16;
+
 impl Default for Ledger {
     fn default() -> Self {
         Ledger::new(LedgerConfig::default())
@@ -196,6 +203,7 @@ impl Ledger {
             open_fingerprints: HashMap::with_hasher(h.clone()),
             entries: Vec::new(),
             entry_ix: stored::EntryIndex::new(h.clone()),
+            ids: stored::IdArena::default(),
             corrections: HashMap::with_hasher(h.clone()),
             resolutions: HashMap::with_hasher(h.clone()),
             rejected: HashMap::with_hasher(h.clone()),
@@ -258,8 +266,17 @@ impl Ledger {
     /// a latency-sensitive phase does not pay for growing the maps midway.
     pub fn reserve(&mut self, entries: usize) {
         self.entries.reserve(entries);
-        self.entry_ix.reserve(entries, &self.entries);
+        self.entry_ix.reserve(
+            entries,
+            stored::Keys {
+                entries: &self.entries,
+                ids: &self.ids,
+            },
+        );
         self.positions.reserve(entries);
+        // Room for ids of a typical length; longer ones grow the arena as usual.
+        self.ids
+            .reserve(entries.saturating_mul(IDS_RESERVED_BYTES_PER_ENTRY));
     }
 
     /// Applies recorded events in log order, like calling [`Ledger::apply`] on each, but faster
@@ -618,22 +635,23 @@ impl Ledger {
                     Some(of) => EntryKind::Reversal { of: of.clone() },
                     None => EntryKind::Posted,
                 };
-                let entry = match transfer {
-                    Some(t) => {
-                        StoredEntry::transfer(id.clone(), *fingerprint, *effective_at, pos, t)
-                    }
-                    None => StoredEntry::cold(Entry::recorded(
-                        id.clone(),
-                        kind,
-                        metadata.clone(),
-                        postings.clone(),
-                        *effective_at,
-                        (pos, env.recorded_at),
-                        *fingerprint,
-                        1,
-                    )),
-                };
-                Ok(Some(self.insert_entry(entry)?))
+                let ix = self.insert_entry(id, |r| match transfer {
+                    Some(t) => StoredEntry::transfer(r, *fingerprint, *effective_at, pos, t),
+                    None => StoredEntry::cold(
+                        r,
+                        Entry::recorded(
+                            id.clone(),
+                            kind,
+                            metadata.clone(),
+                            postings.clone(),
+                            *effective_at,
+                            (pos, env.recorded_at),
+                            *fingerprint,
+                            1,
+                        ),
+                    ),
+                })?;
+                Ok(Some(ix))
             }
             LedgerEvent::HoldPlaced {
                 id,
@@ -664,7 +682,7 @@ impl Ledger {
                     amount: *amount,
                     resolution: None,
                 };
-                let entry = StoredEntry::cold(Entry::recorded(
+                let entry = Entry::recorded(
                     id.clone(),
                     kind,
                     metadata.clone(),
@@ -673,8 +691,10 @@ impl Ledger {
                     (pos, env.recorded_at),
                     *fingerprint,
                     1,
-                ));
-                Ok(Some(self.insert_entry(entry)?))
+                );
+                Ok(Some(
+                    self.insert_entry(id, |r| StoredEntry::cold(r, entry))?,
+                ))
             }
             LedgerEvent::HoldPosted {
                 hold,
@@ -801,21 +821,34 @@ impl Ledger {
         Ok(None)
     }
 
-    /// Records a new entry at the end of `entries`; returns its index.
-    fn insert_entry(&mut self, entry: StoredEntry) -> Result<u32, InvariantViolated> {
+    /// Records a new entry with id `id` at the end of `entries`, built by `entry` from where
+    /// its id lies in the arena; returns its index.
+    fn insert_entry(
+        &mut self,
+        id: &EntryId,
+        entry: impl FnOnce(stored::IdRef) -> StoredEntry,
+    ) -> Result<u32, InvariantViolated> {
         // Positions store 1 + the index in a u32.
         let ix = u32::try_from(self.entries.len())
             .ok()
             .filter(|&i| i < u32::MAX)
             .ok_or_else(|| InvariantViolated("too many entries".into()))?;
-        self.entries.push(entry);
-        if !self.entry_ix.insert(ix, &self.entries) {
-            let twice = self.entries.pop().map(|e| e.id);
-            return Err(InvariantViolated(format!(
-                "entry {} recorded twice",
-                twice.expect("pushed just above")
-            )));
+        // One hash and one probe to refuse a duplicate, the same hash to insert.
+        let hash = self.entry_ix.hash(id.as_str());
+        if self
+            .entry_ix
+            .get_hashed(hash, id.as_str(), self.keys())
+            .is_some()
+        {
+            return Err(InvariantViolated(format!("entry {id} recorded twice")));
         }
+        let r = self.ids.push(id.as_str());
+        self.entries.push(entry(r));
+        let keys = stored::Keys {
+            entries: &self.entries,
+            ids: &self.ids,
+        };
+        self.entry_ix.insert_new(hash, ix, keys);
         Ok(ix)
     }
 

@@ -11,7 +11,8 @@ use crate::money::{Amount, Currency, SignedAmount};
 use crate::time::{RecordedAt, Timestamp};
 
 use super::command::{
-    AccountReceipt, Command, EntryReceipt, EntryStatus, Outcome, PostHold, VoidHold,
+    AccountReceipt, Command, EntryReceipt, EntryStatus, Outcome, PlaceHold, PostEntry, PostHold,
+    Reverse, VoidHold,
 };
 use super::event::TYPE_ENTRY_REJECTED;
 use super::model::{
@@ -281,7 +282,7 @@ impl Ledger {
                 .ok()?;
             return Some(self.rejected_at[i].1.clone());
         }
-        Some(self.entries[m.entry_ix()?].id.clone())
+        Some(self.entry_id(&self.entries[m.entry_ix()?]))
     }
 
     /// An entry as known at `known_at`: the version then in force.
@@ -393,11 +394,11 @@ impl Ledger {
             | Command::UnfreezeAccount { account }
             | Command::CloseAccount { account }
             | Command::SetAccountMetadata { account, .. } => account_receipt(account),
-            Command::PostEntry(c) => Ok(self.receipt(entry(&c.id)?, Some(1))),
-            Command::PlaceHold(c) => Ok(self.receipt(entry(&c.id)?, Some(1))),
-            Command::Reverse(c) => Ok(self.receipt(entry(&c.id)?, Some(1))),
+            Command::PostEntry(PostEntry { id, .. })
+            | Command::PlaceHold(PlaceHold { id, .. })
+            | Command::Reverse(Reverse { id, .. }) => Ok(self.receipt(entry(id)?, id, Some(1))),
             Command::PostHold(PostHold { hold, .. }) | Command::VoidHold(VoidHold { hold, .. }) => {
-                Ok(self.receipt(entry(hold)?, None))
+                Ok(self.receipt(entry(hold)?, hold, None))
             }
             Command::Correct(c) => {
                 let (target, version, _) =
@@ -406,7 +407,7 @@ impl Ledger {
                         .ok_or_else(|| Rejection::UnknownEntry {
                             entry: c.id.clone(),
                         })?;
-                Ok(self.receipt(entry(target)?, Some(*version)))
+                Ok(self.receipt(entry(target)?, target, Some(*version)))
             }
             Command::ExpireHolds => Ok(Outcome::HoldsExpired { count: 0 }),
         }
@@ -431,11 +432,13 @@ impl Ledger {
     /// The receipt for version `version` of an entry (the current one if `None`, and then at
     /// its hold's resolution if it has one). A plain transfer's is read from its stored form,
     /// which has one version, without building the full entry.
-    fn receipt(&self, e: &StoredEntry, version: Option<u32>) -> Outcome {
+    /// `id` is the entry's id (the one it was looked up by: the ledger keeps ids in its arena,
+    /// so this saves building one).
+    fn receipt(&self, e: &StoredEntry, id: &EntryId, version: Option<u32>) -> Outcome {
         let Some(full) = e.cold_entry() else {
             let position = e.current_position();
             return Outcome::Entry(EntryReceipt {
-                id: e.id.clone(),
+                id: id.clone(),
                 status: EntryStatus::Posted,
                 version: 1,
                 effective_at: e.current_effective_at(),

@@ -21,7 +21,8 @@
 //!    postings, each as (account index, direction, minor units), so decoding shares the
 //!    account's id instead of allocating a copy per posting; any other entry in postcard.
 //!    A plain transfer (see `stored::StoredEntry`) decodes straight into the compact form the
-//!    state keeps, allocating only its id; the state writes it back from that form, byte for
+//!    state keeps, with no allocation (its id goes into the id arena); the state writes it
+//!    back from that form, byte for
 //!    byte as it wrote the full entry before entries were stored compactly (schema 5 did not
 //!    change).
 //!
@@ -51,7 +52,7 @@ use std::sync::Arc;
 use super::command::Postings;
 use super::model::{Direction, Entry, EntryKind, Metadata, Posting};
 use super::rejection::Rejection;
-use super::stored::{compact_legs, StoredEntry, Transfer};
+use super::stored::{compact_legs, IdArena, IdRef, Keys, StoredEntry, Transfer};
 use super::{AccountState, Ledger, LedgerConfig, PositionMeta};
 
 /// The snapshot format this build writes and reads. Bump it whenever any snapshotted type
@@ -232,7 +233,7 @@ impl Ledger {
         let t = e.as_transfer().expect("called on hot entries only");
         let position = e.current_position();
         w.0.push(ENTRY_PLAIN);
-        w.bytes(e.id.as_str().as_bytes());
+        w.bytes(self.entry_id_str(e).as_bytes());
         w.0.extend_from_slice(&e.fingerprint.to_le_bytes());
         w.var(1);
         w.var(position);
@@ -332,21 +333,23 @@ impl Ledger {
         let split = n / 2;
         let accounts = &rest.accounts[..];
         // Three threads: the balance indexes (about a third of the work) and the parsing of
-        // the second half of the entries (its allocations: ids and postings) run beside the
-        // log positions and the first half.
-        let (indexes, positions, entries) = std::thread::scope(|scope| {
+        // the second half of the entries (into an id arena of its own, then appended) run
+        // beside the log positions and the first half.
+        let (indexes, positions, (entries, ids)) = std::thread::scope(|scope| {
             let indexes = scope.spawn(move || decode_indexes(index_part, accounts.len()));
             let second = scope.spawn(move || parse_entries(halves[1], n - split, accounts));
             let decoded = decode_positions(position_part).and_then(|(positions, refused)| {
                 let mut entries = Vec::with_capacity(n);
+                let mut ids = IdArena::default();
                 let mut r = Reader::new(halves[0]);
                 for _ in 0..split {
-                    entries.push(parse_entry(&mut r, accounts)?.finish(&positions)?);
+                    let e = parse_entry(&mut r, accounts, &mut ids)?;
+                    entries.push(e.finish(&positions, &ids, 0)?);
                 }
                 if !r.is_done() {
                     return Err(decode_error("trailing bytes after the entries"));
                 }
-                Ok((positions, refused, entries))
+                Ok((positions, refused, entries, ids))
             });
             let second = second
                 .join()
@@ -354,13 +357,16 @@ impl Ledger {
             let indexes = indexes
                 .join()
                 .unwrap_or_else(|_| Err(decode_error("index decoder panicked")));
-            let (positions, refused, mut entries) = decoded?;
-            for e in second? {
-                entries.push(e.finish(&positions)?);
+            let (positions, refused, mut entries, mut ids) = decoded?;
+            let (second, second_ids) = second?;
+            let base = ids.len();
+            for e in second {
+                entries.push(e.finish(&positions, &second_ids, base)?);
             }
-            Ok::<_, SnapshotError>((indexes?, (positions, refused), entries))
+            ids.append(&second_ids);
+            Ok::<_, SnapshotError>((indexes?, (positions, refused), (entries, ids)))
         })?;
-        let mut ledger = Ledger::assemble(config, rest, positions, entries)?;
+        let mut ledger = Ledger::assemble(config, rest, positions, entries, ids)?;
         for (st, index) in ledger.accounts.iter_mut().zip(indexes) {
             st.index = index;
         }
@@ -375,6 +381,7 @@ impl Ledger {
         rest: Rest,
         (positions, rejected_at): (Vec<PositionMeta>, Vec<(u64, EntryId)>),
         entries: Vec<StoredEntry>,
+        ids: IdArena,
     ) -> Result<Ledger, SnapshotError> {
         let mut ledger = Ledger::new(config);
         for (i, st) in rest.accounts.iter().enumerate() {
@@ -400,11 +407,14 @@ impl Ledger {
             return Err(inconsistent("too many entries"));
         }
         ledger.entries = entries;
-        ledger
-            .entry_ix
-            .reserve(ledger.entries.len(), &ledger.entries);
+        ledger.ids = ids;
+        let keys = Keys {
+            entries: &ledger.entries,
+            ids: &ledger.ids,
+        };
+        ledger.entry_ix.reserve(ledger.entries.len(), keys);
         for i in 0..ledger.entries.len() as u32 {
-            if !ledger.entry_ix.insert(i, &ledger.entries) {
+            if !ledger.entry_ix.insert(i, keys) {
                 return Err(inconsistent("an entry twice"));
             }
         }
@@ -474,15 +484,16 @@ fn decode_positions(
 }
 
 /// An entry of part 4 as parsed, before its transaction time (from part 3) is known: what
-/// a second thread can do without the positions, including the allocations.
+/// a second thread can do without the positions, including the allocations. Its id is in the
+/// arena it was parsed into.
 enum Parsed {
     Plain(PlainEntry),
-    Full(Box<Entry>),
+    Full(IdRef, Box<Entry>),
 }
 
 /// A plain entry as parsed, before its times are resolved from the positions.
 struct PlainEntry {
-    id: EntryId,
+    id: IdRef,
     fingerprint: u64,
     stream_version: u64,
     position: u64,
@@ -498,32 +509,41 @@ enum PlainPostings {
     Other(Postings),
 }
 
-/// Parses `count` entries (one half of part 4); account indexes refer to `accounts`.
+/// Parses `count` entries (one half of part 4), their ids into an arena of their own; account
+/// indexes refer to `accounts`.
 fn parse_entries(
     part: &[u8],
     count: usize,
     accounts: &[AccountState],
-) -> Result<Vec<Parsed>, SnapshotError> {
+) -> Result<(Vec<Parsed>, IdArena), SnapshotError> {
     let mut r = Reader::new(part);
     // At least 4 bytes per entry: a damaged count cannot reserve more than the input's worth.
     let mut out = Vec::with_capacity(count.min(part.len() / 4));
+    let mut ids = IdArena::default();
     for _ in 0..count {
-        out.push(parse_entry(&mut r, accounts)?);
+        out.push(parse_entry(&mut r, accounts, &mut ids)?);
     }
     if !r.is_done() {
         return Err(decode_error("trailing bytes after the entries"));
     }
-    Ok(out)
+    Ok((out, ids))
 }
 
-/// Reads part 4's form of one entry; account indexes refer to `accounts`.
-fn parse_entry(r: &mut Reader<'_>, accounts: &[AccountState]) -> Result<Parsed, SnapshotError> {
+/// Reads part 4's form of one entry, its id into `ids`; account indexes refer to `accounts`.
+fn parse_entry(
+    r: &mut Reader<'_>,
+    accounts: &[AccountState],
+    ids: &mut IdArena,
+) -> Result<Parsed, SnapshotError> {
     match r.u8()? {
-        ENTRY_FULL => Ok(Parsed::Full(Box::new(
-            postcard::from_bytes(r.bytes()?).map_err(decode_error)?,
-        ))),
+        ENTRY_FULL => {
+            let e: Entry = postcard::from_bytes(r.bytes()?).map_err(decode_error)?;
+            Ok(Parsed::Full(ids.push(e.id.as_str()), Box::new(e)))
+        }
         ENTRY_PLAIN => {
-            let id = entry_id(r)?;
+            let id = std::str::from_utf8(r.bytes()?).map_err(decode_error)?;
+            crate::ids::validate(id).map_err(decode_error)?;
+            let id = ids.push(id);
             let fingerprint = r.u64_le()?;
             let stream_version = r.var()?;
             let position = r.var()?;
@@ -578,8 +598,14 @@ fn parse_entry(r: &mut Reader<'_>, accounts: &[AccountState]) -> Result<Parsed, 
 }
 
 impl Parsed {
-    /// The entry, its transaction time taken from `positions` (part 3).
-    fn finish(self, positions: &[PositionMeta]) -> Result<StoredEntry, SnapshotError> {
+    /// The entry, its transaction time taken from `positions` (part 3); its id is in `ids`,
+    /// which the ledger's arena will hold from byte `base` on.
+    fn finish(
+        self,
+        positions: &[PositionMeta],
+        ids: &IdArena,
+        base: usize,
+    ) -> Result<StoredEntry, SnapshotError> {
         let PlainEntry {
             id,
             fingerprint,
@@ -588,7 +614,7 @@ impl Parsed {
             valid_delta,
             postings,
         } = match self {
-            Parsed::Full(e) => return Ok(StoredEntry::cold(*e)),
+            Parsed::Full(id, e) => return Ok(StoredEntry::cold(id.shifted(base), *e)),
             Parsed::Plain(p) => p,
         };
         let recorded_at = usize::try_from(position)
@@ -602,20 +628,24 @@ impl Parsed {
             .ok_or_else(|| decode_error("time out of range"))?;
         let recorded_at =
             Timestamp::from_micros(recorded_at).ok_or_else(|| decode_error("time out of range"))?;
+        let at = id.shifted(base);
         Ok(match postings {
             PlainPostings::Transfer(t) => {
-                StoredEntry::transfer(id, fingerprint, EffectiveAt(effective_at), position, t)
+                StoredEntry::transfer(at, fingerprint, EffectiveAt(effective_at), position, t)
             }
-            PlainPostings::Other(postings) => StoredEntry::cold(Entry::recorded(
-                id,
-                EntryKind::Posted,
-                Metadata::new(),
-                postings,
-                EffectiveAt(effective_at),
-                (position, RecordedAt(recorded_at)),
-                fingerprint,
-                stream_version,
-            )),
+            PlainPostings::Other(postings) => StoredEntry::cold(
+                at,
+                Entry::recorded(
+                    EntryId::new(ids.get(id)).map_err(decode_error)?,
+                    EntryKind::Posted,
+                    Metadata::new(),
+                    postings,
+                    EffectiveAt(effective_at),
+                    (position, RecordedAt(recorded_at)),
+                    fingerprint,
+                    stream_version,
+                ),
+            ),
         })
     }
 }

@@ -1,6 +1,7 @@
-//! The form in which the ledger stores each entry: [`StoredEntry`], 64 bytes inline, with no
-//! allocation of its own for a plain transfer (the common case by far). Every other shape keeps
-//! the full [`Entry`] in a boxed cold part. The public [`Entry`] is the view that queries
+//! The form in which the ledger stores each entry: [`StoredEntry`], 56 bytes inline, with no
+//! allocation of its own for a plain transfer (the common case by far): its id lies in the
+//! ledger's [`IdArena`], its postings are two account indexes and an amount. Every other shape
+//! keeps the full [`Entry`] in a boxed cold part. The public [`Entry`] is the view that queries
 //! return, materialised from this form on demand ([`Ledger::entry_record`]).
 //!
 //! Why: with the full `Entry` inline (320 bytes) plus its shared postings (~150 bytes), the
@@ -32,8 +33,8 @@ use super::{AccountState, Ledger};
 /// back, so two ledgers with the same history hold equal `StoredEntry`s.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct StoredEntry {
-    /// Client-chosen id.
-    pub(crate) id: EntryId,
+    /// Client-chosen id, in `Ledger::ids`.
+    pub(crate) id: IdRef,
     /// Fingerprint of the request that created it (idempotency).
     pub(crate) fingerprint: u64,
     /// Valid time (hot form).
@@ -46,8 +47,67 @@ pub(crate) struct StoredEntry {
     cold: Option<Box<Entry>>,
 }
 
-// The size the module docs and docs/ARCHITECTURE.md count on: one cache line per entry.
-const _: () = assert!(std::mem::size_of::<StoredEntry>() <= 64);
+// The size the module docs and docs/ARCHITECTURE.md count on.
+const _: () = assert!(std::mem::size_of::<StoredEntry>() <= 56);
+
+/// Where an entry's id lies in an [`IdArena`]: its offset (the low 56 bits) and its length (the
+/// high 8 bits; ids are at most `ID_LEN_MAX` = 64 bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct IdRef(u64);
+
+const _: () = assert!(crate::limits::ID_LEN_MAX <= u8::MAX as usize);
+
+impl IdRef {
+    const OFFSET_BITS: u32 = 56;
+
+    /// The same id in an arena that has `base` more bytes before it.
+    pub(crate) fn shifted(self, base: usize) -> IdRef {
+        IdRef(self.0 + base as u64)
+    }
+
+    fn range(self) -> std::ops::Range<usize> {
+        let start = (self.0 & ((1 << Self::OFFSET_BITS) - 1)) as usize;
+        start..start + (self.0 >> Self::OFFSET_BITS) as usize
+    }
+}
+
+/// The ids of the entries, back to back in recording order: one growing buffer instead of an
+/// allocation per entry (~48 bytes from `malloc` for a short id, and a `malloc` and `free`
+/// each). Only valid ids (checked when they entered) are pushed, so every [`IdRef`] handed
+/// out names a valid id.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct IdArena(String);
+
+impl IdArena {
+    /// Appends a valid id; returns where it lies.
+    pub(crate) fn push(&mut self, id: &str) -> IdRef {
+        debug_assert!(crate::ids::validate(id).is_ok());
+        let offset = self.0.len() as u64;
+        assert!(offset < 1 << IdRef::OFFSET_BITS, "64 PiB of ids");
+        self.0.push_str(id);
+        IdRef(offset | (id.len() as u64) << IdRef::OFFSET_BITS)
+    }
+
+    /// The id `r` names (`r` came from this arena).
+    pub(crate) fn get(&self, r: IdRef) -> &str {
+        &self.0[r.range()]
+    }
+
+    /// Appends another arena; its refs must be [`IdRef::shifted`] by the length before.
+    pub(crate) fn append(&mut self, other: &IdArena) {
+        self.0.push_str(&other.0);
+    }
+
+    /// Makes room for `bytes` more bytes of ids.
+    pub(crate) fn reserve(&mut self, bytes: usize) {
+        self.0.reserve(bytes);
+    }
+
+    /// Its length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
 
 /// A plain transfer's postings: `minor` units from account `debit` to account `credit`
 /// (indexes into `Ledger::accounts`).
@@ -102,7 +162,7 @@ pub(crate) fn compact_legs(
 impl StoredEntry {
     /// A plain transfer (hot form), recorded at `position`.
     pub(crate) fn transfer(
-        id: EntryId,
+        id: IdRef,
         fingerprint: u64,
         effective_at: EffectiveAt,
         position: u64,
@@ -120,9 +180,9 @@ impl StoredEntry {
 
     /// Any other entry (cold form). The unused hot fields are zero, so equal entries compare
     /// equal however they came to be stored cold.
-    pub(crate) fn cold(entry: Entry) -> StoredEntry {
+    pub(crate) fn cold(id: IdRef, entry: Entry) -> StoredEntry {
         StoredEntry {
-            id: entry.id.clone(),
+            id,
             fingerprint: entry.fingerprint,
             effective_at: EffectiveAt(Timestamp::EPOCH),
             position: 0,
@@ -198,41 +258,50 @@ impl EntryIndex {
         }
     }
 
-    fn hash(&self, id: &str) -> u64 {
+    /// The hash of `id` in this index.
+    pub(crate) fn hash(&self, id: &str) -> u64 {
         std::hash::BuildHasher::hash_one(&self.hasher, id)
     }
 
     /// The index of the entry with id `id`, if any.
-    pub(crate) fn get(&self, id: &str, entries: &[StoredEntry]) -> Option<u32> {
-        self.table
-            .find(self.hash(id), |&i| entries[i as usize].id.as_str() == id)
-            .copied()
+    pub(crate) fn get(&self, id: &str, keys: Keys<'_>) -> Option<u32> {
+        self.get_hashed(self.hash(id), id, keys)
     }
 
-    /// Adds `entries[ix]`, which must be the last entry and not yet indexed; `false` (and no
-    /// change) if its id is already there.
-    pub(crate) fn insert(&mut self, ix: u32, entries: &[StoredEntry]) -> bool {
-        let id = entries[ix as usize].id.as_str();
+    /// [`EntryIndex::get`] with the id's hash already known.
+    pub(crate) fn get_hashed(&self, hash: u64, id: &str, keys: Keys<'_>) -> Option<u32> {
+        self.table.find(hash, |&i| keys.id(i) == id).copied()
+    }
+
+    /// Adds entry `ix`, whose id hashes to `hash` and is not in the index (checked by the
+    /// caller with [`EntryIndex::get_hashed`]).
+    pub(crate) fn insert_new(&mut self, hash: u64, ix: u32, keys: Keys<'_>) {
+        let hasher = &self.hasher;
+        self.table.insert_unique(hash, ix, |&i| {
+            std::hash::BuildHasher::hash_one(hasher, keys.id(i))
+        });
+    }
+
+    /// Adds `entries[ix]`, which must not be indexed yet; `false` (and no change) if its id
+    /// is already there.
+    pub(crate) fn insert(&mut self, ix: u32, keys: Keys<'_>) -> bool {
+        let id = keys.id(ix);
         let hash = self.hash(id);
-        if self
-            .table
-            .find(hash, |&i| entries[i as usize].id.as_str() == id)
-            .is_some()
-        {
+        if self.table.find(hash, |&i| keys.id(i) == id).is_some() {
             return false;
         }
         let hasher = &self.hasher;
         self.table.insert_unique(hash, ix, |&i| {
-            std::hash::BuildHasher::hash_one(hasher, entries[i as usize].id.as_str())
+            std::hash::BuildHasher::hash_one(hasher, keys.id(i))
         });
         true
     }
 
     /// Makes room for `additional` more entries.
-    pub(crate) fn reserve(&mut self, additional: usize, entries: &[StoredEntry]) {
+    pub(crate) fn reserve(&mut self, additional: usize, keys: Keys<'_>) {
         let hasher = &self.hasher;
         self.table.reserve(additional, |&i| {
-            std::hash::BuildHasher::hash_one(hasher, entries[i as usize].id.as_str())
+            std::hash::BuildHasher::hash_one(hasher, keys.id(i))
         });
     }
 
@@ -242,10 +311,41 @@ impl EntryIndex {
     }
 }
 
+/// What [`EntryIndex`] hashes: the ids of the entries, where they lie.
+#[derive(Clone, Copy)]
+pub(crate) struct Keys<'a> {
+    pub(crate) entries: &'a [StoredEntry],
+    pub(crate) ids: &'a IdArena,
+}
+
+impl<'a> Keys<'a> {
+    fn id(&self, ix: u32) -> &'a str {
+        self.ids.get(self.entries[ix as usize].id)
+    }
+}
+
 impl Ledger {
+    /// What the entry id index hashes.
+    pub(crate) fn keys(&self) -> Keys<'_> {
+        Keys {
+            entries: &self.entries,
+            ids: &self.ids,
+        }
+    }
+
     /// The index in `entries` of the entry with id `id`.
     pub(crate) fn entry_position(&self, id: &EntryId) -> Option<u32> {
-        self.entry_ix.get(id.as_str(), &self.entries)
+        self.entry_ix.get(id.as_str(), self.keys())
+    }
+
+    /// A stored entry's id, as text.
+    pub(crate) fn entry_id_str(&self, e: &StoredEntry) -> &str {
+        self.ids.get(e.id)
+    }
+
+    /// A stored entry's id (a new allocation: the ledger keeps ids in its arena).
+    pub(crate) fn entry_id(&self, e: &StoredEntry) -> EntryId {
+        EntryId::new(self.entry_id_str(e)).expect("the arena holds only valid ids")
     }
 
     /// The stored form of an entry.
@@ -279,7 +379,7 @@ impl Ledger {
             posting(t.credit, Direction::Credit),
         ]);
         Cow::Owned(Entry::recorded(
-            e.id.clone(),
+            self.entry_id(e),
             EntryKind::Posted,
             Metadata::new(),
             postings,
@@ -296,7 +396,7 @@ impl Ledger {
         let ix = ix as usize;
         if self.entries[ix].cold.is_none() {
             let full = self.materialise(&self.entries[ix]).into_owned();
-            self.entries[ix] = StoredEntry::cold(full);
+            self.entries[ix] = StoredEntry::cold(self.entries[ix].id, full);
         }
         self.entries[ix]
             .cold

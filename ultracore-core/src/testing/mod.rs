@@ -45,9 +45,10 @@ pub fn same_state(a: &Ledger, b: &Ledger) -> Result<(), String> {
     }
     let indexed = |l: &Ledger| {
         l.entry_ix.len() == l.entries.len()
-            && (0..l.entries.len()).all(|i| l.entry_position(&l.entries[i].id) == Some(i as u32))
+            && (l.entries.iter().enumerate())
+                .all(|(i, e)| l.entry_ix.get(l.entry_id_str(e), l.keys()) == Some(i as u32))
     };
-    if a.entries != b.entries || !indexed(a) || !indexed(b) {
+    if a.entries != b.entries || a.ids != b.ids || !indexed(a) || !indexed(b) {
         return Err("entries differ".into());
     }
     if a.rejected != b.rejected || a.rejected_at != b.rejected_at {
