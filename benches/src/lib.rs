@@ -2,7 +2,7 @@
 //! account with many entries, and pre-built command streams, so each bench measures only the
 //! operation it names.
 
-/// With `--features mimalloc`: the server's allocator (see ultracore-server's main.rs), for a
+/// With `--features mimalloc`: the server's optional allocator (see ultracore-server's main.rs), for a
 /// comparison run. By default the benches use the system allocator, as an embedding
 /// application does unless it chooses another.
 #[cfg(feature = "mimalloc")]

@@ -25,6 +25,9 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+// Linked for its global allocator: with `--features mimalloc` this binary runs on the server's
+// optional allocator (the library sets it), which matters for the restart numbers.
+use ultracore_benches as _;
 
 use futures_executor::block_on;
 use ultracore_core::engine::{Engine, EngineConfig, OpenedFrom};
