@@ -220,8 +220,7 @@ fn load_file(path: &Path, scope: &str) -> Result<Snapshot, StoreError> {
         return Err(bad("truncated"));
     }
     let fields = &head[12 + scope_len..];
-    let (position, schema_fingerprint) = (le_u64(fields, 0), le_u64(fields, 8));
-    let body_len = le_u64(fields, 16);
+    let (schema_fingerprint, body_len) = (le_u64(fields, 8), le_u64(fields, 16));
     if Some(file_len) != body_len.checked_add(head.len() as u64 + 4) {
         return Err(bad("body length mismatch"));
     }
@@ -237,7 +236,7 @@ fn load_file(path: &Path, scope: &str) -> Result<Snapshot, StoreError> {
     if crc32c::crc32c_append(crc32c::crc32c(&head), &bytes) != le_u32(&crc, 0) {
         return Err(bad("checksum mismatch"));
     }
-    let found = std::str::from_utf8(&head[12..12 + scope_len]).map_err(|_| bad("bad header"))?;
+    let (found, position) = self::head(&head).ok_or_else(|| bad("bad header"))?;
     if found != scope {
         return Err(StoreError::Corrupt(format!(
             "snapshot {} holds scope {found:?}",

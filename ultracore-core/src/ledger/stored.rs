@@ -276,10 +276,8 @@ impl EntryIndex {
     /// Adds entry `ix`, whose id hashes to `hash` and is not in the index (checked by the
     /// caller with [`EntryIndex::get_hashed`]).
     pub(crate) fn insert_new(&mut self, hash: u64, ix: u32, keys: Keys<'_>) {
-        let hasher = &self.hasher;
-        self.table.insert_unique(hash, ix, |&i| {
-            std::hash::BuildHasher::hash_one(hasher, keys.id(i))
-        });
+        let rehash = rehasher(&self.hasher, keys);
+        self.table.insert_unique(hash, ix, rehash);
     }
 
     /// Adds `entries[ix]`, which must not be indexed yet; `false` (and no change) if its id
@@ -287,28 +285,30 @@ impl EntryIndex {
     pub(crate) fn insert(&mut self, ix: u32, keys: Keys<'_>) -> bool {
         let id = keys.id(ix);
         let hash = self.hash(id);
-        if self.table.find(hash, |&i| keys.id(i) == id).is_some() {
+        if self.get_hashed(hash, id, keys).is_some() {
             return false;
         }
-        let hasher = &self.hasher;
-        self.table.insert_unique(hash, ix, |&i| {
-            std::hash::BuildHasher::hash_one(hasher, keys.id(i))
-        });
+        self.insert_new(hash, ix, keys);
         true
     }
 
     /// Makes room for `additional` more entries.
     pub(crate) fn reserve(&mut self, additional: usize, keys: Keys<'_>) {
-        let hasher = &self.hasher;
-        self.table.reserve(additional, |&i| {
-            std::hash::BuildHasher::hash_one(hasher, keys.id(i))
-        });
+        self.table.reserve(additional, rehasher(&self.hasher, keys));
     }
 
     /// Number of indexed entries.
     pub(crate) fn len(&self) -> usize {
         self.table.len()
     }
+}
+
+/// The hash of an indexed entry's id, for the table to move slots when it grows.
+fn rehasher<'a>(
+    hasher: &'a foldhash::fast::FixedState,
+    keys: Keys<'a>,
+) -> impl Fn(&u32) -> u64 + 'a {
+    move |&i| std::hash::BuildHasher::hash_one(hasher, keys.id(i))
 }
 
 /// What [`EntryIndex`] hashes: the ids of the entries, where they lie.
