@@ -380,6 +380,24 @@ impl Chunk {
         }
     }
 
+    /// Restores the extrema after the last running sum changed from `before` (every other
+    /// running sum unchanged): the same result as [`Chunk::recompute_extrema`], which it falls back
+    /// to only when `before` may have been the sole extreme and the new sum moved inward.
+    fn update_extrema_at_last(&mut self, before: Deltas) {
+        let Some(now) = self.cums.last().copied() else {
+            return;
+        };
+        let (lower, upper) = (now.lower_series(), now.upper_series());
+        let min_may_rise = lower > self.min_lower && before.lower_series() == self.min_lower;
+        let max_may_fall = upper < self.max_upper && before.upper_series() == self.max_upper;
+        if min_may_rise || max_may_fall {
+            self.recompute_extrema();
+        } else {
+            self.min_lower = self.min_lower.min(lower);
+            self.max_upper = self.max_upper.max(upper);
+        }
+    }
+
     /// Splits off the entries from `at` into a new chunk, rebasing their running sums.
     fn split_off(&mut self, at: usize) -> Chunk {
         let base = self.before(at);
@@ -874,6 +892,15 @@ impl Timeline {
                 chunk.cums.remove(pi);
                 chunk.shift_from(pi, Deltas::ZERO.minus(old));
                 self.len -= 1;
+            } else if pi + 1 == chunk.len() {
+                // The chunk's last entry (the common case: another change at the newest
+                // instant): only its running sum moves, so the extrema follow without a scan
+                // unless it held one of them and moved away from it.
+                let before = chunk.cums[pi];
+                chunk.shift_from(pi, d);
+                chunk.update_extrema_at_last(before);
+                self.after_chunk_change(ci);
+                return Ok(());
             } else {
                 // `new - old` equals `d` and is in range since both values are.
                 chunk.shift_from(pi, d);
@@ -1384,6 +1411,8 @@ mod tests {
         Cancel(usize),
         /// A change far after everything, the common case.
         Append(Deltas),
+        /// Another change at the newest key (several entries effective at one instant).
+        AddAtLast(Deltas),
         Check(Vec<ChangeSpec>, Option<i128>, Option<i128>),
     }
 
@@ -1416,6 +1445,7 @@ mod tests {
             4 => (key(), deltas()).prop_map(|(k, v)| Op::Add(k, v)),
             2 => any::<usize>().prop_map(Op::Cancel),
             2 => deltas().prop_map(Op::Append),
+            3 => deltas().prop_map(Op::AddAtLast),
             3 => (
                 prop::collection::vec(change_spec(), 1..5),
                 prop::option::of(-40i128..40),
@@ -1480,6 +1510,11 @@ mod tests {
                     next_append += 1;
                     t.add((next_append, 0), *v).unwrap();
                     naive_add(&mut naive, (next_append, 0), *v).unwrap();
+                }
+                Op::AddAtLast(v) => {
+                    let k = t.last_key().unwrap_or((next_append, 0));
+                    t.add(k, *v).unwrap();
+                    naive_add(&mut naive, k, *v).unwrap();
                 }
                 Op::Check(specs, lower, upper) => {
                     let changes: Vec<_> = specs.iter().map(|s| resolve(&naive, s)).collect();
