@@ -725,6 +725,13 @@ pub async fn replay_onto<S: EventStore<LedgerEvent> + ?Sized>(
     // Index changes are buffered across pages and applied account by account (see
     // `Ledger::apply_all`); the ledger is only handed out after the buffer is applied.
     ledger.bulk_begin();
+    // Room for every event still to come (at most one entry each), so the maps grow once here
+    // rather than rehashing what they hold midway: the tail after a snapshot can be as long
+    // as the snapshot interval.
+    if let Ok(last) = store.last_position().await {
+        let tail = last.saturating_sub(ledger.position());
+        ledger.reserve(usize::try_from(tail).unwrap_or(0));
+    }
     loop {
         let page = store
             .read_all(ledger.position(), EVENTS_PER_READ_MAX)
@@ -732,11 +739,6 @@ pub async fn replay_onto<S: EventStore<LedgerEvent> + ?Sized>(
         if page.is_empty() {
             ledger.bulk_end()?;
             return Ok(ledger);
-        }
-        if ledger.position() == 0 {
-            if let Ok(last) = store.last_position().await {
-                ledger.reserve(usize::try_from(last).unwrap_or(0));
-            }
         }
         for env in &page {
             ledger.apply(env)?;

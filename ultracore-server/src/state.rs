@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use ultracore_core::engine::{Engine, EngineConfig, EngineError, OpenedFrom};
 use ultracore_core::ledger::{Ledger, LedgerConfig};
@@ -135,8 +136,16 @@ impl AppState {
                 let for_decode = engine_config.clone();
                 let runtime = tokio::runtime::Handle::current();
                 Some(tokio::task::spawn_blocking(move || {
+                    let started = Instant::now();
                     let snaps = FileSnapshotStore::open(dir).ok()?;
-                    runtime.block_on(Engine::<ServerStore>::load_snapshot(&snaps, &for_decode))
+                    let ledger = runtime
+                        .block_on(Engine::<ServerStore>::load_snapshot(&snaps, &for_decode))?;
+                    tracing::info!(
+                        position = ledger.position(),
+                        ms = started.elapsed().as_millis() as u64,
+                        "start-up: ledger snapshot loaded and decoded"
+                    );
+                    Some(ledger)
                 }))
             }
             _ => None,
@@ -145,7 +154,12 @@ impl AppState {
         // alongside the journal's recovery.
         let audit_path = config.audit_path();
         let audit = tokio::task::spawn_blocking(move || AuditLog::open(&audit_path));
+        let started = Instant::now();
         let stores = open_stores(config)?;
+        tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            "start-up: event store opened"
+        );
         let audit = audit
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
@@ -204,6 +218,7 @@ impl AppState {
         let metrics = Arc::new(Metrics::new());
         let store = ServerStore::new(stores.events.clone(), metrics.clone());
         let clock = Arc::new(SystemClock);
+        let started = Instant::now();
         let (engine, opened) = match (snapshot, &stores.snapshots) {
             (Some(loaded), _) => Engine::open_from(store, loaded, clock, engine_config).await?,
             (None, Some(snaps)) => {
@@ -214,6 +229,18 @@ impl AppState {
                 OpenedFrom::Replay,
             ),
         };
+        let position = engine.read(|l| l.position()).await;
+        let from = match opened {
+            OpenedFrom::Snapshot { position } => position,
+            OpenedFrom::Replay => 0,
+        };
+        tracing::info!(
+            opened = ?opened,
+            position,
+            events_replayed = position.saturating_sub(from),
+            ms = started.elapsed().as_millis() as u64,
+            "start-up: ledger restored"
+        );
         let sql_reads = match config.read_model {
             crate::config::ReadModelKind::Memory => None,
             crate::config::ReadModelKind::Postgres => Some(Arc::new(

@@ -31,9 +31,13 @@
 //! With the defaults (B = 1024, F = 64) and 1,000,000 changes: L = 2, so at most 15 + 63
 //! binary searches and 1,023 raw changes.
 //!
-//! Memory: the log (80 bytes per change), the current timeline (~64 bytes per entry), and 64 bytes
-//! per (block, key) in each level: about 80 + 64 + 64·L bytes per change when keys rarely repeat.
+//! Memory ([`ChangeLog`] and the summaries' running sums store posted-only `i64` amounts narrowly, as nearly every
+//! change is): the log (32 bytes per change; 96 for one with hold amounts), the current timeline
+//! (~64 bytes per valid-time instant), and 24 bytes per (block, key) in each level (64 when the
+//! block's sums need hold amounts): about 32 + 64 + 24·L bytes per change when keys rarely
+//! repeat, and 32 + 24·L when many changes share an instant (a batch's entries do).
 
+use super::log::{ChangeLog, Sums};
 use super::timeline::{Deltas, Timeline, TimelineError, TimelineKey, Violation};
 
 /// Default number of changes summarised by one level-0 block.
@@ -66,7 +70,7 @@ fn instant(key: TimelineKey) -> TimelineKey {
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Summary {
     keys: Vec<TimelineKey>,
-    cums: Vec<Deltas>,
+    cums: Sums,
 }
 
 impl Summary {
@@ -80,14 +84,17 @@ impl Summary {
             keys.push(key);
             cums.push(running);
         }
-        Summary { keys, cums }
+        Summary {
+            keys,
+            cums: Sums::new(cums),
+        }
     }
 
     fn before(&self, i: usize) -> Deltas {
         if i == 0 {
             Deltas::ZERO
         } else {
-            self.cums[i - 1]
+            self.cums.get(i - 1)
         }
     }
 
@@ -100,11 +107,11 @@ impl Summary {
     fn push_range(&self, from: i64, to: i64, out: &mut Vec<(TimelineKey, Deltas)>) {
         let start = self.keys.partition_point(|k| k.0 < from);
         let end = self.keys.partition_point(|k| k.0 <= to);
-        out.extend((start..end).map(|i| (self.keys[i], self.cums[i].minus(self.before(i)))));
+        out.extend((start..end).map(|i| (self.keys[i], self.cums.get(i).minus(self.before(i)))));
     }
 
     fn memory_bytes(&self) -> usize {
-        self.keys.capacity() * size_of::<TimelineKey>() + self.cums.capacity() * size_of::<Deltas>()
+        self.keys.capacity() * size_of::<TimelineKey>() + self.cums.memory_bytes()
     }
 }
 
@@ -149,7 +156,7 @@ struct Level {
 pub struct BitemporalIndex {
     current: Timeline,
     #[serde(with = "change_log")]
-    log: Vec<Change>,
+    log: ChangeLog,
     levels: Vec<Level>,
     block_len: usize,
     fanout: usize,
@@ -172,7 +179,7 @@ impl BitemporalIndex {
     pub fn with_block_len(block_len: usize, fanout: usize) -> Self {
         BitemporalIndex {
             current: Timeline::new(),
-            log: Vec::new(),
+            log: ChangeLog::default(),
             levels: Vec::new(),
             block_len: block_len.max(1),
             fanout: fanout.max(2),
@@ -196,20 +203,25 @@ impl BitemporalIndex {
         key: TimelineKey,
         d: Deltas,
     ) -> Result<(), TimelineError> {
-        if let Some(last) = self.log.last() {
-            if position < last.position {
+        if let Some(last) = self.log.last_position() {
+            if position < last {
                 return Err(TimelineError::PositionOutOfOrder {
-                    last: last.position,
+                    last,
                     given: position,
                 });
             }
         }
+        if self.log.len() >= u32::MAX as usize {
+            return Err(TimelineError::Overflow);
+        }
         self.current.add(instant(key), d)?;
-        self.log.push(Change {
-            position,
-            key,
-            deltas: d,
-        });
+        self.log
+            .push(Change {
+                position,
+                key,
+                deltas: d,
+            })
+            .expect("fewer than u32::MAX changes, checked above");
         self.summarise_completed_blocks();
         Ok(())
     }
@@ -220,7 +232,7 @@ impl BitemporalIndex {
     }
 
     /// Every change recorded, in log order.
-    pub fn changes(&self) -> &[Change] {
+    pub fn changes(&self) -> &ChangeLog {
         &self.log
     }
 
@@ -265,12 +277,12 @@ impl BitemporalIndex {
             return self.current.prefix(valid_at);
         }
         if n - p <= self.block_len {
-            let newer = self.log[p..].iter().filter(|c| c.key.0 <= valid_at);
+            let newer = self.log.range(p..n).filter(|c| c.key.0 <= valid_at);
             return newer.fold(self.current.prefix(valid_at), |acc, c| acc.minus(c.deltas));
         }
         let mut acc = Deltas::ZERO;
         let raw_from = self.for_each_summary(p, |s| acc = acc.plus(s.prefix(valid_at)));
-        let raw = self.log[raw_from..p].iter().filter(|c| c.key.0 <= valid_at);
+        let raw = self.log.range(raw_from..p).filter(|c| c.key.0 <= valid_at);
         raw.fold(acc, |acc, c| acc.plus(c.deltas))
     }
 
@@ -281,14 +293,14 @@ impl BitemporalIndex {
             return Vec::new();
         }
         let p = self.known_len(known_at);
-        let in_range = |c: &&Change| from <= c.key.0 && c.key.0 <= to;
+        let in_range = |c: &Change| from <= c.key.0 && c.key.0 <= to;
         // The current timeline merges each valid-time instant, so per-version lines always come
         // from the summaries of the log (plus its raw tail).
         let mut out = Vec::new();
         let raw_from = self.for_each_summary(p, |s| s.push_range(from, to, &mut out));
         out.extend(
-            self.log[raw_from..p]
-                .iter()
+            self.log
+                .range(raw_from..p)
                 .filter(in_range)
                 .map(|c| (c.key, c.deltas)),
         );
@@ -306,7 +318,7 @@ impl BitemporalIndex {
             })
             .sum();
         self.current.memory_bytes()
-            + self.log.capacity() * size_of::<Change>()
+            + self.log.memory_bytes()
             + self.levels.capacity() * size_of::<Level>()
             + summaries
     }
@@ -315,7 +327,7 @@ impl BitemporalIndex {
     fn known_len(&self, known_at: Option<u64>) -> usize {
         match known_at {
             None => self.log.len(),
-            Some(t) => self.log.partition_point(|c| c.position <= t),
+            Some(t) => self.log.known_len(t),
         }
     }
 
@@ -342,8 +354,8 @@ impl BitemporalIndex {
         let mut level = 0;
         while n.is_multiple_of(bl) {
             let entries: Vec<(TimelineKey, Deltas)> = if level == 0 {
-                self.log[n - bl..]
-                    .iter()
+                self.log
+                    .range(n - bl..n)
                     .map(|c| (c.key, c.deltas))
                     .collect()
             } else {
@@ -378,14 +390,17 @@ impl BitemporalIndex {
 /// About 10 bytes per change instead of 40 in generic serde form, and decoded without a serde
 /// call per field (snapshots are restored at start-up, where every microsecond counts).
 mod change_log {
-    use super::{Change, Deltas};
+    use super::{Change, ChangeLog, Deltas};
     use crate::varint::{Reader, Writer};
 
-    pub(super) fn serialize<S: serde::Serializer>(log: &[Change], s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: serde::Serializer>(
+        log: &ChangeLog,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         let mut w = Writer(Vec::with_capacity(8 + log.len() * 10));
         w.var(log.len() as u64);
         let (mut position, mut valid) = (0u64, 0i64);
-        for c in log {
+        for c in log.iter() {
             w.var(c.position.wrapping_sub(position));
             w.zig(c.key.0.wrapping_sub(valid));
             w.zig(c.key.1.wrapping_sub(c.position) as i64);
@@ -404,10 +419,11 @@ mod change_log {
         s.serialize_bytes(&w.0)
     }
 
-    fn decode(b: &[u8]) -> Result<Vec<Change>, crate::varint::Malformed> {
+    fn decode(b: &[u8]) -> Result<ChangeLog, crate::varint::Malformed> {
         let mut r = Reader::new(b);
         let n = r.len_hint(4)?;
-        let mut log = Vec::with_capacity(n);
+        let mut log = ChangeLog::default();
+        log.reserve(n);
         let (mut position, mut valid) = (0u64, 0i64);
         for _ in 0..n {
             position = position.wrapping_add(r.var()?);
@@ -428,7 +444,8 @@ mod change_log {
                     pending_debit: parts[1],
                     pending_credit: parts[2],
                 },
-            });
+            })
+            .map_err(|_| crate::varint::Malformed("too many changes"))?;
         }
         if !r.is_done() {
             return Err(crate::varint::Malformed("trailing bytes"));
@@ -439,17 +456,14 @@ mod change_log {
     struct Bytes;
 
     impl<'de> serde::de::Visitor<'de> for Bytes {
-        type Value = Vec<Change>;
+        type Value = ChangeLog;
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("an encoded change log")
         }
-        fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<Vec<Change>, E> {
+        fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<ChangeLog, E> {
             decode(b).map_err(E::custom)
         }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(
-            self,
-            mut a: A,
-        ) -> Result<Vec<Change>, A::Error> {
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<ChangeLog, A::Error> {
             // Self-describing formats (JSON) write bytes as a sequence of numbers.
             let mut b = Vec::new();
             while let Some(x) = a.next_element::<u8>()? {
@@ -461,7 +475,7 @@ mod change_log {
 
     pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
         d: D,
-    ) -> Result<Vec<Change>, D::Error> {
+    ) -> Result<ChangeLog, D::Error> {
         d.deserialize_bytes(Bytes)
     }
 }
@@ -583,7 +597,7 @@ mod tests {
                     deltas,
                 } => (position_step, key, deltas),
                 Op::Cancel { position_step, i } => {
-                    let state = naive_state(index.changes(), None);
+                    let state = naive_state(&index.changes().to_vec(), None);
                     match state.iter().nth(i % state.len().max(1)) {
                         Some((k, v)) => (position_step, *k, Deltas::ZERO.minus(*v)),
                         None => (position_step, (0, 0), d(1)),

@@ -2,10 +2,13 @@
 //! time (when the ledger learnt of it, as a log position).
 //!
 //! [`timeline::Timeline`] is the current valid-time view with fast prefix sums and bound checks;
-//! [`index::BitemporalIndex`] adds the transaction-time log and answers as-of questions.
+//! [`index::BitemporalIndex`] adds the transaction-time log and answers as-of questions;
+//! [`log::ChangeLog`] stores that log compactly.
 
 pub mod index;
+pub mod log;
 pub mod timeline;
 
 pub use index::{BitemporalIndex, Change};
+pub use log::{ChangeLog, Changes};
 pub use timeline::{BoundKind, Deltas, Entries, Timeline, TimelineError, TimelineKey, Violation};

@@ -335,12 +335,12 @@ impl Ledger {
             return Err(QueryError::InvalidRange("known_at_1 is after known_at_2"));
         }
         let changes = st.index.changes();
-        let lo = changes.partition_point(|c| c.position <= b1.position);
-        let hi = changes.partition_point(|c| c.position <= b2.position);
+        let lo = changes.known_len(b1.position);
+        let hi = changes.known_len(b2.position);
         let sign = normal_sign(st.account.kind);
         let cur = st.account.currency;
         let mut out = Vec::new();
-        for c in &changes[lo..hi] {
+        for c in changes.range(lo..hi) {
             if c.key.0 > to.as_micros() || c.deltas.posted == 0 {
                 continue;
             }

@@ -702,7 +702,7 @@ fn check_consistent(l: &Ledger) -> Result<(), SnapshotError> {
         if st.position > last || st.bounds != st.account.constraints.bounds(st.account.kind) {
             return bad(format!("account {}", st.account.id));
         }
-        if st.index.changes().last().is_some_and(|c| c.position > last) {
+        if st.index.changes().last_position().is_some_and(|p| p > last) {
             return bad(format!(
                 "balance index of {} is ahead of the log",
                 st.account.id
