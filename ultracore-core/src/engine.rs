@@ -30,10 +30,10 @@ use async_lock::{RwLock, RwLockWriteGuard};
 use futures_channel::oneshot;
 
 use crate::event::{Envelope, Trace};
-use crate::ledger::SNAPSHOT_SCHEMA;
 use crate::ledger::{
     Command, InvariantViolated, Ledger, LedgerConfig, LedgerEvent, Outcome, Rejection,
 };
+use crate::ledger::{SnapshotAbandoned, SNAPSHOT_SCHEMA};
 use crate::limits::{COMMANDS_PER_BATCH_MAX, EVENTS_PER_READ_MAX};
 use crate::store::{AppendBatch, AppendReceipt, EventStore, Snapshot, SnapshotStore, StoreError};
 use crate::time::Clock;
@@ -77,6 +77,10 @@ struct Pending {
     reply: Reply,
 }
 
+/// Units of work per snapshot step in [`Engine::save_snapshot`] (balance-index changes, log
+/// positions or entries; ~2–10 ms of encoding on the reference machine).
+pub const SNAPSHOT_STEP_DEFAULT: usize = 100_000;
+
 /// Statistics of the last batches, for metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EngineStats {
@@ -104,6 +108,8 @@ pub struct Engine<S> {
     readers_waiting: AtomicUsize,
     /// The leader, while it waits for a batch in flight, wants to hear of new commands.
     leader_waker: Mutex<Option<Waker>>,
+    /// A task runs [`Engine::drive`]: callers only queue their commands and wait.
+    driven: AtomicBool,
 }
 
 /// The store's future of an append.
@@ -200,6 +206,7 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
             poisoned: AtomicBool::new(false),
             stats: Mutex::new(EngineStats::default()),
             readers_waiting: AtomicUsize::new(0),
+            driven: AtomicBool::new(false),
             leader_waker: Mutex::new(None),
         })
     }
@@ -271,14 +278,21 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
             poisoned: AtomicBool::new(false),
             stats: Mutex::new(EngineStats::default()),
             readers_waiting: AtomicUsize::new(0),
+            driven: AtomicBool::new(false),
             leader_waker: Mutex::new(None),
         };
         Ok((engine, opened))
     }
 
-    /// Saves a snapshot of the current (durable) state; returns the position it covers.
+    /// Saves a snapshot of the current (durable) state, encoded in steps (see
+    /// [`Engine::snapshot_in_steps`]); returns the position it covers.
     pub async fn save_snapshot(&self, snapshots: &dyn SnapshotStore) -> Result<u64, EngineError> {
-        let (position, bytes) = self.read(|l| (l.position(), l.encode_snapshot())).await;
+        let (position, bytes) = match self.snapshot_in_steps(SNAPSHOT_STEP_DEFAULT).await {
+            Ok(done) => done,
+            // The state was rebuilt or another snapshot begun meanwhile: encode it whole,
+            // under the shared lock, rather than race again.
+            Err(SnapshotAbandoned) => self.read(|l| (l.position(), l.encode_snapshot())).await,
+        };
         snapshots
             .save(Snapshot {
                 scope: snapshot_scope(&self.config),
@@ -288,6 +302,42 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
             })
             .await?;
         Ok(position)
+    }
+
+    /// Encodes a snapshot of the durable state without holding writers up for its whole
+    /// length: the state is held exclusively only to cut it ([`Ledger::begin_snapshot`]: time
+    /// proportional to the accounts and the small tables, not to the log) and to end it, and
+    /// shared for one [`Ledger::snapshot_step`] of `budget` units at a time, with at least one
+    /// batch decided and applied between two steps when commands are waiting. Returns the
+    /// position covered and the snapshot's bytes; [`SnapshotAbandoned`] if the state was
+    /// rebuilt meanwhile (after a store failure) or another snapshot was begun.
+    ///
+    /// If the returned future is dropped before it completes, entries changed afterwards are
+    /// still kept as they were at the cut until the next snapshot begins (memory only).
+    pub async fn snapshot_in_steps(
+        &self,
+        budget: usize,
+    ) -> Result<(u64, Vec<u8>), SnapshotAbandoned> {
+        let mut job = self.exclusive(Ledger::begin_snapshot).await;
+        let outcome = loop {
+            match self.read(|l| l.snapshot_step(&mut job, budget)).await {
+                Ok(false) => yield_now().await,
+                done => break done,
+            }
+        };
+        self.exclusive(|l| l.end_snapshot(&job)).await;
+        outcome?;
+        Ok((job.position(), job.into_bytes()))
+    }
+
+    /// Runs `f` on the ledger with exclusive access, between batches (the leader lets go of
+    /// the state as it does for readers).
+    async fn exclusive<R>(&self, f: impl FnOnce(&mut Ledger) -> R) -> R {
+        self.readers_waiting.fetch_add(1, Ordering::AcqRel);
+        let g = ReaderWaiting(&self.readers_waiting);
+        let mut state = self.state.write().await;
+        drop(g);
+        f(&mut state)
     }
 
     /// The scope [`Engine::save_snapshot`] saves under, for an application that saves a copy
@@ -353,22 +403,62 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
         if let Some(w) = waker {
             w.wake();
         }
-        self.lead_if_idle().await;
+        if !self.driven.load(Ordering::Acquire) {
+            self.lead_if_idle().await;
+        }
         match rx.await {
             Ok(r) => r,
             Err(_) => (0..n).map(|_| Err(EngineError::Recovering)).collect(),
         }
     }
 
-    /// Becomes the leader if no one is, and processes batches until the queue is empty.
-    async fn lead_if_idle(&self) {
+    /// Leads every batch on the calling task, for as long as the returned future is polled;
+    /// meanwhile callers of [`Engine::execute_batch`] only queue their commands and wait.
+    ///
+    /// Without it the first caller that finds no batch in flight leads, and keeps leading
+    /// until the queue is empty: under a steady load one caller's answer can then wait long
+    /// after its own batch is durable (seconds while a snapshot is encoded in steps), and a
+    /// caller cancelled while leading (a dropped request) fails the commands queued behind
+    /// it. A server spawns this once on its own task. Dropping it while it leads a batch
+    /// has the effect of a cancelled leader (the state is rebuilt; queued commands fail with
+    /// [`EngineError::Recovering`], safe to retry); dropping it while idle hands leading back
+    /// to the callers.
+    pub async fn drive(&self) {
+        self.driven.store(true, Ordering::Release);
+        let _driven = Driven(self);
+        loop {
+            std::future::poll_fn(|cx| {
+                if !self.queue_is_empty() {
+                    return Poll::Ready(());
+                }
+                *self.leader_waker.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(cx.waker().clone());
+                // A command queued before the waker was in place would not have woken it.
+                if self.queue_is_empty() {
+                    Poll::Pending
+                } else {
+                    Poll::Ready(())
+                }
+            })
+            .await;
+            if !self.lead_if_idle().await {
+                // A caller that began leading before this started still leads; it stops when
+                // the queue is empty.
+                yield_now().await;
+            }
+        }
+    }
+
+    /// Becomes the leader if no one is, and processes batches until the queue is empty;
+    /// `false` if someone else leads.
+    async fn lead_if_idle(&self) -> bool {
         loop {
             if self
                 .leading
                 .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
                 .is_err()
             {
-                return; // someone else leads and will see our request
+                return false; // someone else leads and will see our request
             }
             // If this future is dropped mid-batch (a cancelled request), the state may be ahead
             // of the log: the guard marks it for rebuilding and hands the lead back.
@@ -381,7 +471,7 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
             drop(guard);
             // A request may have arrived between our last look and giving up the lead.
             if self.queue_is_empty() {
-                return;
+                return true;
             }
         }
     }
@@ -674,6 +764,24 @@ async fn prefix_of_log<S: EventStore<LedgerEvent>>(store: &S, ledger: Ledger) ->
         }
     }
     Some(ledger)
+}
+
+/// Hands leading back to the callers when [`Engine::drive`] stops; commands it had not
+/// taken yet get [`EngineError::Recovering`] (nobody else would lead them).
+struct Driven<'a, S>(&'a Engine<S>);
+
+impl<S> Drop for Driven<'_, S> {
+    fn drop(&mut self) {
+        self.0.driven.store(false, Ordering::Release);
+        let queued: Vec<Pending> = self
+            .0
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect();
+        answer_all(queued, &EngineError::Recovering);
+    }
 }
 
 struct LeadGuard<'a, S> {

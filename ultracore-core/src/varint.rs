@@ -13,6 +13,7 @@ impl std::fmt::Display for Malformed {
 }
 
 /// Appends the body's primitive forms.
+#[derive(Debug, Default)]
 pub(crate) struct Writer(pub(crate) Vec<u8>);
 
 impl Writer {

@@ -481,3 +481,61 @@ async fn e_execute(e: &Engine<QueuedStore>, i: usize) {
         other => panic!("deposit {i} got {other:?}"),
     }
 }
+
+/// With a driver task, callers only queue and wait: every caller gets its own answer, appends
+/// are still shared, and a snapshot taken in steps meanwhile is the state at its cut.
+#[test]
+fn a_driven_engine_answers_every_caller_and_snapshots_in_steps_meanwhile() {
+    futures_executor::block_on(async {
+        let e = engine(Arc::new(AtomicBool::new(true))).await;
+        let before = e.store().appends.load(Ordering::SeqCst);
+        let driver = e.drive();
+        let work = async {
+            let calls = (0..300).map(|i| e.execute(deposit(i), Trace::default()));
+            let snapshot = e.snapshot_in_steps(7);
+            let (answers, snapshot) = futures::join!(join_all(calls), snapshot);
+            for (i, a) in answers.iter().enumerate() {
+                match a {
+                    Ok(Outcome::Entry(r)) => assert_eq!(r.id.as_str(), format!("d{i}")),
+                    other => panic!("caller {i} got {other:?}"),
+                }
+            }
+            snapshot.expect("not abandoned")
+        };
+        // The driver never finishes; the work does.
+        futures::pin_mut!(driver);
+        let (position, bytes) = match futures::future::select(driver, Box::pin(work)).await {
+            futures::future::Either::Right((done, _)) => done,
+            futures::future::Either::Left(_) => unreachable!("drive never returns"),
+        };
+        let appends = e.store().appends.load(Ordering::SeqCst) - before;
+        assert!(appends < 60, "300 callers took {appends} appends");
+        // The snapshot decodes to a prefix of the log: the fold of its first `position` events.
+        let snap = Ledger::decode_snapshot(LedgerConfig::default(), &bytes).expect("decodes");
+        assert_eq!(snap.position(), position);
+        let events = e.store().inner.read_all(0, usize::MAX).await.unwrap();
+        let mut prefix = Ledger::default();
+        for env in events.iter().take(position as usize) {
+            prefix.apply(env).unwrap();
+        }
+        assert_eq!(ultracore_core::testing::same_state(&snap, &prefix), Ok(()));
+    });
+}
+
+/// A driver dropped while idle hands leading back: callers lead their own batches again.
+#[test]
+fn a_driver_dropped_while_idle_hands_leading_back() {
+    futures_executor::block_on(async {
+        let e = engine(Arc::new(AtomicBool::new(true))).await;
+        {
+            let driver = e.drive();
+            futures::pin_mut!(driver);
+            let work = Box::pin(e.execute(deposit(1), Trace::default()));
+            match futures::future::select(driver, work).await {
+                futures::future::Either::Right((answer, _)) => assert!(answer.is_ok()),
+                futures::future::Either::Left(_) => unreachable!("drive never returns"),
+            }
+        }
+        assert!(e.execute(deposit(2), Trace::default()).await.is_ok());
+    });
+}

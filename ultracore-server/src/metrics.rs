@@ -70,10 +70,10 @@ pub struct Metrics {
     pub snapshot_errors: Counter,
     /// Last position covered by a snapshot this process saved.
     pub snapshot_position: Gauge,
-    /// Time the state lock was held to encode the state for a snapshot (seconds; the metric
-    /// keeps its first name, from when the state was copied instead).
-    pub snapshot_copy_seconds: Histogram,
-    /// Time to encode, write and sync a snapshot, outside the lock (seconds).
+    /// Time to encode the state for a snapshot, in steps between which writers go on
+    /// (seconds).
+    pub snapshot_encode_seconds: Histogram,
+    /// Time to seal, write and sync a snapshot once encoded (seconds).
     pub snapshot_write_seconds: Histogram,
     /// The position of the snapshot start-up began from (0: none, the whole log was replayed).
     pub startup_snapshot_position: Gauge,
@@ -113,7 +113,7 @@ impl Metrics {
         let snapshots = Counter::default();
         let snapshot_errors = Counter::default();
         let snapshot_position = Gauge::default();
-        let snapshot_copy_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 18));
+        let snapshot_encode_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 18));
         let snapshot_write_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         let startup_snapshot_position = Gauge::default();
         let startup_replayed_events = Gauge::default();
@@ -155,13 +155,13 @@ impl Metrics {
             snapshot_position.clone(),
         );
         registry.register(
-            "snapshot_copy_duration_seconds",
-            "State lock held to encode the state for a snapshot",
-            snapshot_copy_seconds.clone(),
+            "snapshot_encode_duration_seconds",
+            "Encoding the state for a snapshot, in steps between which writers go on",
+            snapshot_encode_seconds.clone(),
         );
         registry.register(
             "snapshot_write_duration_seconds",
-            "Encoding, writing and syncing a snapshot, outside the lock",
+            "Sealing, writing and syncing a snapshot once encoded",
             snapshot_write_seconds.clone(),
         );
         registry.register(
@@ -207,7 +207,7 @@ impl Metrics {
             snapshots,
             snapshot_errors,
             snapshot_position,
-            snapshot_copy_seconds,
+            snapshot_encode_seconds,
             snapshot_write_seconds,
             startup_snapshot_position,
             startup_replayed_events,

@@ -60,6 +60,12 @@ pub async fn serve(
             "audit log had an unfinished last record (never acknowledged); truncated"
         );
     }
+    // The engine's batches are led on a task of their own, started before any request can
+    // arrive: a request handler then only queues its commands and waits for its answer, and
+    // is never held up leading other connections' batches (nor, if its client goes away,
+    // cancelled in the middle of one).
+    let engine = state.engine.clone();
+    let driver = tokio::spawn(async move { engine.drive().await });
     let scheme = if tls.is_some() { "https" } else { "http" };
     let listeners = [
         ("ledger", bind(config.ledger_addr).await?),
@@ -168,6 +174,8 @@ pub async fn serve(
         Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "snapshot not saved"),
     }
+    // Idle now (every request was answered): stopping it hands leading back to callers.
+    driver.abort();
     tracing::info!("shutdown complete");
     Ok(())
 }

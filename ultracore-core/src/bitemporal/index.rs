@@ -39,6 +39,7 @@
 
 use super::log::{ChangeLog, Sums};
 use super::timeline::{Deltas, Timeline, TimelineError, TimelineKey, Violation};
+use crate::varint::{Malformed, Reader, Writer};
 
 /// Default number of changes summarised by one level-0 block.
 pub const SUMMARY_BLOCK_LEN_DEFAULT: usize = 1024;
@@ -384,13 +385,251 @@ impl BitemporalIndex {
     }
 }
 
+/// Writes one change in the change log's varint form (see `change_log`), after the change
+/// whose (position, valid time) is `prev`, which it updates.
+fn write_change(w: &mut Writer, c: &Change, prev: &mut (u64, i64)) {
+    w.var(c.position.wrapping_sub(prev.0));
+    w.zig(c.key.0.wrapping_sub(prev.1));
+    w.zig(c.key.1.wrapping_sub(c.position) as i64);
+    *prev = (c.position, c.key.0);
+    write_deltas(w, &c.deltas);
+}
+
+/// A byte saying which amounts are non-zero, then those.
+fn write_deltas(w: &mut Writer, d: &Deltas) {
+    let parts = [d.posted, d.pending_debit, d.pending_credit];
+    let mask = parts
+        .iter()
+        .enumerate()
+        .fold(0u8, |m, (i, v)| if *v != 0 { m | 1 << i } else { m });
+    w.0.push(mask);
+    for v in parts.into_iter().filter(|v| *v != 0) {
+        w.zig128(v);
+    }
+}
+
+fn read_change(r: &mut Reader<'_>, prev: &mut (u64, i64)) -> Result<Change, Malformed> {
+    let position = prev.0.wrapping_add(r.var()?);
+    let valid = prev.1.wrapping_add(r.zig()?);
+    let seq = position.wrapping_add(r.zig()? as u64);
+    *prev = (position, valid);
+    Ok(Change {
+        position,
+        key: (valid, seq),
+        deltas: read_deltas(r)?,
+    })
+}
+
+fn read_deltas(r: &mut Reader<'_>) -> Result<Deltas, Malformed> {
+    let mask = r.u8()?;
+    if mask > 0b111 {
+        return Err(Malformed("amount mask"));
+    }
+    let mut parts = [0i128; 3];
+    for (i, p) in parts.iter_mut().enumerate() {
+        if mask & (1 << i) != 0 {
+            *p = r.zig128()?;
+        }
+    }
+    Ok(Deltas {
+        posted: parts[0],
+        pending_debit: parts[1],
+        pending_credit: parts[2],
+    })
+}
+
+/// Encodes an index as it was after its first `len` changes, in steps, while changes are
+/// still being applied to it between the steps: the log and the summaries only ever grow, so
+/// their part for the first `len` changes never changes. The current timeline is not written
+/// (it changes in place); [`BitemporalIndex::decode_prefix`] rebuilds it from the log.
+///
+/// Form: block length, fan-out, the `len` changes (each as `write_change`), the number of
+/// levels with a complete block, then per level its number of complete blocks and per block
+/// its number of keys and each key (valid time and sequence as deltas from the previous key's)
+/// with its running sum (as `write_deltas`).
+#[derive(Debug)]
+pub(crate) struct PrefixEncoder {
+    len: usize,
+    out: Writer,
+    stage: Stage,
+    prev: (u64, i64),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Stage {
+    Start,
+    Changes(usize),
+    Levels { level: usize, block: usize },
+    Done,
+}
+
+impl PrefixEncoder {
+    pub(crate) fn new(len: usize) -> Self {
+        PrefixEncoder {
+            len,
+            out: Writer(Vec::new()),
+            stage: Stage::Start,
+            prev: (0, 0),
+        }
+    }
+
+    /// Encodes about `budget` more changes or summary keys of `index` (the index this
+    /// encoder was made for, with at least `len` changes); returns how many it did, and
+    /// whether it is done.
+    pub(crate) fn step(&mut self, index: &BitemporalIndex, budget: usize) -> (usize, bool) {
+        let mut used = 0;
+        loop {
+            match self.stage {
+                Stage::Start => {
+                    self.out.var(index.block_len as u64);
+                    self.out.var(index.fanout as u64);
+                    self.out.var(self.len as u64);
+                    self.stage = Stage::Changes(0);
+                }
+                Stage::Changes(from) => {
+                    let to = self.len.min(from.saturating_add(budget - used));
+                    for c in index.log.range(from..to) {
+                        write_change(&mut self.out, &c, &mut self.prev);
+                    }
+                    used += to - from;
+                    if to < self.len {
+                        self.stage = Stage::Changes(to);
+                        return (used, false);
+                    }
+                    let levels = index
+                        .levels
+                        .iter()
+                        .take_while(|l| self.len / l.block_len > 0)
+                        .count();
+                    self.out.var(levels as u64);
+                    self.stage = Stage::Levels { level: 0, block: 0 };
+                }
+                Stage::Levels { level, block } => {
+                    let Some(l) = index.levels.get(level).filter(|l| self.len >= l.block_len)
+                    else {
+                        self.stage = Stage::Done;
+                        continue;
+                    };
+                    let blocks = self.len / l.block_len;
+                    if block == 0 {
+                        self.out.var(blocks as u64);
+                    }
+                    let mut b = block;
+                    while b < blocks && used < budget {
+                        let s = &l.blocks[b];
+                        self.out.var(s.keys.len() as u64);
+                        let mut prev = (0i64, 0u64);
+                        for (i, k) in s.keys.iter().enumerate() {
+                            self.out.zig(k.0.wrapping_sub(prev.0));
+                            self.out.zig(k.1.wrapping_sub(prev.1) as i64);
+                            prev = *k;
+                            write_deltas(&mut self.out, &s.cums.get(i));
+                        }
+                        used += s.keys.len().max(1);
+                        b += 1;
+                    }
+                    self.stage = if b < blocks {
+                        Stage::Levels { level, block: b }
+                    } else {
+                        Stage::Levels {
+                            level: level + 1,
+                            block: 0,
+                        }
+                    };
+                    if used >= budget {
+                        return (used, matches!(self.stage, Stage::Done));
+                    }
+                }
+                Stage::Done => return (used, true),
+            }
+        }
+    }
+
+    /// The encoded bytes (call once `step` said it is done).
+    pub(crate) fn finish(self) -> Vec<u8> {
+        self.out.0
+    }
+}
+
+impl BitemporalIndex {
+    /// Rebuilds an index from what [`PrefixEncoder`] wrote: the log and the summaries as
+    /// written, the current timeline by adding up the log.
+    pub(crate) fn decode_prefix(b: &[u8]) -> Result<BitemporalIndex, Malformed> {
+        let mut r = Reader::new(b);
+        let block_len = usize::try_from(r.var()?).map_err(|_| Malformed("block length"))?;
+        let fanout = usize::try_from(r.var()?).map_err(|_| Malformed("fan-out"))?;
+        if block_len == 0 || fanout < 2 {
+            return Err(Malformed("block sizes"));
+        }
+        let mut index = BitemporalIndex::with_block_len(block_len, fanout);
+        let n = r.len_hint(4)?;
+        index.log.reserve(n);
+        let mut prev = (0, 0);
+        for _ in 0..n {
+            let c = read_change(&mut r, &mut prev)?;
+            if index.log.last_position().is_some_and(|p| c.position < p) {
+                return Err(Malformed("change positions out of order"));
+            }
+            index
+                .current
+                .add(instant(c.key), c.deltas)
+                .map_err(|_| Malformed("balance out of range"))?;
+            index
+                .log
+                .push(c)
+                .map_err(|_| Malformed("too many changes"))?;
+        }
+        let levels = r.len_hint(1)?;
+        let mut bl = block_len;
+        for _ in 0..levels {
+            let blocks = r.len_hint(1)?;
+            if blocks == 0 || blocks != n / bl {
+                return Err(Malformed("summary block count"));
+            }
+            let mut level = Level {
+                block_len: bl,
+                blocks: Vec::with_capacity(blocks),
+            };
+            for _ in 0..blocks {
+                let k = r.len_hint(2)?;
+                let mut keys = Vec::with_capacity(k);
+                let mut cums = Vec::with_capacity(k);
+                let mut prev = (0i64, 0u64);
+                for _ in 0..k {
+                    let key = (
+                        prev.0.wrapping_add(r.zig()?),
+                        prev.1.wrapping_add(r.zig()? as u64),
+                    );
+                    prev = key;
+                    keys.push(key);
+                    cums.push(read_deltas(&mut r)?);
+                }
+                level.blocks.push(Summary {
+                    keys,
+                    cums: Sums::new(cums),
+                });
+            }
+            index.levels.push(level);
+            bl = bl.checked_mul(fanout).ok_or(Malformed("block length"))?;
+        }
+        // Every level with a complete block is there.
+        if n >= bl {
+            return Err(Malformed("summary levels missing"));
+        }
+        if !r.is_done() {
+            return Err(Malformed("trailing bytes"));
+        }
+        Ok(index)
+    }
+}
+
 /// The change log's serialised form: one byte string of varints, each change as its position's
 /// delta from the previous one, its key (valid time as a delta from the previous change's, the
 /// sequence as a delta from its position), a byte saying which amounts are non-zero, and those.
 /// About 10 bytes per change instead of 40 in generic serde form, and decoded without a serde
 /// call per field (snapshots are restored at start-up, where every microsecond counts).
 mod change_log {
-    use super::{Change, ChangeLog, Deltas};
+    use super::ChangeLog;
     use crate::varint::{Reader, Writer};
 
     pub(super) fn serialize<S: serde::Serializer>(
@@ -399,22 +638,9 @@ mod change_log {
     ) -> Result<S::Ok, S::Error> {
         let mut w = Writer(Vec::with_capacity(8 + log.len() * 10));
         w.var(log.len() as u64);
-        let (mut position, mut valid) = (0u64, 0i64);
+        let mut prev = (0u64, 0i64);
         for c in log.iter() {
-            w.var(c.position.wrapping_sub(position));
-            w.zig(c.key.0.wrapping_sub(valid));
-            w.zig(c.key.1.wrapping_sub(c.position) as i64);
-            (position, valid) = (c.position, c.key.0);
-            let d = &c.deltas;
-            let parts = [d.posted, d.pending_debit, d.pending_credit];
-            let mask = parts
-                .iter()
-                .enumerate()
-                .fold(0u8, |m, (i, v)| if *v != 0 { m | 1 << i } else { m });
-            w.0.push(mask);
-            for v in parts.into_iter().filter(|v| *v != 0) {
-                w.zig128(v);
-            }
+            super::write_change(&mut w, &c, &mut prev);
         }
         s.serialize_bytes(&w.0)
     }
@@ -424,28 +650,10 @@ mod change_log {
         let n = r.len_hint(4)?;
         let mut log = ChangeLog::default();
         log.reserve(n);
-        let (mut position, mut valid) = (0u64, 0i64);
+        let mut prev = (0u64, 0i64);
         for _ in 0..n {
-            position = position.wrapping_add(r.var()?);
-            valid = valid.wrapping_add(r.zig()?);
-            let seq = position.wrapping_add(r.zig()? as u64);
-            let mask = r.u8()?;
-            let mut parts = [0i128; 3];
-            for (i, p) in parts.iter_mut().enumerate() {
-                if mask & (1 << i) != 0 {
-                    *p = r.zig128()?;
-                }
-            }
-            log.push(Change {
-                position,
-                key: (valid, seq),
-                deltas: Deltas {
-                    posted: parts[0],
-                    pending_debit: parts[1],
-                    pending_credit: parts[2],
-                },
-            })
-            .map_err(|_| crate::varint::Malformed("too many changes"))?;
+            log.push(super::read_change(&mut r, &mut prev)?)
+                .map_err(|_| crate::varint::Malformed("too many changes"))?;
         }
         if !r.is_done() {
             return Err(crate::varint::Malformed("trailing bytes"));

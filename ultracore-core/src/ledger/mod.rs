@@ -62,7 +62,7 @@ pub use model::{
 };
 pub use query::{EntryView, QueryError, Restatement, RestatementChange, Statement, StatementLine};
 pub use rejection::Rejection;
-pub use snapshot::{SnapshotError, SNAPSHOT_SCHEMA};
+pub use snapshot::{SnapshotAbandoned, SnapshotError, SnapshotJob, SNAPSHOT_SCHEMA};
 
 use crate::bitemporal::index::BitemporalIndex;
 use crate::bitemporal::timeline::{Deltas, TimelineKey};
@@ -173,6 +173,9 @@ pub struct Ledger {
     /// applied account by account when the buffer fills or the replay ends.
     /// (buffer, flush threshold).
     deferred: Option<(Vec<DeferredChange>, usize)>,
+    /// A snapshot being taken in steps ([`Ledger::begin_snapshot`]): the entries changed
+    /// since its cut, as they were at the cut.
+    pub(crate) cut: Option<snapshot::Cut>,
 }
 
 /// A balance-index change held back during a bulk replay: (account, position, key, deltas).
@@ -211,6 +214,7 @@ impl Ledger {
             hold_deadlines: BTreeSet::new(),
             positions: Vec::new(),
             deferred: None,
+            cut: None,
             config,
         }
     }

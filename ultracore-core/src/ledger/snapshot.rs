@@ -44,7 +44,10 @@ use crate::time::{EffectiveAt, RecordedAt, Timestamp};
 
 use crate::varint::{Malformed, Reader, Writer};
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
+
+use crate::bitemporal::index::PrefixEncoder;
 
 use super::event::{EVENT_TYPES, TYPE_ENTRY_REJECTED};
 use std::sync::Arc;
@@ -57,7 +60,7 @@ use super::{AccountState, Ledger, LedgerConfig, PositionMeta};
 
 /// The snapshot format this build writes and reads. Bump it whenever any snapshotted type
 /// (ledger state, balance index internals) changes shape.
-pub const SNAPSHOT_SCHEMA: u64 = 0x5543_534e_0000_0005;
+pub const SNAPSHOT_SCHEMA: u64 = 0x5543_534e_0000_0006;
 
 /// Why a snapshot could not be used (the caller then replays the log).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -117,9 +120,228 @@ const REF_NONE: u64 = 0;
 const REF_INLINE: u64 = 1;
 const REF_ENTRY: u64 = 2;
 
+/// The entries a snapshot in progress must see as they were at its cut.
+#[derive(Clone, Debug)]
+pub(crate) struct Cut {
+    id: u64,
+    /// Entries at the cut; later ones are not in the snapshot.
+    entries: usize,
+    /// Entries changed since the cut, as they were at the cut.
+    before: HashMap<u32, StoredEntry>,
+}
+
+impl Cut {
+    /// Called before entry `ix` changes: keeps its form at the cut, if it is in the snapshot
+    /// and not kept already.
+    pub(crate) fn keep(&mut self, ix: u32, entries: &[StoredEntry]) {
+        if (ix as usize) < self.entries {
+            self.before
+                .entry(ix)
+                .or_insert_with(|| entries[ix as usize].clone());
+        }
+    }
+}
+
+/// A snapshot of the state at one log position, encoded in steps (see
+/// [`Ledger::begin_snapshot`]) while the ledger goes on applying events between them.
+///
+/// Everything big in the state only grows: the entries, their ids, the log positions, and
+/// each balance index's change log and summaries. So their part as of the cut is a prefix,
+/// fixed at the cut, that can be encoded later. The rest (accounts, the small tables) is
+/// encoded at the cut, and an entry that changes after the cut is kept as it was first.
+#[derive(Debug)]
+pub struct SnapshotJob {
+    /// The cut this job belongs to; 0 for a job on a state that does not change.
+    cut: u64,
+    position: u64,
+    rest: Vec<u8>,
+    /// Each account's number of balance-index changes at the cut.
+    index_lens: Vec<usize>,
+    entries: usize,
+    refusals: usize,
+    /// Part 2 so far, and the account being encoded.
+    indexes: Writer,
+    account: usize,
+    encoder: Option<PrefixEncoder>,
+    /// Part 3 so far: next position, transaction time of the previous one, next refusal.
+    positions: Writer,
+    next_position: usize,
+    last_time: i64,
+    next_refusal: usize,
+    /// Part 4's two halves so far, and the next entry.
+    halves: [Writer; 2],
+    next_entry: usize,
+}
+
+/// A snapshot job's ledger is no longer the one it was cut from: the state was rebuilt, or
+/// another snapshot was begun.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the ledger changed under the snapshot in progress; begin again")]
+pub struct SnapshotAbandoned;
+
+impl SnapshotJob {
+    /// The last log position the snapshot covers.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// The snapshot's bytes, once [`Ledger::snapshot_step`] said it is done (the seal and
+    /// checksum are computed here, with no need for the ledger).
+    pub fn into_bytes(self) -> Vec<u8> {
+        let first = &self.halves[0].0;
+        let second = &self.halves[1].0;
+        let parts = [
+            &self.rest,
+            &self.indexes.0,
+            &self.positions.0,
+            first,
+            second,
+        ];
+        let mut w = Writer(Vec::with_capacity(
+            parts.iter().map(|p| p.len() + 10).sum::<usize>() + 32,
+        ));
+        w.0.extend_from_slice(&[0; 16]);
+        w.bytes(&self.rest);
+        w.bytes(&self.indexes.0);
+        w.bytes(&self.positions.0);
+        w.var(self.entries as u64);
+        w.bytes(first);
+        w.bytes(second);
+        seal(w.0)
+    }
+}
+
+/// Units of work (changes, summary keys, positions, entries) [`Ledger::encode_snapshot`]
+/// does per step: all of it.
+const ALL: usize = usize::MAX;
+
 impl Ledger {
     /// Encodes the whole state as a snapshot.
     pub fn encode_snapshot(&self) -> Vec<u8> {
+        let mut job = self.snapshot_job(0);
+        while !self
+            .snapshot_step(&mut job, ALL)
+            .expect("a job on a borrowed state cannot be abandoned")
+        {}
+        job.into_bytes()
+    }
+
+    /// Begins a snapshot of the state as it is now, to be encoded by [`Ledger::snapshot_step`]
+    /// while events go on being applied between the steps: the caller holds the state
+    /// exclusively only here (the small tables are encoded now, in time proportional to them,
+    /// not to the log) and in [`Ledger::end_snapshot`], and shares it during each step. An
+    /// entry changed before the snapshot ends is copied once, as it was. Beginning another
+    /// snapshot abandons this one. Not during a bulk replay.
+    pub fn begin_snapshot(&mut self) -> SnapshotJob {
+        let id = self.cut.as_ref().map_or(1, |c| c.id.wrapping_add(1).max(1));
+        self.cut = Some(Cut {
+            id,
+            entries: self.entries.len(),
+            before: HashMap::default(),
+        });
+        self.snapshot_job(id)
+    }
+
+    /// Ends the snapshot `job` belongs to (done or given up): entries stop being kept.
+    pub fn end_snapshot(&mut self, job: &SnapshotJob) {
+        if self.cut.as_ref().is_some_and(|c| c.id == job.cut) {
+            self.cut = None;
+        }
+    }
+
+    /// Encodes about `budget` more units (balance-index changes or summary keys, log
+    /// positions, entries) of `job`; `Ok(true)` once it is complete.
+    pub fn snapshot_step(
+        &self,
+        job: &mut SnapshotJob,
+        budget: usize,
+    ) -> Result<bool, SnapshotAbandoned> {
+        let cut = match job.cut {
+            0 => None,
+            id => match &self.cut {
+                Some(c) if c.id == id => Some(c),
+                _ => return Err(SnapshotAbandoned),
+            },
+        };
+        let budget = budget.max(1);
+        let mut used = 0;
+        // Part 2: the balance indexes, each as of its length at the cut.
+        while job.account < job.index_lens.len() {
+            let index = &self.accounts[job.account].index;
+            let encoder = job
+                .encoder
+                .get_or_insert_with(|| PrefixEncoder::new(job.index_lens[job.account]));
+            let (did, done) = encoder.step(index, budget - used);
+            used += did;
+            if done {
+                let bytes = job.encoder.take().map(PrefixEncoder::finish);
+                job.indexes.bytes(&bytes.unwrap_or_default());
+                job.account += 1;
+            }
+            if used >= budget {
+                return Ok(false);
+            }
+        }
+        // Part 3: the log positions.
+        let n = job.position as usize;
+        while job.next_position < n {
+            let i = job.next_position;
+            let m = &self.positions[i];
+            let w = &mut job.positions;
+            if i == 0 {
+                w.var(n as u64);
+                w.zig(m.recorded_at);
+            } else {
+                // Strictly increasing (checked on apply), so the delta is positive.
+                w.var(m.recorded_at.wrapping_sub(job.last_time) as u64);
+            }
+            job.last_time = m.recorded_at;
+            w.0.push(m.event_type);
+            if m.event_type == TYPE_ENTRY_REJECTED {
+                let (at, id) = &self.rejected_at[job.next_refusal];
+                debug_assert_eq!(*at, i as u64 + 1);
+                job.next_refusal += 1;
+                w.var(REF_INLINE);
+                w.bytes(id.as_str().as_bytes());
+            } else {
+                match m.entry_ix() {
+                    None => w.var(REF_NONE),
+                    Some(e) => w.var(REF_ENTRY + e as u64),
+                }
+            }
+            job.next_position += 1;
+            used += 1;
+            if used >= budget {
+                return Ok(false);
+            }
+        }
+        if n == 0 && job.positions.0.is_empty() {
+            job.positions.var(0);
+        }
+        debug_assert_eq!(job.next_refusal, job.refusals);
+        // Part 4: the entries, each as it was at the cut, in two halves.
+        let split = job.entries / 2;
+        while job.next_entry < job.entries {
+            let i = job.next_entry;
+            let e = cut
+                .and_then(|c| c.before.get(&(i as u32)))
+                .unwrap_or(&self.entries[i]);
+            let w = &mut job.halves[usize::from(i >= split)];
+            match e.cold_entry() {
+                Some(full) => self.encode_entry(w, full),
+                None => self.encode_transfer(w, e),
+            }
+            job.next_entry += 1;
+            used += 1;
+            if used >= budget {
+                return Ok(job.next_entry == job.entries);
+            }
+        }
+        Ok(true)
+    }
+
+    /// A job for the state as it is now, belonging to cut `cut`, with part 1 encoded.
+    fn snapshot_job(&self, cut: u64) -> SnapshotJob {
         let rest = RestRef {
             accounts: &self.accounts,
             open_fingerprints: self
@@ -142,38 +364,31 @@ impl Ledger {
         // Plain data, no maps with non-string keys, no failing custom serialisers: serialising
         // to a Vec cannot fail.
         let rest = postcard::to_stdvec(&rest).expect("ledger state always serialises");
-        // The balance indexes and the second half of the entries encode on two more threads.
-        let split = self.entries.len() / 2;
-        let (indexes, (first, second), positions) = std::thread::scope(|scope| {
-            let indexes = scope.spawn(|| {
-                let mut w = Writer(Vec::new());
-                for st in &self.accounts {
-                    w.bytes(&postcard::to_stdvec(&st.index).expect("indexes always serialise"));
-                }
-                w.0
-            });
-            let second = scope.spawn(|| self.encode_entries(&self.entries[split..]));
-            let positions = self.encode_positions();
-            let first = self.encode_entries(&self.entries[..split]);
-            let join = "encoding cannot panic";
-            (
-                indexes.join().expect(join),
-                (first, second.join().expect(join)),
-                positions,
-            )
-        });
-        let parts = [&rest, &indexes, &positions, &first, &second];
-        let mut w = Writer(Vec::with_capacity(
-            parts.iter().map(|p| p.len() + 10).sum::<usize>() + 32,
-        ));
-        w.0.extend_from_slice(&[0; 16]);
-        w.bytes(&rest);
-        w.bytes(&indexes);
-        w.bytes(&positions);
-        w.var(self.entries.len() as u64);
-        w.bytes(&first);
-        w.bytes(&second);
-        seal(w.0)
+        let entries = self.entries.len();
+        SnapshotJob {
+            cut,
+            position: self.positions.len() as u64,
+            rest,
+            index_lens: self
+                .accounts
+                .iter()
+                .map(|a| a.index.changes().len())
+                .collect(),
+            entries,
+            refusals: self.rejected_at.len(),
+            indexes: Writer::default(),
+            account: 0,
+            encoder: None,
+            positions: Writer(Vec::with_capacity(self.positions.len() * 6 + 16)),
+            next_position: 0,
+            last_time: 0,
+            next_refusal: 0,
+            halves: [
+                Writer(Vec::with_capacity(entries / 2 * 48)),
+                Writer(Vec::with_capacity(entries.div_ceil(2) * 48)),
+            ],
+            next_entry: 0,
+        }
     }
 
     /// Wraps an arbitrary snapshot body in a valid header (schema and checksum), so a fuzzer
@@ -183,48 +398,6 @@ impl Ledger {
         let mut out = vec![0; 16];
         out.extend_from_slice(body);
         seal(out)
-    }
-
-    /// Part 3: the log positions.
-    fn encode_positions(&self) -> Vec<u8> {
-        let mut w = Writer(Vec::with_capacity(self.positions.len() * 6 + 16));
-        w.var(self.positions.len() as u64);
-        let mut last = 0i64;
-        let mut refused = self.rejected_at.iter();
-        for (i, m) in self.positions.iter().enumerate() {
-            if i == 0 {
-                w.zig(m.recorded_at);
-            } else {
-                // Strictly increasing (checked on apply), so the delta is positive.
-                w.var(m.recorded_at.wrapping_sub(last) as u64);
-            }
-            last = m.recorded_at;
-            w.0.push(m.event_type);
-            if m.event_type == TYPE_ENTRY_REJECTED {
-                let (at, id) = refused.next().expect("every refusal has its id");
-                debug_assert_eq!(*at, i as u64 + 1);
-                w.var(REF_INLINE);
-                w.bytes(id.as_str().as_bytes());
-            } else {
-                match m.entry_ix() {
-                    None => w.var(REF_NONE),
-                    Some(e) => w.var(REF_ENTRY + e as u64),
-                }
-            }
-        }
-        w.0
-    }
-
-    /// One half of part 4.
-    fn encode_entries(&self, entries: &[StoredEntry]) -> Vec<u8> {
-        let mut w = Writer(Vec::with_capacity(entries.len() * 48));
-        for e in entries {
-            match e.cold_entry() {
-                Some(full) => self.encode_entry(&mut w, full),
-                None => self.encode_transfer(&mut w, e),
-            }
-        }
-        w.0
     }
 
     /// Part 4's form of a plain transfer stored hot: the same bytes as [`Ledger::encode_entry`]
@@ -658,7 +831,9 @@ fn decode_indexes(
     let mut r = Reader::new(part);
     let mut out = Vec::with_capacity(accounts.min(part.len()));
     for _ in 0..accounts {
-        out.push(postcard::from_bytes(r.bytes()?).map_err(decode_error)?);
+        out.push(crate::bitemporal::index::BitemporalIndex::decode_prefix(
+            r.bytes()?,
+        )?);
     }
     if !r.is_done() {
         return Err(decode_error("trailing bytes after the indexes"));
