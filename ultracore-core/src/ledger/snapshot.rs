@@ -7,8 +7,9 @@
 //!
 //! 1. the accounts and the small tables (opening fingerprints, corrections, resolutions,
 //!    refusals, hold deadlines) in postcard (compact binary serde), length-prefixed;
-//! 2. each account's balance index in postcard, in account order, the whole part
-//!    length-prefixed;
+//! 2. each account's balance index, in account order, the whole part length-prefixed: its
+//!    change log and complete summaries as of the cut (`bitemporal::index::PrefixEncoder`;
+//!    the current timeline is rebuilt from the log when decoding);
 //! 3. the log positions, the whole part length-prefixed: their count, then per position the
 //!    transaction time as a delta from the previous one, the event type as a byte, and the
 //!    entry as its index in part 4 (as the state holds it), or for a refusal the refused id
@@ -26,11 +27,15 @@
 //!    byte as it wrote the full entry before entries were stored compactly (schema 5 did not
 //!    change).
 //!
-//! Every part but the first is length-prefixed so that three threads can work at once, on
-//! both sides: decoding reads part 2 on one thread and parses the second half of part 4
-//! (the allocations of its ids, and postings of the entries that are no plain transfer, which
-//! need no positions) on another while the
-//! calling thread reads part 3 and the first half; encoding splits the same way.
+//! Every part but the first is length-prefixed so that decoding can use three threads: it
+//! reads part 2 on one thread and parses the second half of part 4 (the allocations of its
+//! ids, and postings of the entries that are no plain transfer, which need no positions) on
+//! another while the calling thread reads part 3 and the first half.
+//!
+//! Encoding runs in steps ([`SnapshotJob`], [`Ledger::begin_snapshot`]) so that a server can
+//! take a snapshot while it goes on writing: parts 2 to 4 only ever grow at their ends, so the
+//! state as of a cut is a prefix of each, encoded later; an entry changed after the cut is
+//! kept as it was ([`Cut`]); part 1 is encoded at the cut.
 //!
 //! Integers are LEB128 varints (signed ones zigzag-encoded) unless said otherwise. Hand-encoding
 //! the two big tables makes decoding about as fast as allocating the state (see
