@@ -297,7 +297,8 @@ impl EntryIndex {
         self.table.reserve(additional, rehasher(&self.hasher, keys));
     }
 
-    /// Number of indexed entries.
+    /// Number of indexed entries (for the test utilities' consistency checks).
+    #[cfg(any(test, feature = "test-util"))]
     pub(crate) fn len(&self) -> usize {
         self.table.len()
     }
