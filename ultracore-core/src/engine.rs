@@ -33,7 +33,7 @@ use crate::event::{Envelope, Trace};
 use crate::ledger::{
     Command, InvariantViolated, Ledger, LedgerConfig, LedgerEvent, Outcome, Rejection,
 };
-use crate::ledger::{SnapshotAbandoned, SNAPSHOT_SCHEMA};
+use crate::ledger::{SnapshotAbandoned, SnapshotJob, SNAPSHOT_DELTA_SCHEMA, SNAPSHOT_SCHEMA};
 use crate::limits::{COMMANDS_PER_BATCH_MAX, EVENTS_PER_READ_MAX};
 use crate::store::{AppendBatch, AppendReceipt, EventStore, Snapshot, SnapshotStore, StoreError};
 use crate::time::Clock;
@@ -229,6 +229,10 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
     /// or `None` when there is none or it is of another format or damaged. It does not look at
     /// the log: pass the result to [`Engine::open_from`], which checks it against the log. So
     /// start-up can decode the snapshot on one thread while another opens the store.
+    ///
+    /// When the store also holds a delta snapshot for that snapshot (see
+    /// [`Engine::take_snapshot`]), it is applied: the result is the state at the delta's
+    /// position. A delta for another base, or one that fails, is ignored.
     pub async fn load_snapshot(
         snapshots: &dyn SnapshotStore,
         config: &EngineConfig,
@@ -238,7 +242,24 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
             return None;
         }
         let ledger = Ledger::decode_snapshot(config.ledger.clone(), &snap.bytes).ok()?;
-        (ledger.position() == snap.position).then_some(ledger)
+        if ledger.position() != snap.position {
+            return None;
+        }
+        let delta = match snapshots.load(&delta_scope(config)).await {
+            Ok(Some(d))
+                if d.schema_fingerprint == SNAPSHOT_DELTA_SCHEMA
+                    && d.position > ledger.position()
+                    && ledger.delta_fits(&d.bytes) =>
+            {
+                d
+            }
+            _ => return Some(ledger),
+        };
+        match ledger.apply_delta(&delta.bytes) {
+            Ok(l) if l.position() == delta.position => Some(l),
+            // Written wrong or damaged past its checksum: the base alone, decoded again.
+            _ => Ledger::decode_snapshot(config.ledger.clone(), &snap.bytes).ok(),
+        }
     }
 
     /// Like [`Engine::open_with_snapshot`], with the snapshot already loaded (see
@@ -284,24 +305,76 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
         Ok((engine, opened))
     }
 
-    /// Saves a snapshot of the current (durable) state, encoded in steps (see
-    /// [`Engine::snapshot_in_steps`]); returns the position it covers.
+    /// Saves a snapshot of the current (durable) state, encoded in steps: a delta snapshot
+    /// when that pays, a full one otherwise (see [`Engine::take_snapshot`]); returns the
+    /// position it covers. [`Engine::load_snapshot`] reads both back.
     pub async fn save_snapshot(&self, snapshots: &dyn SnapshotStore) -> Result<u64, EngineError> {
-        let (position, bytes) = match self.snapshot_in_steps(SNAPSHOT_STEP_DEFAULT).await {
-            Ok(done) => done,
+        let taken = match self.take_snapshot(SNAPSHOT_STEP_DEFAULT).await {
+            Ok(taken) => taken,
             // The state was rebuilt or another snapshot begun meanwhile: encode it whole,
             // under the shared lock, rather than race again.
-            Err(SnapshotAbandoned) => self.read(|l| (l.position(), l.encode_snapshot())).await,
+            Err(SnapshotAbandoned) => {
+                self.read(|l| EncodedSnapshot {
+                    position: l.position(),
+                    delta_base: None,
+                    bytes: Arc::new(l.encode_snapshot()),
+                })
+                .await
+            }
         };
-        snapshots
-            .save(Snapshot {
-                scope: snapshot_scope(&self.config),
-                position,
-                schema_fingerprint: SNAPSHOT_SCHEMA,
-                bytes: Arc::from(bytes),
-            })
-            .await?;
+        let position = taken.position;
+        snapshots.save(self.snapshot_record(&taken)).await?;
+        self.snapshot_saved(&taken).await;
         Ok(position)
+    }
+
+    /// Encodes a snapshot of the durable state in steps (see [`Engine::snapshot_in_steps`]):
+    /// a delta snapshot ([`Ledger::begin_delta`]) when the state has a saved base and has
+    /// grown by less than the base's length since it ([`delta_pays`]), so a delta costs at
+    /// most what a full snapshot of the base cost; a full one otherwise. Save it with
+    /// [`Engine::snapshot_record`], then call [`Engine::snapshot_saved`]: only then do later
+    /// deltas build on a new full snapshot.
+    pub async fn take_snapshot(&self, budget: usize) -> Result<EncodedSnapshot, SnapshotAbandoned> {
+        let job = self
+            .exclusive(|l| {
+                let delta = l
+                    .snapshot_base()
+                    .is_some_and(|base| delta_pays(base, l.position()));
+                match delta.then(|| l.begin_delta()).flatten() {
+                    Some(job) => job,
+                    None => l.begin_snapshot(),
+                }
+            })
+            .await;
+        let delta_base = job.delta_base();
+        let (position, bytes) = self.run_snapshot(job, budget).await?;
+        Ok(EncodedSnapshot {
+            position,
+            delta_base,
+            bytes: Arc::new(bytes),
+        })
+    }
+
+    /// What a [`SnapshotStore`] should hold of `snapshot`: a full snapshot under
+    /// [`Engine::snapshot_scope`], a delta under the scope beside it.
+    pub fn snapshot_record(&self, snapshot: &EncodedSnapshot) -> Snapshot {
+        let (scope, schema) = match snapshot.delta_base {
+            None => (snapshot_scope(&self.config), SNAPSHOT_SCHEMA),
+            Some(_) => (delta_scope(&self.config), SNAPSHOT_DELTA_SCHEMA),
+        };
+        Snapshot {
+            scope,
+            position: snapshot.position,
+            schema_fingerprint: schema,
+            bytes: snapshot.bytes.clone(),
+        }
+    }
+
+    /// Says that `snapshot` was saved: a full one becomes the base of later deltas.
+    pub async fn snapshot_saved(&self, snapshot: &EncodedSnapshot) {
+        if snapshot.delta_base.is_none() {
+            self.exclusive(|l| l.snapshot_saved(&snapshot.bytes)).await;
+        }
     }
 
     /// Encodes a snapshot of the durable state without holding writers up for its whole
@@ -318,7 +391,16 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
         &self,
         budget: usize,
     ) -> Result<(u64, Vec<u8>), SnapshotAbandoned> {
-        let mut job = self.exclusive(Ledger::begin_snapshot).await;
+        let job = self.exclusive(Ledger::begin_snapshot).await;
+        self.run_snapshot(job, budget).await
+    }
+
+    /// Runs a snapshot job in steps of `budget` units, with batches between them.
+    async fn run_snapshot(
+        &self,
+        mut job: SnapshotJob,
+        budget: usize,
+    ) -> Result<(u64, Vec<u8>), SnapshotAbandoned> {
         let outcome = loop {
             match self.read(|l| l.snapshot_step(&mut job, budget)).await {
                 Ok(false) => yield_now().await,
@@ -748,6 +830,29 @@ pub enum OpenedFrom {
 
 fn snapshot_scope(config: &EngineConfig) -> String {
     format!("ledger-{}", config.log_id)
+}
+
+/// Where [`Engine::save_snapshot`] keeps delta snapshots: beside the full ones.
+fn delta_scope(config: &EngineConfig) -> String {
+    format!("ledger-{}-delta", config.log_id)
+}
+
+/// Whether a delta snapshot at `position` against a base at `base` pays: it holds what grew
+/// since the base, so it does while that is less than the base itself; past that a full
+/// snapshot (the next base) costs about as much and makes the following deltas small again.
+pub fn delta_pays(base: u64, position: u64) -> bool {
+    position.saturating_sub(base) < base
+}
+
+/// A snapshot encoded by [`Engine::take_snapshot`].
+#[derive(Debug)]
+pub struct EncodedSnapshot {
+    /// The last log position it covers.
+    pub position: u64,
+    /// For a delta snapshot, its base's position; `None` for a full snapshot.
+    pub delta_base: Option<u64>,
+    /// Its bytes.
+    pub bytes: Arc<Vec<u8>>,
 }
 
 /// The snapshot's ledger, if it can be trusted as a prefix of this store's log.

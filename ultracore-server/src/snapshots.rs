@@ -2,6 +2,12 @@
 //! `snapshot_every_events` events or `snapshot_interval_seconds`), and at shutdown, so that a
 //! restart after a crash replays only the events since the last one.
 //!
+//! Most snapshots are deltas: once a full snapshot is saved, the next ones hold only what
+//! changed since it (`Engine::take_snapshot`), until the state has grown by as much as that
+//! base; then a full snapshot becomes the new base. So a snapshot costs time proportional to
+//! the growth since the base, not to the whole state, and start-up decodes the base and
+//! applies the newest delta.
+//!
 //! Writers are not stalled for the length of the encoding: the state is cut (held
 //! exclusively for time proportional to the accounts and small tables, not to the log), then
 //! encoded in steps of [`SNAPSHOT_STEP`] units under the shared lock, with batches decided and
@@ -9,12 +15,9 @@
 //! happen after that. Each snapshot logs how long the encoding took (`encode_ms`, during which
 //! writers went on) and the rest (`write_ms`), and exports them as metrics.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use ultracore_core::ledger::SNAPSHOT_SCHEMA;
-use ultracore_core::store::Snapshot;
 
 use crate::state::AppState;
 
@@ -53,6 +56,10 @@ pub const SNAPSHOT_STEP: usize = 100_000;
 pub struct Taken {
     /// Last log position it covers.
     pub position: u64,
+    /// For a delta snapshot, the position of its base; `None` for a full one.
+    pub delta_base: Option<u64>,
+    /// Its size.
+    pub bytes: usize,
     /// Encoding the state, in steps between which writers went on.
     pub encode: Duration,
     /// Sealing, writing and syncing the snapshot.
@@ -69,27 +76,24 @@ pub async fn take(state: &AppState) -> Result<Option<Taken>, String> {
         return Ok(None);
     };
     let start = Instant::now();
-    let scope = state.engine.snapshot_scope();
     let engine = state.engine.clone();
     let runtime = tokio::runtime::Handle::current();
-    let (position, encode, written) = tokio::task::spawn_blocking(move || {
+    let (taken, encode, written) = tokio::task::spawn_blocking(move || {
         // On a blocking thread: each step is CPU work under the shared state lock.
-        let (position, bytes) = runtime
-            .block_on(engine.snapshot_in_steps(SNAPSHOT_STEP))
+        let taken = runtime
+            .block_on(engine.take_snapshot(SNAPSHOT_STEP))
             .map_err(|e| e.to_string())?;
         let encoded = start.elapsed();
-        let written = runtime.block_on(snaps.save(Snapshot {
-            scope,
-            position,
-            schema_fingerprint: SNAPSHOT_SCHEMA,
-            bytes: Arc::new(bytes),
-        }));
-        Ok::<_, String>((position, encoded, written))
+        let written = runtime.block_on(snaps.save(engine.snapshot_record(&taken)));
+        Ok::<_, String>((taken, encoded, written))
     })
     .await
     .map_err(|e| format!("snapshot task failed: {e}"))??;
     written.map_err(|e| e.to_string())?;
+    // Only a saved full snapshot becomes the base of the next deltas.
+    state.engine.snapshot_saved(&taken).await;
     let write = start.elapsed() - encode;
+    let position = taken.position;
     // After the snapshot: the checkpoint covers at least its position, so the next start
     // decodes only the journal's tail after it.
     let checkpoint = match state.index_checkpoint.clone() {
@@ -121,6 +125,8 @@ pub async fn take(state: &AppState) -> Result<Option<Taken>, String> {
         .observe(write.as_secs_f64());
     Ok(Some(Taken {
         position,
+        delta_base: taken.delta_base,
+        bytes: taken.bytes.len(),
         encode,
         write,
         checkpoint,
@@ -155,6 +161,8 @@ pub async fn run_periodic(
                     periodic = true,
                     position = t.position,
                     events_since_last = t.position - last,
+                    delta_base = t.delta_base,
+                    bytes = t.bytes,
                     encode_ms = t.encode.as_millis() as u64,
                     write_ms = t.write.as_millis() as u64,
                     checkpoint = t.checkpoint,

@@ -240,51 +240,73 @@ fn a_periodic_snapshot_is_what_a_restart_after_kill_9_starts_from() {
             201
         );
     }
-    // Three rounds past the threshold: three periodic snapshots, each seen in the metrics.
-    for round in 1..=3 {
+    // Four rounds past the threshold: four periodic snapshots, each seen in the metrics. The
+    // first is full (no base yet), the second a delta on it (grown by less than the base),
+    // the third full again (grown by as much as the base), the fourth a delta on the third.
+    for round in 1..=4 {
         post_transfers(&a, &admin, &format!("r{round}"), 260);
         wait_until(&format!("snapshot {round}"), || {
             metric(&a, "ultracore_snapshots_total") >= f64::from(round)
         });
     }
     let snapped = metric(&a, "ultracore_snapshot_position") as u64;
-    // 11 accounts + 780 transfers, one event each; the last snapshot came after round 3.
+    // 11 accounts + 1,040 transfers, one event each; the last snapshot came after round 4.
     assert_eq!(
-        snapped, 791,
-        "the third snapshot covers everything up to round 3"
+        snapped, 1051,
+        "the fourth snapshot covers everything up to round 4"
     );
     // Below the threshold: these are only in the journal when the process dies.
     post_transfers(&a, &admin, "tail", 120);
-    assert_eq!(metric(&a, "ultracore_snapshots_total"), 3.0);
+    assert_eq!(metric(&a, "ultracore_snapshots_total"), 4.0);
     let mut server = server;
     server.child.kill().unwrap(); // SIGKILL: no shutdown snapshot
     server.child.wait().unwrap();
 
-    let files: Vec<_> = std::fs::read_dir(dir.join("snapshots"))
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("snapshots"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(files.len(), 2, "older snapshots pruned: {files:?}");
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "ledger-0-delta.00000000000000000531.snapshot",
+            "ledger-0-delta.00000000000000001051.snapshot",
+            "ledger-0.00000000000000000271.snapshot",
+            "ledger-0.00000000000000000791.snapshot",
+        ],
+        "two of each scope kept"
+    );
     let text = std::fs::read_to_string(&log).unwrap();
-    let periodic = text
+    let bases: Vec<Option<u64>> = text
         .lines()
         .filter(|l| l.contains("snapshot saved") && l.contains("\"periodic\":true"))
-        .count();
-    assert_eq!(periodic, 3, "{text}");
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["fields"]["delta_base"].as_u64()
+        })
+        .collect();
+    assert_eq!(bases, [None, Some(271), None, Some(791)], "{text}");
 
     let server = start_with(&dir, &env, None);
     let a = server.addr.clone();
     assert!(
         server
             .startup
-            .contains("state at position 911: snapshot at 791 + 120 events replayed"),
+            .contains("state at position 1171: snapshot at 1051 + 120 events replayed"),
         "{}",
         server.startup
     );
-    assert_eq!(metric(&a, "ultracore_startup_snapshot_position"), 791.0);
+    assert_eq!(metric(&a, "ultracore_startup_snapshot_position"), 1051.0);
     assert_eq!(metric(&a, "ultracore_startup_replayed_events"), 120.0);
     // Every acknowledged transfer is there, and the balances add up.
-    for (prefix, count) in [("r1", 260), ("r2", 260), ("r3", 260), ("tail", 120)] {
+    for (prefix, count) in [
+        ("r1", 260),
+        ("r2", 260),
+        ("r3", 260),
+        ("r4", 260),
+        ("tail", 120),
+    ] {
         for i in 0..count {
             let (status, _, body) = http(
                 &a,
@@ -304,8 +326,8 @@ fn a_periodic_snapshot_is_what_a_restart_after_kill_9_starts_from() {
             Some(&admin),
             None,
         );
-        // 900 transfers spread over 10 accounts: 90 each of 0.01.
-        assert!(body.contains(r#""posted":"0.90""#), "c{c}: {body}");
+        // 1,160 transfers spread over 10 accounts: 116 each of 0.01.
+        assert!(body.contains(r#""posted":"1.16""#), "c{c}: {body}");
     }
 }
 

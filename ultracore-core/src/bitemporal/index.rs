@@ -552,6 +552,32 @@ impl PrefixEncoder {
 }
 
 impl BitemporalIndex {
+    /// Writes changes `from..to` of the log (a delta snapshot's part of this index): their
+    /// count, then each as [`PrefixEncoder`] writes it.
+    pub(crate) fn encode_changes(&self, w: &mut Writer, from: usize, to: usize) {
+        w.var((to - from) as u64);
+        let mut prev = (0, 0);
+        for c in self.log.range(from..to) {
+            write_change(w, &c, &mut prev);
+        }
+    }
+
+    /// Applies changes written by [`BitemporalIndex::encode_changes`], as `apply` would
+    /// (summaries are built as blocks complete).
+    pub(crate) fn apply_encoded_changes(&mut self, r: &mut Reader<'_>) -> Result<(), Malformed> {
+        let n = r.len_hint(4)?;
+        self.log.reserve(n);
+        let mut prev = (0, 0);
+        for _ in 0..n {
+            let c = read_change(r, &mut prev)?;
+            self.apply(c.position, c.key, c.deltas)
+                .map_err(|_| Malformed("a change the balance index refuses"))?;
+        }
+        Ok(())
+    }
+}
+
+impl BitemporalIndex {
     /// Rebuilds an index from what [`PrefixEncoder`] wrote: the log and the summaries as
     /// written, the current timeline by adding up the log.
     pub(crate) fn decode_prefix(b: &[u8]) -> Result<BitemporalIndex, Malformed> {

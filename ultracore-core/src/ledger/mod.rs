@@ -62,7 +62,9 @@ pub use model::{
 };
 pub use query::{EntryView, QueryError, Restatement, RestatementChange, Statement, StatementLine};
 pub use rejection::Rejection;
-pub use snapshot::{SnapshotAbandoned, SnapshotError, SnapshotJob, SNAPSHOT_SCHEMA};
+pub use snapshot::{
+    SnapshotAbandoned, SnapshotError, SnapshotJob, SNAPSHOT_DELTA_SCHEMA, SNAPSHOT_SCHEMA,
+};
 
 use crate::bitemporal::index::BitemporalIndex;
 use crate::bitemporal::timeline::{Deltas, TimelineKey};
@@ -176,6 +178,9 @@ pub struct Ledger {
     /// A snapshot being taken in steps ([`Ledger::begin_snapshot`]): the entries changed
     /// since its cut, as they were at the cut.
     pub(crate) cut: Option<snapshot::Cut>,
+    /// The last full snapshot this state was cut for or decoded from, which delta snapshots
+    /// ([`Ledger::begin_delta`]) are taken against, with the entries changed since.
+    pub(crate) base: Option<snapshot::Base>,
 }
 
 /// A balance-index change held back during a bulk replay: (account, position, key, deltas).
@@ -215,6 +220,7 @@ impl Ledger {
             positions: Vec::new(),
             deferred: None,
             cut: None,
+            base: None,
             config,
         }
     }

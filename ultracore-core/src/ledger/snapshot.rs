@@ -49,7 +49,7 @@ use crate::time::{EffectiveAt, RecordedAt, Timestamp};
 
 use crate::varint::{Malformed, Reader, Writer};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 
 use crate::bitemporal::index::PrefixEncoder;
@@ -66,6 +66,10 @@ use super::{AccountState, Ledger, LedgerConfig, PositionMeta};
 /// The snapshot format this build writes and reads. Bump it whenever any snapshotted type
 /// (ledger state, balance index internals) changes shape.
 pub const SNAPSHOT_SCHEMA: u64 = 0x5543_534e_0000_0006;
+
+/// The delta snapshot format this build writes and reads (see [`Ledger::begin_delta`]). Bump
+/// it with [`SNAPSHOT_SCHEMA`].
+pub const SNAPSHOT_DELTA_SCHEMA: u64 = 0x5543_5344_0000_0001;
 
 /// Why a snapshot could not be used (the caller then replays the log).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -147,6 +151,41 @@ impl Cut {
     }
 }
 
+/// The full snapshot that delta snapshots are taken against: the state it was cut from or
+/// decoded from, the lengths of its growing parts, and the entries changed since.
+#[derive(Clone, Debug)]
+pub(crate) struct Base {
+    /// Its checksum, once it is known to be saved ([`Ledger::snapshot_saved`]) or because the
+    /// state was decoded from it. A delta names its base by it.
+    sum: Option<u64>,
+    position: u64,
+    entries: usize,
+    index_lens: Vec<u32>,
+    /// Entries below `entries` changed since the base's cut.
+    changed: HashSet<u32>,
+}
+
+impl Base {
+    /// Called before entry `ix` changes.
+    pub(crate) fn changed(&mut self, ix: u32) {
+        if (ix as usize) < self.entries {
+            self.changed.insert(ix);
+        }
+    }
+}
+
+/// Where a delta snapshot's job starts: its base's checksum and parts' lengths, and the
+/// entries changed since the base, as of the delta's cut.
+#[derive(Debug)]
+struct DeltaFrom {
+    sum: u64,
+    position: u64,
+    entries: usize,
+    index_lens: Vec<u32>,
+    changed: Vec<u32>,
+    next_changed: usize,
+}
+
 /// A snapshot of the state at one log position, encoded in steps (see
 /// [`Ledger::begin_snapshot`]) while the ledger goes on applying events between them.
 ///
@@ -176,6 +215,10 @@ pub struct SnapshotJob {
     /// Part 4's two halves so far, and the next entry.
     halves: [Writer; 2],
     next_entry: usize,
+    /// For a delta snapshot: what it is a delta from (then part 2 holds each index's changes
+    /// since the base, part 3 the positions since, and the halves the new entries and the
+    /// changed ones).
+    delta: Option<DeltaFrom>,
 }
 
 /// A snapshot job's ledger is no longer the one it was cut from: the state was rebuilt, or
@@ -190,9 +233,36 @@ impl SnapshotJob {
         self.position
     }
 
+    /// For a delta snapshot, the position of the base it applies to.
+    pub fn delta_base(&self) -> Option<u64> {
+        self.delta.as_ref().map(|d| d.position)
+    }
+
     /// The snapshot's bytes, once [`Ledger::snapshot_step`] said it is done (the seal and
     /// checksum are computed here, with no need for the ledger).
     pub fn into_bytes(self) -> Vec<u8> {
+        if let Some(d) = &self.delta {
+            let mut w = Writer(Vec::with_capacity(
+                self.rest.len()
+                    + self.indexes.0.len()
+                    + self.positions.0.len()
+                    + self.halves[0].0.len()
+                    + self.halves[1].0.len()
+                    + 80,
+            ));
+            w.0.extend_from_slice(&[0; 16]);
+            w.0.extend_from_slice(&d.sum.to_le_bytes());
+            w.var(d.position);
+            w.var(self.position);
+            w.bytes(&self.rest);
+            w.bytes(&self.indexes.0);
+            w.bytes(&self.positions.0);
+            w.var((self.entries - d.entries) as u64);
+            w.bytes(&self.halves[0].0);
+            w.var(d.changed.len() as u64);
+            w.bytes(&self.halves[1].0);
+            return seal_as(w.0, SNAPSHOT_DELTA_SCHEMA);
+        }
         let first = &self.halves[0].0;
         let second = &self.halves[1].0;
         let parts = [
@@ -223,7 +293,7 @@ const ALL: usize = usize::MAX;
 impl Ledger {
     /// Encodes the whole state as a snapshot.
     pub fn encode_snapshot(&self) -> Vec<u8> {
-        let mut job = self.snapshot_job(0);
+        let mut job = self.snapshot_job(0, None);
         while !self
             .snapshot_step(&mut job, ALL)
             .expect("a job on a borrowed state cannot be abandoned")
@@ -237,14 +307,80 @@ impl Ledger {
     /// not to the log) and in [`Ledger::end_snapshot`], and shares it during each step. An
     /// entry changed before the snapshot ends is copied once, as it was. Beginning another
     /// snapshot abandons this one. Not during a bulk replay.
+    ///
+    /// The snapshot becomes the base that later delta snapshots ([`Ledger::begin_delta`]) are
+    /// taken against, once the caller says it is saved ([`Ledger::snapshot_saved`]).
     pub fn begin_snapshot(&mut self) -> SnapshotJob {
+        let id = self.new_cut();
+        let job = self.snapshot_job(id, None);
+        self.base = Some(Base {
+            sum: None,
+            position: job.position,
+            entries: job.entries,
+            index_lens: job.index_lens.iter().map(|&l| l as u32).collect(),
+            changed: HashSet::new(),
+        });
+        job
+    }
+
+    /// Begins a delta snapshot: like [`Ledger::begin_snapshot`], but it holds only what
+    /// changed since the base (the last full snapshot begun on this state and saved, or the
+    /// one it was decoded from): the accounts and small tables, the balance-index changes,
+    /// log positions and entries added since, and the entries changed since. It costs time
+    /// proportional to that, not to the state. [`Ledger::apply_delta`] applies it to the
+    /// state decoded from the base. `None` when there is no saved base.
+    ///
+    /// Deltas are cumulative: each holds everything since the base, so only the newest is
+    /// needed, and a damaged one costs a longer replay of the log, nothing else.
+    pub fn begin_delta(&mut self) -> Option<SnapshotJob> {
+        let b = self.base.as_ref()?;
+        let mut changed: Vec<u32> = b.changed.iter().copied().collect();
+        changed.sort_unstable();
+        let from = DeltaFrom {
+            sum: b.sum?,
+            position: b.position,
+            entries: b.entries,
+            index_lens: b.index_lens.clone(),
+            changed,
+            next_changed: 0,
+        };
+        let id = self.new_cut();
+        Some(self.snapshot_job(id, Some(from)))
+    }
+
+    /// The log position of the base that delta snapshots would be taken against, if there
+    /// is one (saved, or the snapshot this state was decoded from).
+    pub fn snapshot_base(&self) -> Option<u64> {
+        self.base
+            .as_ref()
+            .filter(|b| b.sum.is_some())
+            .map(|b| b.position)
+    }
+
+    /// Says that the full snapshot `bytes` (from a job of [`Ledger::begin_snapshot`]) is
+    /// saved: delta snapshots may now be taken against it. Bytes of any other snapshot are
+    /// ignored.
+    pub fn snapshot_saved(&mut self, bytes: &[u8]) {
+        let Some((schema, sum)) = header(bytes) else {
+            return;
+        };
+        let position = bytes.get(16..).and_then(full_position);
+        if let Some(b) = self.base.as_mut() {
+            if schema == SNAPSHOT_SCHEMA && position == Some(b.position) && b.sum.is_none() {
+                b.sum = Some(sum);
+            }
+        }
+    }
+
+    /// A new cut id, and the cut recorded.
+    fn new_cut(&mut self) -> u64 {
         let id = self.cut.as_ref().map_or(1, |c| c.id.wrapping_add(1).max(1));
         self.cut = Some(Cut {
             id,
             entries: self.entries.len(),
             before: HashMap::default(),
         });
-        self.snapshot_job(id)
+        id
     }
 
     /// Ends the snapshot `job` belongs to (done or given up): entries stop being kept.
@@ -269,6 +405,9 @@ impl Ledger {
             },
         };
         let budget = budget.max(1);
+        if job.delta.is_some() {
+            return Ok(self.delta_step(job, cut, budget));
+        }
         let mut used = 0;
         // Part 2: the balance indexes, each as of its length at the cut.
         while job.account < job.index_lens.len() {
@@ -288,13 +427,37 @@ impl Ledger {
             }
         }
         // Part 3: the log positions.
+        if !self.positions_step(job, &mut used, budget) {
+            return Ok(false);
+        }
+        // Part 4: the entries, each as it was at the cut, in two halves.
+        let split = job.entries / 2;
+        while job.next_entry < job.entries {
+            let i = job.next_entry;
+            let e = cut
+                .and_then(|c| c.before.get(&(i as u32)))
+                .unwrap_or(&self.entries[i]);
+            self.encode_stored(&mut job.halves[usize::from(i >= split)], e);
+            job.next_entry += 1;
+            used += 1;
+            if used >= budget {
+                return Ok(job.next_entry == job.entries);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Encodes log positions of `job` (part 3) until `used` reaches `budget`; whether they
+    /// are all done.
+    fn positions_step(&self, job: &mut SnapshotJob, used: &mut usize, budget: usize) -> bool {
         let n = job.position as usize;
+        let first = job.delta.as_ref().map_or(0, |d| d.position as usize);
         while job.next_position < n {
             let i = job.next_position;
             let m = &self.positions[i];
             let w = &mut job.positions;
-            if i == 0 {
-                w.var(n as u64);
+            if i == first {
+                w.var((n - first) as u64);
                 w.zig(m.recorded_at);
             } else {
                 // Strictly increasing (checked on apply), so the delta is positive.
@@ -315,38 +478,79 @@ impl Ledger {
                 }
             }
             job.next_position += 1;
-            used += 1;
-            if used >= budget {
-                return Ok(false);
+            *used += 1;
+            if *used >= budget {
+                return false;
             }
         }
-        if n == 0 && job.positions.0.is_empty() {
+        if n == first && job.positions.0.is_empty() {
             job.positions.var(0);
         }
         debug_assert_eq!(job.next_refusal, job.refusals);
-        // Part 4: the entries, each as it was at the cut, in two halves.
-        let split = job.entries / 2;
-        while job.next_entry < job.entries {
-            let i = job.next_entry;
-            let e = cut
-                .and_then(|c| c.before.get(&(i as u32)))
-                .unwrap_or(&self.entries[i]);
-            let w = &mut job.halves[usize::from(i >= split)];
-            match e.cold_entry() {
-                Some(full) => self.encode_entry(w, full),
-                None => self.encode_transfer(w, e),
+        true
+    }
+
+    /// [`Ledger::snapshot_step`] for a delta snapshot.
+    fn delta_step(&self, job: &mut SnapshotJob, cut: Option<&Cut>, budget: usize) -> bool {
+        let mut used = 0;
+        // Part 2: each balance index's changes since the base, up to the cut.
+        while job.account < job.index_lens.len() {
+            let d = job.delta.as_ref().expect("a delta job");
+            let from = d.index_lens.get(job.account).map_or(0, |&l| l as usize);
+            let to = job.index_lens[job.account];
+            job.indexes.var(from as u64);
+            self.accounts[job.account]
+                .index
+                .encode_changes(&mut job.indexes, from, to);
+            used += (to - from).max(1);
+            job.account += 1;
+            if used >= budget {
+                return false;
             }
+        }
+        // Part 3: the log positions since the base.
+        if !self.positions_step(job, &mut used, budget) {
+            return false;
+        }
+        let at_cut = |i: usize| {
+            cut.and_then(|c| c.before.get(&(i as u32)))
+                .unwrap_or(&self.entries[i])
+        };
+        // Part 4: the entries recorded since the base, then those changed since.
+        while job.next_entry < job.entries {
+            let e = at_cut(job.next_entry);
+            self.encode_stored(&mut job.halves[0], e);
             job.next_entry += 1;
             used += 1;
             if used >= budget {
-                return Ok(job.next_entry == job.entries);
+                return false;
             }
         }
-        Ok(true)
+        let d = job.delta.as_mut().expect("a delta job");
+        while d.next_changed < d.changed.len() {
+            let ix = d.changed[d.next_changed];
+            job.halves[1].var(u64::from(ix));
+            self.encode_stored(&mut job.halves[1], at_cut(ix as usize));
+            d.next_changed += 1;
+            used += 1;
+            if used >= budget {
+                return d.next_changed == d.changed.len();
+            }
+        }
+        true
     }
 
-    /// A job for the state as it is now, belonging to cut `cut`, with part 1 encoded.
-    fn snapshot_job(&self, cut: u64) -> SnapshotJob {
+    /// Part 4's form of one stored entry.
+    fn encode_stored(&self, w: &mut Writer, e: &StoredEntry) {
+        match e.cold_entry() {
+            Some(full) => self.encode_entry(w, full),
+            None => self.encode_transfer(w, e),
+        }
+    }
+
+    /// A job for the state as it is now, belonging to cut `cut`, with part 1 encoded; a delta
+    /// job if `delta` says from what.
+    fn snapshot_job(&self, cut: u64, delta: Option<DeltaFrom>) -> SnapshotJob {
         let rest = RestRef {
             accounts: &self.accounts,
             open_fingerprints: self
@@ -370,6 +574,17 @@ impl Ledger {
         // to a Vec cannot fail.
         let rest = postcard::to_stdvec(&rest).expect("ledger state always serialises");
         let entries = self.entries.len();
+        let (first_position, first_entry, first_refusal) = match &delta {
+            None => (0, 0, 0),
+            Some(d) => (
+                d.position as usize,
+                d.entries,
+                self.rejected_at
+                    .partition_point(|(at, _)| *at <= d.position),
+            ),
+        };
+        let new_positions = self.positions.len() - first_position;
+        let new_entries = entries - first_entry;
         SnapshotJob {
             cut,
             position: self.positions.len() as u64,
@@ -384,15 +599,22 @@ impl Ledger {
             indexes: Writer::default(),
             account: 0,
             encoder: None,
-            positions: Writer(Vec::with_capacity(self.positions.len() * 6 + 16)),
-            next_position: 0,
+            positions: Writer(Vec::with_capacity(new_positions * 6 + 16)),
+            next_position: first_position,
             last_time: 0,
-            next_refusal: 0,
-            halves: [
-                Writer(Vec::with_capacity(entries / 2 * 48)),
-                Writer(Vec::with_capacity(entries.div_ceil(2) * 48)),
-            ],
-            next_entry: 0,
+            next_refusal: first_refusal,
+            halves: match delta {
+                None => [
+                    Writer(Vec::with_capacity(entries / 2 * 48)),
+                    Writer(Vec::with_capacity(entries.div_ceil(2) * 48)),
+                ],
+                Some(_) => [
+                    Writer(Vec::with_capacity(new_entries * 48)),
+                    Writer::default(),
+                ],
+            },
+            next_entry: first_entry,
+            delta,
         }
     }
 
@@ -403,6 +625,14 @@ impl Ledger {
         let mut out = vec![0; 16];
         out.extend_from_slice(body);
         seal(out)
+    }
+
+    /// [`Ledger::seal_snapshot_body`] for a delta snapshot's body. Not for anything else.
+    #[doc(hidden)]
+    pub fn seal_delta_body(body: &[u8]) -> Vec<u8> {
+        let mut out = vec![0; 16];
+        out.extend_from_slice(body);
+        seal_as(out, SNAPSHOT_DELTA_SCHEMA)
     }
 
     /// Part 4's form of a plain transfer stored hot: the same bytes as [`Ledger::encode_entry`]
@@ -483,22 +713,10 @@ impl Ledger {
     }
 
     /// Rebuilds a ledger from a snapshot made by [`Ledger::encode_snapshot`].
+    /// The state becomes the base of later delta snapshots ([`Ledger::begin_delta`]), and
+    /// deltas against this snapshot can be applied to it ([`Ledger::apply_delta`]).
     pub fn decode_snapshot(config: LedgerConfig, bytes: &[u8]) -> Result<Ledger, SnapshotError> {
-        let (head, body) = bytes.split_at_checked(16).ok_or(SnapshotError::Checksum)?;
-        let word = |i: usize| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&head[i..i + 8]);
-            u64::from_le_bytes(w)
-        };
-        if word(0) != SNAPSHOT_SCHEMA {
-            return Err(SnapshotError::Schema {
-                found: word(0),
-                expected: SNAPSHOT_SCHEMA,
-            });
-        }
-        if word(8) != super::command::stable_hash(body) {
-            return Err(SnapshotError::Checksum);
-        }
+        let (sum, body) = checked_body(bytes, SNAPSHOT_SCHEMA)?;
         let mut r = Reader::new(body);
         let rest: Rest = postcard::from_bytes(r.bytes()?).map_err(decode_error)?;
         let index_part = r.bytes()?;
@@ -516,7 +734,7 @@ impl Ledger {
         let (indexes, positions, (entries, ids)) = std::thread::scope(|scope| {
             let indexes = scope.spawn(move || decode_indexes(index_part, accounts.len()));
             let second = scope.spawn(move || parse_entries(halves[1], n - split, accounts));
-            let decoded = decode_positions(position_part).and_then(|(positions, refused)| {
+            let decoded = decode_positions(position_part, 0).and_then(|(positions, refused)| {
                 let mut entries = Vec::with_capacity(n);
                 let mut ids = IdArena::default();
                 let mut r = Reader::new(halves[0]);
@@ -549,7 +767,198 @@ impl Ledger {
             st.index = index;
         }
         check_consistent(&ledger)?;
+        ledger.base = Some(Base {
+            sum: Some(sum),
+            position: ledger.position(),
+            entries: ledger.entries.len(),
+            index_lens: ledger
+                .accounts
+                .iter()
+                .map(|a| a.index.changes().len() as u32)
+                .collect(),
+            changed: HashSet::new(),
+        });
         Ok(ledger)
+    }
+
+    /// Whether `bytes` look like a delta snapshot for this state (its base, at its position,
+    /// with nothing applied since), judged from the header alone: [`Ledger::apply_delta`] on
+    /// a delta for another base would only consume the state to refuse it.
+    pub fn delta_fits(&self, bytes: &[u8]) -> bool {
+        let Some((SNAPSHOT_DELTA_SCHEMA, _)) = header(bytes) else {
+            return false;
+        };
+        let mut r = Reader::new(&bytes[16..]);
+        let (Ok(sum), Ok(position)) = (r.u64_le(), r.var()) else {
+            return false;
+        };
+        self.base.as_ref().is_some_and(|b| {
+            b.sum == Some(sum) && b.position == position && self.position() == position
+        })
+    }
+
+    /// Applies a delta snapshot ([`Ledger::begin_delta`]) to this state, which must be the
+    /// state decoded from the delta's base with nothing applied since: the result is the state
+    /// at the delta's position. A delta for another base is refused
+    /// ([`SnapshotError::Inconsistent`]) before anything changes; one that fails to decode
+    /// later leaves the state unusable, so the state is consumed (decode the base again).
+    pub fn apply_delta(mut self, bytes: &[u8]) -> Result<Ledger, SnapshotError> {
+        let (_, body) = checked_body(bytes, SNAPSHOT_DELTA_SCHEMA)?;
+        let mut r = Reader::new(body);
+        let base_sum = r.u64_le()?;
+        let base_position = r.var()?;
+        let position = r.var()?;
+        let base = self
+            .base
+            .as_ref()
+            .filter(|b| {
+                b.sum == Some(base_sum)
+                    && b.position == base_position
+                    && self.position() == base_position
+            })
+            .ok_or_else(|| inconsistent("the delta is for another base or position"))?;
+        let base_entries = base.entries;
+        if position < base_position {
+            return Err(inconsistent("the delta is behind its base"));
+        }
+        let rest: Rest = postcard::from_bytes(r.bytes()?).map_err(decode_error)?;
+        let index_part = r.bytes()?;
+        let position_part = r.bytes()?;
+        let new_count = r.len_hint(4)?;
+        let new_part = r.bytes()?;
+        let changed_count = r.len_hint(4)?;
+        let changed_part = r.bytes()?;
+        if !r.is_done() {
+            return Err(decode_error("trailing bytes"));
+        }
+        // Accounts only grow, in order.
+        let old_accounts = self.accounts.len();
+        if rest.accounts.len() < old_accounts
+            || self
+                .accounts
+                .iter()
+                .zip(&rest.accounts)
+                .any(|(a, b)| a.account.id != b.account.id)
+        {
+            return Err(inconsistent(
+                "the delta's accounts are not its base's and more",
+            ));
+        }
+        let (positions, refused) = decode_positions(position_part, base_position)?;
+        if positions.len() as u64 != position - base_position {
+            return Err(inconsistent(
+                "the delta's positions do not reach its position",
+            ));
+        }
+        // The entries: parsed before anything changes.
+        let mut new_ids = IdArena::default();
+        let mut nr = Reader::new(new_part);
+        let new: Vec<Parsed> = (0..new_count)
+            .map(|_| parse_entry(&mut nr, &rest.accounts, &mut new_ids))
+            .collect::<Result<_, _>>()?;
+        if !nr.is_done() {
+            return Err(decode_error("trailing bytes after the new entries"));
+        }
+        let mut changed_ids = IdArena::default();
+        let mut cr = Reader::new(changed_part);
+        let mut changed = Vec::with_capacity(changed_count);
+        for _ in 0..changed_count {
+            let ix = u32::try_from(cr.var()?)
+                .ok()
+                .filter(|&ix| (ix as usize) < base_entries)
+                .ok_or_else(|| decode_error("changed entry index"))?;
+            changed.push((ix, parse_entry(&mut cr, &rest.accounts, &mut changed_ids)?));
+        }
+        if !cr.is_done() {
+            return Err(decode_error("trailing bytes after the changed entries"));
+        }
+        // From here on the state changes.
+        self.positions.extend(positions);
+        self.rejected_at.extend(refused);
+        let mut accounts = rest.accounts.into_iter();
+        for st in self.accounts.iter_mut() {
+            let index = std::mem::take(&mut st.index);
+            *st = accounts.next().expect("as many accounts, checked above");
+            st.index = index;
+        }
+        for st in accounts {
+            let ix = u32::try_from(self.accounts.len())
+                .map_err(|_| inconsistent("too many accounts"))?;
+            if self.account_ix.insert(st.account.id.clone(), ix).is_some() {
+                return Err(inconsistent(&format!("account {} twice", st.account.id)));
+            }
+            self.accounts.push(st);
+        }
+        let id_base = self.ids.len();
+        let first_new = self.entries.len();
+        if u32::try_from(first_new + new.len()).is_err() {
+            return Err(inconsistent("too many entries"));
+        }
+        self.entries.reserve(new.len());
+        for p in new {
+            let e = p.finish(&self.positions, &new_ids, id_base)?;
+            self.entries.push(e);
+        }
+        self.ids.append(&new_ids);
+        let keys = Keys {
+            entries: &self.entries,
+            ids: &self.ids,
+        };
+        self.entry_ix.reserve(self.entries.len() - first_new, keys);
+        for i in first_new as u32..self.entries.len() as u32 {
+            if !self.entry_ix.insert(i, keys) {
+                return Err(inconsistent("an entry twice"));
+            }
+        }
+        for (ix, p) in changed {
+            let mut e = p.finish(&self.positions, &changed_ids, 0)?;
+            let old = &self.entries[ix as usize];
+            if changed_ids.get(e.id) != self.ids.get(old.id) {
+                return Err(inconsistent("a changed entry's id differs"));
+            }
+            e.id = old.id;
+            self.entries[ix as usize] = e;
+            if let Some(b) = self.base.as_mut() {
+                b.changed(ix);
+            }
+        }
+        if self
+            .positions
+            .iter()
+            .filter_map(PositionMeta::entry_ix)
+            .any(|i| i >= self.entries.len())
+        {
+            return Err(decode_error("entry reference"));
+        }
+        self.open_fingerprints.clear();
+        self.open_fingerprints.extend(rest.open_fingerprints);
+        self.corrections.clear();
+        self.corrections.extend(rest.corrections);
+        self.resolutions.clear();
+        self.resolutions.extend(rest.resolutions);
+        self.rejected.clear();
+        for (id, fp, json) in rest.rejected {
+            let r: Rejection = serde_json::from_str(&json).map_err(decode_error)?;
+            self.rejected.insert(id, (fp, r));
+        }
+        self.hold_deadlines.clear();
+        self.hold_deadlines.extend(rest.hold_deadlines);
+        // The balance indexes: each account's changes since the base.
+        let mut ir = Reader::new(index_part);
+        for st in self.accounts.iter_mut() {
+            let from = ir.var()?;
+            if from != st.index.changes().len() as u64 {
+                return Err(inconsistent(
+                    "a balance index's delta does not follow its base",
+                ));
+            }
+            st.index.apply_encoded_changes(&mut ir)?;
+        }
+        if !ir.is_done() {
+            return Err(decode_error("trailing bytes after the indexes"));
+        }
+        check_consistent(&self)?;
+        Ok(self)
     }
 
     /// A ledger from the decoded parts 1, 3 and 4 of a snapshot (its balance indexes still
@@ -614,6 +1023,7 @@ impl Ledger {
 #[allow(clippy::type_complexity)]
 fn decode_positions(
     part: &[u8],
+    first: u64,
 ) -> Result<(Vec<PositionMeta>, Vec<(u64, EntryId)>), SnapshotError> {
     let mut r = Reader::new(part);
     let n = r.len_hint(2)?;
@@ -637,7 +1047,7 @@ fn decode_positions(
         let entry = match r.var()? {
             REF_NONE if !refusal => None,
             REF_INLINE if refusal => {
-                refused.push((i as u64 + 1, entry_id(&mut r)?));
+                refused.push((first + i as u64 + 1, entry_id(&mut r)?));
                 None
             }
             k if k >= REF_ENTRY && !refusal => {
@@ -847,11 +1257,47 @@ fn decode_indexes(
 }
 
 /// Fills in the header of `out` (16 bytes reserved at its start, then the body).
-fn seal(mut out: Vec<u8>) -> Vec<u8> {
+fn seal(out: Vec<u8>) -> Vec<u8> {
+    seal_as(out, SNAPSHOT_SCHEMA)
+}
+
+/// Fills in the header of `out` with `schema` and the body's checksum.
+fn seal_as(mut out: Vec<u8>, schema: u64) -> Vec<u8> {
     let sum = super::command::stable_hash(&out[16..]);
-    out[..8].copy_from_slice(&SNAPSHOT_SCHEMA.to_le_bytes());
+    out[..8].copy_from_slice(&schema.to_le_bytes());
     out[8..16].copy_from_slice(&sum.to_le_bytes());
     out
+}
+
+/// A snapshot's schema and checksum words, if it has a header.
+fn header(bytes: &[u8]) -> Option<(u64, u64)> {
+    let word = |i: usize| Some(u64::from_le_bytes(bytes.get(i..i + 8)?.try_into().ok()?));
+    Some((word(0)?, word(8)?))
+}
+
+/// The header's words and the body of a snapshot of `schema` whose body matches its
+/// checksum.
+fn checked_body(bytes: &[u8], schema: u64) -> Result<(u64, &[u8]), SnapshotError> {
+    let (found, sum) = header(bytes).ok_or(SnapshotError::Checksum)?;
+    if found != schema {
+        return Err(SnapshotError::Schema {
+            found,
+            expected: schema,
+        });
+    }
+    let body = &bytes[16..];
+    if sum != super::command::stable_hash(body) {
+        return Err(SnapshotError::Checksum);
+    }
+    Ok((sum, body))
+}
+
+/// The position a full snapshot's body covers (its count of positions, part 3).
+fn full_position(body: &[u8]) -> Option<u64> {
+    let mut r = Reader::new(body);
+    r.bytes().ok()?;
+    r.bytes().ok()?;
+    Reader::new(r.bytes().ok()?).var().ok()
 }
 
 impl From<Malformed> for SnapshotError {
