@@ -33,7 +33,9 @@ use crate::event::{Envelope, Trace};
 use crate::ledger::{
     Command, InvariantViolated, Ledger, LedgerConfig, LedgerEvent, Outcome, Rejection,
 };
-use crate::ledger::{SnapshotAbandoned, SnapshotJob, SNAPSHOT_DELTA_SCHEMA, SNAPSHOT_SCHEMA};
+use crate::ledger::{
+    SavedSnapshot, SnapshotAbandoned, SnapshotJob, SNAPSHOT_DELTA_SCHEMA, SNAPSHOT_SCHEMA,
+};
 use crate::limits::{COMMANDS_PER_BATCH_MAX, EVENTS_PER_READ_MAX};
 use crate::store::{AppendBatch, AppendReceipt, EventStore, Snapshot, SnapshotStore, StoreError};
 use crate::time::Clock;
@@ -230,9 +232,10 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
     /// the log: pass the result to [`Engine::open_from`], which checks it against the log. So
     /// start-up can decode the snapshot on one thread while another opens the store.
     ///
-    /// When the store also holds a delta snapshot for that snapshot (see
-    /// [`Engine::take_snapshot`]), it is applied: the result is the state at the delta's
-    /// position. A delta for another base, or one that fails, is ignored.
+    /// Then the deltas saved after it (see [`Engine::take_snapshot`]) are applied link by
+    /// link, as long as each is the next one: the result is the state at the last. A link
+    /// that is missing, of another chain or damaged ends the chain there (the log has the
+    /// rest).
     pub async fn load_snapshot(
         snapshots: &dyn SnapshotStore,
         config: &EngineConfig,
@@ -245,21 +248,37 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
         if ledger.position() != snap.position {
             return None;
         }
-        let delta = match snapshots.load(&delta_scope(config)).await {
-            Ok(Some(d))
-                if d.schema_fingerprint == SNAPSHOT_DELTA_SCHEMA
-                    && d.position > ledger.position()
-                    && ledger.delta_fits(&d.bytes) =>
-            {
-                d
+        let mut ledger = ledger;
+        let mut applied = Vec::new();
+        for link in 1..=DELTA_LINKS_MAX {
+            let delta = match snapshots.load(&delta_scope(config, link)).await {
+                Ok(Some(d))
+                    if d.schema_fingerprint == SNAPSHOT_DELTA_SCHEMA
+                        && d.position > ledger.position()
+                        && ledger.delta_fits(&d.bytes) =>
+                {
+                    d
+                }
+                _ => break,
+            };
+            match ledger.apply_delta(&delta.bytes) {
+                Ok(l) if l.position() == delta.position => {
+                    ledger = l;
+                    applied.push(delta.bytes);
+                }
+                // Written wrong or damaged past its checksum: the chain up to the link
+                // before, restored again.
+                _ => {
+                    let mut again =
+                        Ledger::decode_snapshot(config.ledger.clone(), &snap.bytes).ok()?;
+                    for bytes in &applied {
+                        again = again.apply_delta(bytes).ok()?;
+                    }
+                    return Some(again);
+                }
             }
-            _ => return Some(ledger),
-        };
-        match ledger.apply_delta(&delta.bytes) {
-            Ok(l) if l.position() == delta.position => Some(l),
-            // Written wrong or damaged past its checksum: the base alone, decoded again.
-            _ => Ledger::decode_snapshot(config.ledger.clone(), &snap.bytes).ok(),
         }
+        Some(ledger)
     }
 
     /// Like [`Engine::open_with_snapshot`], with the snapshot already loaded (see
@@ -316,7 +335,8 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
             Err(SnapshotAbandoned) => {
                 self.read(|l| EncodedSnapshot {
                     position: l.position(),
-                    delta_base: None,
+                    delta_of: None,
+                    link: 0,
                     bytes: Arc::new(l.encode_snapshot()),
                 })
                 .await
@@ -329,38 +349,39 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
     }
 
     /// Encodes a snapshot of the durable state in steps (see [`Engine::snapshot_in_steps`]):
-    /// a delta snapshot ([`Ledger::begin_delta`]) when the state has a saved base and has
-    /// grown by less than the base's length since it ([`delta_pays`]), so a delta costs at
-    /// most what a full snapshot of the base cost; a full one otherwise. Save it with
-    /// [`Engine::snapshot_record`], then call [`Engine::snapshot_saved`]: only then do later
-    /// deltas build on a new full snapshot.
+    /// a delta snapshot ([`Ledger::begin_delta`], what changed since the last saved
+    /// snapshot) when [`delta_pays`], a full one otherwise. Save it with
+    /// [`Engine::snapshot_record`], then call [`Engine::snapshot_saved`]: only then does the
+    /// next delta build on it.
     pub async fn take_snapshot(&self, budget: usize) -> Result<EncodedSnapshot, SnapshotAbandoned> {
         let job = self
             .exclusive(|l| {
                 let delta = l
-                    .snapshot_base()
-                    .is_some_and(|base| delta_pays(base, l.position()));
+                    .last_saved_snapshot()
+                    .is_some_and(|s| delta_pays(s, l.position()));
                 match delta.then(|| l.begin_delta()).flatten() {
                     Some(job) => job,
                     None => l.begin_snapshot(),
                 }
             })
             .await;
-        let delta_base = job.delta_base();
+        let (delta_of, link) = (job.delta_of(), job.link());
         let (position, bytes) = self.run_snapshot(job, budget).await?;
         Ok(EncodedSnapshot {
             position,
-            delta_base,
+            delta_of,
+            link,
             bytes: Arc::new(bytes),
         })
     }
 
     /// What a [`SnapshotStore`] should hold of `snapshot`: a full snapshot under
-    /// [`Engine::snapshot_scope`], a delta under the scope beside it.
+    /// [`Engine::snapshot_scope`], the `k`-th delta after it under that scope plus
+    /// `-delta-k`.
     pub fn snapshot_record(&self, snapshot: &EncodedSnapshot) -> Snapshot {
-        let (scope, schema) = match snapshot.delta_base {
-            None => (snapshot_scope(&self.config), SNAPSHOT_SCHEMA),
-            Some(_) => (delta_scope(&self.config), SNAPSHOT_DELTA_SCHEMA),
+        let (scope, schema) = match snapshot.link {
+            0 => (snapshot_scope(&self.config), SNAPSHOT_SCHEMA),
+            k => (delta_scope(&self.config, k), SNAPSHOT_DELTA_SCHEMA),
         };
         Snapshot {
             scope,
@@ -370,11 +391,9 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
         }
     }
 
-    /// Says that `snapshot` was saved: a full one becomes the base of later deltas.
+    /// Says that `snapshot` was saved: the next delta builds on it.
     pub async fn snapshot_saved(&self, snapshot: &EncodedSnapshot) {
-        if snapshot.delta_base.is_none() {
-            self.exclusive(|l| l.snapshot_saved(&snapshot.bytes)).await;
-        }
+        self.exclusive(|l| l.snapshot_saved(&snapshot.bytes)).await;
     }
 
     /// Encodes a snapshot of the durable state without holding writers up for its whole
@@ -832,16 +851,21 @@ fn snapshot_scope(config: &EngineConfig) -> String {
     format!("ledger-{}", config.log_id)
 }
 
-/// Where [`Engine::save_snapshot`] keeps delta snapshots: beside the full ones.
-fn delta_scope(config: &EngineConfig) -> String {
-    format!("ledger-{}-delta", config.log_id)
+/// Where [`Engine::save_snapshot`] keeps the `link`-th delta after a full snapshot.
+fn delta_scope(config: &EngineConfig, link: u32) -> String {
+    format!("ledger-{}-delta-{link}", config.log_id)
 }
 
-/// Whether a delta snapshot at `position` against a base at `base` pays: it holds what grew
-/// since the base, so it does while that is less than the base itself; past that a full
-/// snapshot (the next base) costs about as much and makes the following deltas small again.
-pub fn delta_pays(base: u64, position: u64) -> bool {
-    position.saturating_sub(base) < base
+/// The most deltas after one full snapshot: start-up reads at most this many links.
+pub const DELTA_LINKS_MAX: u32 = 32;
+
+/// Whether the next snapshot at `position`, after the saved snapshot `last`, should be a
+/// delta: while the chain is shorter than [`DELTA_LINKS_MAX`] and the state has grown by
+/// less than the chain's full snapshot since it. Past that a full snapshot costs about as
+/// much as the chain after it, so writing one now and then keeps both the cost of each
+/// snapshot and the work at start-up proportional to the state, and the chain short.
+pub fn delta_pays(last: SavedSnapshot, position: u64) -> bool {
+    last.link < DELTA_LINKS_MAX && position.saturating_sub(last.base) < last.base
 }
 
 /// A snapshot encoded by [`Engine::take_snapshot`].
@@ -849,8 +873,11 @@ pub fn delta_pays(base: u64, position: u64) -> bool {
 pub struct EncodedSnapshot {
     /// The last log position it covers.
     pub position: u64,
-    /// For a delta snapshot, its base's position; `None` for a full snapshot.
-    pub delta_base: Option<u64>,
+    /// For a delta snapshot, the position of the snapshot it builds on; `None` for a full
+    /// snapshot.
+    pub delta_of: Option<u64>,
+    /// 0 for a full snapshot, `k` for the `k`-th delta after one.
+    pub link: u32,
     /// Its bytes.
     pub bytes: Arc<Vec<u8>>,
 }

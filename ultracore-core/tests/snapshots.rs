@@ -285,8 +285,10 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     /// A delta snapshot taken in steps while the rest of the log is applied, applied to the
-    /// state decoded from its base, is the state at the delta's cut; the log after it replays onto it; and a second, cumulative delta taken
-    /// on the restored state (which knows its base) restores the final state.
+    /// state decoded from its base, is the state at the delta's cut; the log after it
+    /// replays onto it; and a second delta taken on the restored state (which knows the
+    /// chain it was restored from) is the next link: base, then both deltas, restore the
+    /// final state.
     #[test]
     fn a_delta_on_its_base_is_the_state_at_its_cut(
         seed in any::<u64>(),
@@ -300,7 +302,10 @@ proptest! {
         let mut live = fold(&log[..k1]);
         prop_assert!(live.begin_delta().is_none(), "no base yet");
         let base = saved_base(&mut live);
-        prop_assert_eq!(live.snapshot_base(), Some(k1 as u64));
+        prop_assert_eq!(
+            live.last_saved_snapshot().map(|s| (s.position, s.link)),
+            Some((k1 as u64, 0))
+        );
         for e in &log[k1..k2] {
             live.apply(e).expect("replays");
         }
@@ -333,13 +338,21 @@ proptest! {
         for e in &log[k2..] {
             restored.apply(e).expect("tail replays");
         }
-        prop_assert_eq!(restored.snapshot_base(), Some(k1 as u64));
-        let mut job = restored.begin_delta().expect("decoded from a base");
+        prop_assert_eq!(
+            restored.last_saved_snapshot().map(|s| (s.position, s.link, s.base)),
+            Some((k2 as u64, 1, k1 as u64))
+        );
+        let mut job = restored.begin_delta().expect("restored from a chain");
+        prop_assert_eq!(job.link(), 2);
         while !restored.snapshot_step(&mut job, budget).expect("same cut") {}
         restored.end_snapshot(&job);
-        let again = Ledger::decode_snapshot(LedgerConfig::default(), &base)
-            .expect("base decodes")
-            .apply_delta(&job.into_bytes())
+        let second = job.into_bytes();
+        let first_only = Ledger::decode_snapshot(LedgerConfig::default(), &base)
+            .expect("base decodes");
+        prop_assert!(!first_only.delta_fits(&second), "link 2 needs link 1 first");
+        let again = first_only
+            .apply_delta(&delta)
+            .and_then(|l| l.apply_delta(&second))
             .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         prop_assert_eq!(same_state(&restored, &fold(&log)), Ok(()), "seed {}", seed);
         prop_assert_eq!(same_state(&again, &fold(&log)), Ok(()), "seed {}", seed);
@@ -382,6 +395,13 @@ fn a_delta_is_refused_on_another_base_a_moved_state_or_damaged() {
         Ledger::decode_snapshot(LedgerConfig::default(), &delta),
         Err(SnapshotError::Schema { .. })
     ));
+    // The same link twice.
+    let once = decode(&base).apply_delta(&delta).expect("applies");
+    assert!(!once.delta_fits(&delta));
+    assert!(matches!(
+        once.apply_delta(&delta),
+        Err(SnapshotError::Inconsistent(_))
+    ));
     // Any flipped bit.
     for i in (0..delta.len()).step_by(delta.len() / 40 + 1) {
         let mut bad = delta.clone();
@@ -404,10 +424,11 @@ fn a_delta_is_refused_on_another_base_a_moved_state_or_damaged() {
 }
 
 #[test]
-fn engine_saves_deltas_on_its_base_and_opens_from_base_plus_delta() {
+fn engine_saves_a_chain_of_deltas_and_opens_from_it() {
     block_on(async {
-        let log = history(13, 300);
-        let (a, b) = (log.len() / 2, log.len() * 3 / 4);
+        let log = history(13, 400);
+        let l = log.len();
+        let (a, b, c) = (l / 2, l * 5 / 8, l * 3 / 4);
         let snapshots = MemorySnapshotStore::default();
         let clock = Arc::new(ManualClock::new(Workload::start()));
         let open = |upto: usize| {
@@ -425,59 +446,53 @@ fn engine_saves_deltas_on_its_base_and_opens_from_base_plus_delta() {
                 .expect("open")
             }
         };
-        // No base yet: a full snapshot.
+        let position = |scope: &'static str| {
+            let snapshots = &snapshots;
+            async move { (snapshots.load(scope).await.expect("load")).map(|s| s.position as usize) }
+        };
+        // No snapshot yet: a full one.
         let (first, _) = open(a).await;
         assert_eq!(
             first.save_snapshot(&snapshots).await.expect("save"),
             a as u64
         );
-        let delta = snapshots.load("ledger-0-delta").await.expect("load");
-        assert!(delta.is_none());
-        // Started from it, with less growth than the base since: a delta against it.
+        assert_eq!(position("ledger-0").await, Some(a));
+        assert_eq!(position("ledger-0-delta-1").await, None);
+        // Each start restores the chain so far, and the next snapshot is its next link.
         let (second, opened) = open(b).await;
         assert_eq!(opened, OpenedFrom::Snapshot { position: a as u64 });
         assert_eq!(
             second.save_snapshot(&snapshots).await.expect("save"),
             b as u64
         );
-        let delta = snapshots.load("ledger-0-delta").await.expect("load");
-        assert_eq!(delta.map(|d| d.position), Some(b as u64));
-        assert_eq!(
-            snapshots
-                .load("ledger-0")
-                .await
-                .expect("load")
-                .map(|s| s.position),
-            Some(a as u64),
-            "the base stays"
-        );
-        // A start over the whole log decodes the base, applies the delta, replays the rest.
-        let (third, opened) = open(log.len()).await;
+        assert_eq!(position("ledger-0-delta-1").await, Some(b));
+        let (third, opened) = open(c).await;
         assert_eq!(opened, OpenedFrom::Snapshot { position: b as u64 });
-        let full = fold(&log);
-        assert_eq!(third.read(|l| same_state(l, &full)).await, Ok(()));
-        // Grown by as much as the base since it: a full snapshot, the new base; the old
-        // delta is then ignored.
         assert_eq!(
             third.save_snapshot(&snapshots).await.expect("save"),
-            log.len() as u64
+            c as u64
         );
+        assert_eq!(position("ledger-0-delta-2").await, Some(c));
         assert_eq!(
-            snapshots
-                .load("ledger-0")
-                .await
-                .expect("load")
-                .map(|s| s.position),
-            Some(log.len() as u64)
+            position("ledger-0").await,
+            Some(a),
+            "the full snapshot stays"
         );
-        let (fourth, opened) = open(log.len()).await;
+        // Base, link 1, link 2, then the log.
+        let (fourth, opened) = open(l).await;
+        assert_eq!(opened, OpenedFrom::Snapshot { position: c as u64 });
+        let full = fold(&log);
+        assert_eq!(fourth.read(|x| same_state(x, &full)).await, Ok(()));
+        // Grown by as much as the full snapshot since it: a new full snapshot; the old
+        // chain's links no longer follow it.
         assert_eq!(
-            opened,
-            OpenedFrom::Snapshot {
-                position: log.len() as u64
-            }
+            fourth.save_snapshot(&snapshots).await.expect("save"),
+            l as u64
         );
-        assert_eq!(fourth.read(|l| same_state(l, &full)).await, Ok(()));
+        assert_eq!(position("ledger-0").await, Some(l));
+        let (fifth, opened) = open(l).await;
+        assert_eq!(opened, OpenedFrom::Snapshot { position: l as u64 });
+        assert_eq!(fifth.read(|x| same_state(x, &full)).await, Ok(()));
     });
 }
 

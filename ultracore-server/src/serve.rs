@@ -168,7 +168,8 @@ pub async fn serve(
     match take(&state).await {
         Ok(Some(t)) => tracing::info!(
             position = t.position,
-            delta_base = t.delta_base,
+            delta_of = t.delta_of,
+            link = t.link,
             bytes = t.bytes,
             encode_ms = t.encode.as_millis() as u64,
             write_ms = t.write.as_millis() as u64,

@@ -2,11 +2,11 @@
 //! `snapshot_every_events` events or `snapshot_interval_seconds`), and at shutdown, so that a
 //! restart after a crash replays only the events since the last one.
 //!
-//! Most snapshots are deltas: once a full snapshot is saved, the next ones hold only what
-//! changed since it (`Engine::take_snapshot`), until the state has grown by as much as that
-//! base; then a full snapshot becomes the new base. So a snapshot costs time proportional to
-//! the growth since the base, not to the whole state, and start-up decodes the base and
-//! applies the newest delta.
+//! Most snapshots are deltas: once a full snapshot is saved, each next one holds only what
+//! changed since the one before (`Engine::take_snapshot`), until the state has grown by as
+//! much as the full snapshot (or the chain is `DELTA_LINKS_MAX` long); then a full snapshot
+//! starts a new chain. So a snapshot costs time proportional to the events since the last
+//! one, not to the whole state, and start-up decodes the full snapshot and applies the chain.
 //!
 //! Writers are not stalled for the length of the encoding: the state is cut (held
 //! exclusively for time proportional to the accounts and small tables, not to the log), then
@@ -56,8 +56,11 @@ pub const SNAPSHOT_STEP: usize = 100_000;
 pub struct Taken {
     /// Last log position it covers.
     pub position: u64,
-    /// For a delta snapshot, the position of its base; `None` for a full one.
-    pub delta_base: Option<u64>,
+    /// For a delta snapshot, the position of the snapshot it builds on; `None` for a full
+    /// one.
+    pub delta_of: Option<u64>,
+    /// 0 for a full snapshot, `k` for the `k`-th delta after one.
+    pub link: u32,
     /// Its size.
     pub bytes: usize,
     /// Encoding the state, in steps between which writers went on.
@@ -90,7 +93,7 @@ pub async fn take(state: &AppState) -> Result<Option<Taken>, String> {
     .await
     .map_err(|e| format!("snapshot task failed: {e}"))??;
     written.map_err(|e| e.to_string())?;
-    // Only a saved full snapshot becomes the base of the next deltas.
+    // Only a saved snapshot is what the next delta builds on.
     state.engine.snapshot_saved(&taken).await;
     let write = start.elapsed() - encode;
     let position = taken.position;
@@ -125,7 +128,8 @@ pub async fn take(state: &AppState) -> Result<Option<Taken>, String> {
         .observe(write.as_secs_f64());
     Ok(Some(Taken {
         position,
-        delta_base: taken.delta_base,
+        delta_of: taken.delta_of,
+        link: taken.link,
         bytes: taken.bytes.len(),
         encode,
         write,
@@ -161,7 +165,8 @@ pub async fn run_periodic(
                     periodic = true,
                     position = t.position,
                     events_since_last = t.position - last,
-                    delta_base = t.delta_base,
+                    delta_of = t.delta_of,
+                    link = t.link,
                     bytes = t.bytes,
                     encode_ms = t.encode.as_millis() as u64,
                     write_ms = t.write.as_millis() as u64,

@@ -63,7 +63,8 @@ pub use model::{
 pub use query::{EntryView, QueryError, Restatement, RestatementChange, Statement, StatementLine};
 pub use rejection::Rejection;
 pub use snapshot::{
-    SnapshotAbandoned, SnapshotError, SnapshotJob, SNAPSHOT_DELTA_SCHEMA, SNAPSHOT_SCHEMA,
+    SavedSnapshot, SnapshotAbandoned, SnapshotError, SnapshotJob, SNAPSHOT_DELTA_SCHEMA,
+    SNAPSHOT_SCHEMA,
 };
 
 use crate::bitemporal::index::BitemporalIndex;
@@ -178,9 +179,9 @@ pub struct Ledger {
     /// A snapshot being taken in steps ([`Ledger::begin_snapshot`]): the entries changed
     /// since its cut, as they were at the cut.
     pub(crate) cut: Option<snapshot::Cut>,
-    /// The last full snapshot this state was cut for or decoded from, which delta snapshots
-    /// ([`Ledger::begin_delta`]) are taken against, with the entries changed since.
-    pub(crate) base: Option<snapshot::Base>,
+    /// The snapshot chain as this state knows it: what the next delta snapshot
+    /// ([`Ledger::begin_delta`]) is taken against, with the entries changed since.
+    pub(crate) links: snapshot::Links,
 }
 
 /// A balance-index change held back during a bulk replay: (account, position, key, deltas).
@@ -220,7 +221,7 @@ impl Ledger {
             positions: Vec::new(),
             deferred: None,
             cut: None,
-            base: None,
+            links: snapshot::Links::default(),
             config,
         }
     }

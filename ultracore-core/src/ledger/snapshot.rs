@@ -151,31 +151,58 @@ impl Cut {
     }
 }
 
-/// The full snapshot that delta snapshots are taken against: the state it was cut from or
-/// decoded from, the lengths of its growing parts, and the entries changed since.
+/// One snapshot of a chain (a full one, then deltas each on the one before): what the next
+/// delta is taken against. Kept for the last saved snapshot and the one in progress.
 #[derive(Clone, Debug)]
-pub(crate) struct Base {
+pub(crate) struct Link {
     /// Its checksum, once it is known to be saved ([`Ledger::snapshot_saved`]) or because the
-    /// state was decoded from it. A delta names its base by it.
+    /// state was restored from it. The next delta names it by its checksum.
     sum: Option<u64>,
     position: u64,
     entries: usize,
     index_lens: Vec<u32>,
-    /// Entries below `entries` changed since the base's cut.
+    /// Entries below `entries` changed since its cut.
     changed: HashSet<u32>,
+    /// 0 for a full snapshot, `k` for the `k`-th delta after it.
+    link: u32,
+    /// The position of the chain's full snapshot.
+    base: u64,
 }
 
-impl Base {
+/// The snapshot chain as this state knows it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Links {
+    /// The last snapshot saved (or restored from).
+    saved: Option<Link>,
+    /// The snapshot begun since, until it is saved.
+    pending: Option<Link>,
+}
+
+impl Links {
     /// Called before entry `ix` changes.
     pub(crate) fn changed(&mut self, ix: u32) {
-        if (ix as usize) < self.entries {
-            self.changed.insert(ix);
+        for l in [&mut self.saved, &mut self.pending].into_iter().flatten() {
+            if (ix as usize) < l.entries {
+                l.changed.insert(ix);
+            }
         }
     }
 }
 
-/// Where a delta snapshot's job starts: its base's checksum and parts' lengths, and the
-/// entries changed since the base, as of the delta's cut.
+/// The last snapshot a state knows to be saved (see [`Ledger::last_saved_snapshot`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SavedSnapshot {
+    /// The last log position it covers.
+    pub position: u64,
+    /// 0 for a full snapshot, `k` for the `k`-th delta after one.
+    pub link: u32,
+    /// The position of the chain's full snapshot.
+    pub base: u64,
+}
+
+/// Where a delta snapshot's job starts: the snapshot before it (its checksum and parts'
+/// lengths), and the entries changed since, as of the delta's cut.
 #[derive(Debug)]
 struct DeltaFrom {
     sum: u64,
@@ -184,6 +211,9 @@ struct DeltaFrom {
     index_lens: Vec<u32>,
     changed: Vec<u32>,
     next_changed: usize,
+    /// This delta's number in its chain.
+    link: u32,
+    base: u64,
 }
 
 /// A snapshot of the state at one log position, encoded in steps (see
@@ -233,9 +263,14 @@ impl SnapshotJob {
         self.position
     }
 
-    /// For a delta snapshot, the position of the base it applies to.
-    pub fn delta_base(&self) -> Option<u64> {
+    /// For a delta snapshot, the position of the snapshot it applies to.
+    pub fn delta_of(&self) -> Option<u64> {
         self.delta.as_ref().map(|d| d.position)
+    }
+
+    /// 0 for a full snapshot, `k` for the `k`-th delta after one.
+    pub fn link(&self) -> u32 {
+        self.delta.as_ref().map_or(0, |d| d.link)
     }
 
     /// The snapshot's bytes, once [`Ledger::snapshot_step`] said it is done (the seal and
@@ -254,6 +289,8 @@ impl SnapshotJob {
             w.0.extend_from_slice(&d.sum.to_le_bytes());
             w.var(d.position);
             w.var(self.position);
+            w.var(u64::from(d.link));
+            w.var(d.base);
             w.bytes(&self.rest);
             w.bytes(&self.indexes.0);
             w.bytes(&self.positions.0);
@@ -308,67 +345,98 @@ impl Ledger {
     /// entry changed before the snapshot ends is copied once, as it was. Beginning another
     /// snapshot abandons this one. Not during a bulk replay.
     ///
-    /// The snapshot becomes the base that later delta snapshots ([`Ledger::begin_delta`]) are
-    /// taken against, once the caller says it is saved ([`Ledger::snapshot_saved`]).
+    /// Once the caller says it is saved ([`Ledger::snapshot_saved`]), the next delta
+    /// snapshots ([`Ledger::begin_delta`]) build on it.
     pub fn begin_snapshot(&mut self) -> SnapshotJob {
         let id = self.new_cut();
         let job = self.snapshot_job(id, None);
-        self.base = Some(Base {
+        self.links.pending = Some(Link {
             sum: None,
             position: job.position,
             entries: job.entries,
             index_lens: job.index_lens.iter().map(|&l| l as u32).collect(),
             changed: HashSet::new(),
+            link: 0,
+            base: job.position,
         });
         job
     }
 
     /// Begins a delta snapshot: like [`Ledger::begin_snapshot`], but it holds only what
-    /// changed since the base (the last full snapshot begun on this state and saved, or the
-    /// one it was decoded from): the accounts and small tables, the balance-index changes,
-    /// log positions and entries added since, and the entries changed since. It costs time
-    /// proportional to that, not to the state. [`Ledger::apply_delta`] applies it to the
-    /// state decoded from the base. `None` when there is no saved base.
+    /// changed since the last saved snapshot (full or delta; see
+    /// [`Ledger::last_saved_snapshot`]): the accounts and small tables, the balance-index
+    /// changes, log positions and entries added since, and the entries changed since. It
+    /// costs time proportional to that, not to the state. `None` when no snapshot is known to
+    /// be saved.
     ///
-    /// Deltas are cumulative: each holds everything since the base, so only the newest is
-    /// needed, and a damaged one costs a longer replay of the log, nothing else.
+    /// Snapshots form chains: a full one, then deltas each on the one before.
+    /// [`Ledger::apply_delta`] applies the next link to the state restored from the ones
+    /// before; a missing or damaged link ends the chain there (the log has the rest).
     pub fn begin_delta(&mut self) -> Option<SnapshotJob> {
-        let b = self.base.as_ref()?;
-        let mut changed: Vec<u32> = b.changed.iter().copied().collect();
+        let prev = self.links.saved.as_ref()?;
+        let mut changed: Vec<u32> = prev.changed.iter().copied().collect();
         changed.sort_unstable();
         let from = DeltaFrom {
-            sum: b.sum?,
-            position: b.position,
-            entries: b.entries,
-            index_lens: b.index_lens.clone(),
+            sum: prev.sum?,
+            position: prev.position,
+            entries: prev.entries,
+            index_lens: prev.index_lens.clone(),
             changed,
             next_changed: 0,
+            link: prev.link.checked_add(1)?,
+            base: prev.base,
         };
+        let (link, base) = (from.link, from.base);
         let id = self.new_cut();
-        Some(self.snapshot_job(id, Some(from)))
+        let job = self.snapshot_job(id, Some(from));
+        self.links.pending = Some(Link {
+            sum: None,
+            position: job.position,
+            entries: job.entries,
+            index_lens: job.index_lens.iter().map(|&l| l as u32).collect(),
+            changed: HashSet::new(),
+            link,
+            base,
+        });
+        Some(job)
     }
 
-    /// The log position of the base that delta snapshots would be taken against, if there
-    /// is one (saved, or the snapshot this state was decoded from).
-    pub fn snapshot_base(&self) -> Option<u64> {
-        self.base
-            .as_ref()
-            .filter(|b| b.sum.is_some())
-            .map(|b| b.position)
+    /// The last snapshot this state knows to be saved (or was restored from), which the
+    /// next delta would build on.
+    pub fn last_saved_snapshot(&self) -> Option<SavedSnapshot> {
+        let l = self.links.saved.as_ref()?;
+        l.sum.map(|_| SavedSnapshot {
+            position: l.position,
+            link: l.link,
+            base: l.base,
+        })
     }
 
-    /// Says that the full snapshot `bytes` (from a job of [`Ledger::begin_snapshot`]) is
-    /// saved: delta snapshots may now be taken against it. Bytes of any other snapshot are
-    /// ignored.
+    /// Says that `bytes`, the snapshot of the job begun last, is saved: the next delta
+    /// builds on it. Bytes of any other snapshot are ignored.
     pub fn snapshot_saved(&mut self, bytes: &[u8]) {
         let Some((schema, sum)) = header(bytes) else {
             return;
         };
-        let position = bytes.get(16..).and_then(full_position);
-        if let Some(b) = self.base.as_mut() {
-            if schema == SNAPSHOT_SCHEMA && position == Some(b.position) && b.sum.is_none() {
-                b.sum = Some(sum);
+        let body = &bytes[16..];
+        let position = match schema {
+            SNAPSHOT_SCHEMA => full_position(body),
+            SNAPSHOT_DELTA_SCHEMA => {
+                let mut r = Reader::new(body);
+                r.u64_le().and_then(|_| r.var()).and_then(|_| r.var()).ok()
             }
+            _ => None,
+        };
+        let full = schema == SNAPSHOT_SCHEMA;
+        let fits = self
+            .links
+            .pending
+            .as_ref()
+            .is_some_and(|p| Some(p.position) == position && (p.link == 0) == full);
+        if fits {
+            let mut link = self.links.pending.take().expect("checked above");
+            link.sum = Some(sum);
+            self.links.saved = Some(link);
         }
     }
 
@@ -767,57 +835,82 @@ impl Ledger {
             st.index = index;
         }
         check_consistent(&ledger)?;
-        ledger.base = Some(Base {
-            sum: Some(sum),
-            position: ledger.position(),
-            entries: ledger.entries.len(),
-            index_lens: ledger
-                .accounts
-                .iter()
-                .map(|a| a.index.changes().len() as u32)
-                .collect(),
-            changed: HashSet::new(),
-        });
+        ledger.restored_from(sum, 0, ledger.position());
         Ok(ledger)
     }
 
-    /// Whether `bytes` look like a delta snapshot for this state (its base, at its position,
-    /// with nothing applied since), judged from the header alone: [`Ledger::apply_delta`] on
-    /// a delta for another base would only consume the state to refuse it.
+    /// The state was just restored from the snapshot with checksum `sum`, link `link` of a
+    /// chain whose full snapshot is at `base`: the next delta builds on it.
+    fn restored_from(&mut self, sum: u64, link: u32, base: u64) {
+        self.links = Links {
+            saved: Some(Link {
+                sum: Some(sum),
+                position: self.position(),
+                entries: self.entries.len(),
+                index_lens: self
+                    .accounts
+                    .iter()
+                    .map(|a| a.index.changes().len() as u32)
+                    .collect(),
+                changed: HashSet::new(),
+                link,
+                base,
+            }),
+            pending: None,
+        };
+    }
+
+    /// A delta's header: (previous snapshot's checksum, its position, the delta's position,
+    /// link number, base position).
+    fn delta_header(r: &mut Reader<'_>) -> Result<(u64, u64, u64, u32, u64), Malformed> {
+        let sum = r.u64_le()?;
+        let prev = r.var()?;
+        let position = r.var()?;
+        let link = u32::try_from(r.var()?).map_err(|_| Malformed("link number"))?;
+        let base = r.var()?;
+        Ok((sum, prev, position, link, base))
+    }
+
+    /// Whether the delta `header` is the next link for this state: on the snapshot it was
+    /// restored from or last saved, with nothing applied since.
+    fn delta_follows(&self, (sum, prev, _, link, base): (u64, u64, u64, u32, u64)) -> bool {
+        self.links.saved.as_ref().is_some_and(|s| {
+            s.sum == Some(sum)
+                && s.position == prev
+                && s.link.checked_add(1) == Some(link)
+                && s.base == base
+                && self.position() == prev
+        })
+    }
+
+    /// Whether `bytes` look like the next delta for this state (see [`Ledger::apply_delta`]),
+    /// judged from the header alone: [`Ledger::apply_delta`] on a delta for another state
+    /// would only consume the state to refuse it.
     pub fn delta_fits(&self, bytes: &[u8]) -> bool {
         let Some((SNAPSHOT_DELTA_SCHEMA, _)) = header(bytes) else {
             return false;
         };
-        let mut r = Reader::new(&bytes[16..]);
-        let (Ok(sum), Ok(position)) = (r.u64_le(), r.var()) else {
-            return false;
-        };
-        self.base.as_ref().is_some_and(|b| {
-            b.sum == Some(sum) && b.position == position && self.position() == position
-        })
+        Self::delta_header(&mut Reader::new(&bytes[16..])).is_ok_and(|h| self.delta_follows(h))
     }
 
     /// Applies a delta snapshot ([`Ledger::begin_delta`]) to this state, which must be the
-    /// state decoded from the delta's base with nothing applied since: the result is the state
-    /// at the delta's position. A delta for another base is refused
-    /// ([`SnapshotError::Inconsistent`]) before anything changes; one that fails to decode
-    /// later leaves the state unusable, so the state is consumed (decode the base again).
+    /// state restored from the snapshot the delta was taken on (decoded from the full
+    /// snapshot, then the deltas before this one applied), with nothing applied since: the
+    /// result is the state at the delta's position, and the next delta builds on it. A delta
+    /// for another state is refused ([`SnapshotError::Inconsistent`]) before anything
+    /// changes; one that fails to decode later leaves the state unusable, so the state is
+    /// consumed (restore it again).
     pub fn apply_delta(mut self, bytes: &[u8]) -> Result<Ledger, SnapshotError> {
-        let (_, body) = checked_body(bytes, SNAPSHOT_DELTA_SCHEMA)?;
+        let (delta_sum, body) = checked_body(bytes, SNAPSHOT_DELTA_SCHEMA)?;
         let mut r = Reader::new(body);
-        let base_sum = r.u64_le()?;
-        let base_position = r.var()?;
-        let position = r.var()?;
-        let base = self
-            .base
-            .as_ref()
-            .filter(|b| {
-                b.sum == Some(base_sum)
-                    && b.position == base_position
-                    && self.position() == base_position
-            })
-            .ok_or_else(|| inconsistent("the delta is for another base or position"))?;
-        let base_entries = base.entries;
+        let head = Self::delta_header(&mut r)?;
+        let (_, base_position, position, link, chain_base) = head;
+        if !self.delta_follows(head) {
+            return Err(inconsistent(
+                "the delta is not the next link for this state",
+            ));
+        }
+        let base_entries = self.links.saved.as_ref().map_or(0, |s| s.entries);
         if position < base_position {
             return Err(inconsistent("the delta is behind its base"));
         }
@@ -918,9 +1011,6 @@ impl Ledger {
             }
             e.id = old.id;
             self.entries[ix as usize] = e;
-            if let Some(b) = self.base.as_mut() {
-                b.changed(ix);
-            }
         }
         if self
             .positions
@@ -958,6 +1048,7 @@ impl Ledger {
             return Err(decode_error("trailing bytes after the indexes"));
         }
         check_consistent(&self)?;
+        self.restored_from(delta_sum, link, chain_base);
         Ok(self)
     }
 

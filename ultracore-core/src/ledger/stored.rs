@@ -397,9 +397,7 @@ impl Ledger {
         if let Some(cut) = self.cut.as_mut() {
             cut.keep(ix, &self.entries);
         }
-        if let Some(base) = self.base.as_mut() {
-            base.changed(ix);
-        }
+        self.links.changed(ix);
         let ix = ix as usize;
         if self.entries[ix].cold.is_none() {
             let full = self.materialise(&self.entries[ix]).into_owned();
