@@ -244,35 +244,41 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
         if snap.schema_fingerprint != SNAPSHOT_SCHEMA {
             return None;
         }
-        let ledger = Ledger::decode_snapshot(config.ledger.clone(), &snap.bytes).ok()?;
-        if ledger.position() != snap.position {
-            return None;
-        }
-        let mut ledger = ledger;
-        let mut applied = Vec::new();
+        // The chain's links as stored, each checked when it is applied: up to the first
+        // missing one or one that does not go further.
+        let mut links = Vec::new();
+        let mut at = snap.position;
         for link in 1..=DELTA_LINKS_MAX {
-            let delta = match snapshots.load(&delta_scope(config, link)).await {
-                Ok(Some(d))
-                    if d.schema_fingerprint == SNAPSHOT_DELTA_SCHEMA
-                        && d.position > ledger.position()
-                        && ledger.delta_fits(&d.bytes) =>
-                {
-                    d
+            match snapshots.load(&delta_scope(config, link)).await {
+                Ok(Some(d)) if d.schema_fingerprint == SNAPSHOT_DELTA_SCHEMA && d.position > at => {
+                    at = d.position;
+                    links.push(d);
                 }
                 _ => break,
-            };
+            }
+        }
+        // Room for what the links add, set aside while decoding rather than grown link by
+        // link (at least 4 bytes a link per event, so damaged positions cannot ask for more).
+        let bytes: usize = links.iter().map(|d| d.bytes.len()).sum();
+        let room = usize::try_from(at - snap.position).map_or(0, |r| r.min(bytes / 4));
+        let decode = || {
+            Ledger::decode_snapshot_with_room(config.ledger.clone(), &snap.bytes, room)
+                .ok()
+                .filter(|l| l.position() == snap.position)
+        };
+        let mut ledger = decode()?;
+        for (applied, delta) in links.iter().enumerate() {
+            if !ledger.delta_fits(&delta.bytes) {
+                break;
+            }
             match ledger.apply_delta(&delta.bytes) {
-                Ok(l) if l.position() == delta.position => {
-                    ledger = l;
-                    applied.push(delta.bytes);
-                }
+                Ok(l) if l.position() == delta.position => ledger = l,
                 // Written wrong or damaged past its checksum: the chain up to the link
                 // before, restored again.
                 _ => {
-                    let mut again =
-                        Ledger::decode_snapshot(config.ledger.clone(), &snap.bytes).ok()?;
-                    for bytes in &applied {
-                        again = again.apply_delta(bytes).ok()?;
+                    let mut again = decode()?;
+                    for d in &links[..applied] {
+                        again = again.apply_delta(&d.bytes).ok()?;
                     }
                     return Some(again);
                 }

@@ -1,5 +1,5 @@
 //! A plain loop over one workload, for profilers (`perf record`, `valgrind --tool=callgrind`):
-//! `cargo run --release -p ultracore-benches --bin profile -- transfers|replay [rounds]`.
+//! `cargo run --release -p ultracore-benches --bin profile -- transfers|replay|decide|snapshot|delta|floor [rounds]`.
 
 use std::time::Instant;
 
@@ -16,6 +16,7 @@ fn main() {
         "replay" => replay(rounds),
         "decide" => decide_only(rounds),
         "snapshot" => snapshot(rounds),
+        "delta" => delta(rounds),
         "floor" => floor(rounds),
         other => eprintln!("unknown mode {other}: transfers | replay"),
     }
@@ -143,6 +144,63 @@ fn snapshot(rounds: usize) {
         encode * 1e3,
         decode * 1e3,
         events.len() as f64 / decode
+    );
+}
+
+/// A full snapshot at 200,000 transfers, then a delta snapshot of 200,000 more: how fast
+/// each restores, in events per second.
+fn delta(rounds: usize) {
+    let (mut ledger, mut events) = ledger_with_accounts(10_000, false);
+    for cmd in random_transfers(200_000, 10_000, 1, 7) {
+        let _ = ledger.execute(&cmd, &Trace::default(), start(), 0, &mut events);
+    }
+    let at_base = events.len();
+    let mut job = ledger.begin_snapshot();
+    while !ledger
+        .snapshot_step(&mut job, usize::MAX)
+        .expect("same cut")
+    {}
+    ledger.end_snapshot(&job);
+    let base = job.into_bytes();
+    ledger.snapshot_saved(&base);
+    for cmd in random_transfers(200_000, 10_000, 200_001, 8) {
+        let _ = ledger.execute(&cmd, &Trace::default(), start(), 0, &mut events);
+    }
+    let t = Instant::now();
+    let mut delta = Vec::new();
+    for _ in 0..rounds {
+        let mut job = ledger.begin_delta().expect("a saved base");
+        while !ledger
+            .snapshot_step(&mut job, usize::MAX)
+            .expect("same cut")
+        {}
+        ledger.end_snapshot(&job);
+        delta = job.into_bytes();
+    }
+    let encode = t.elapsed().as_secs_f64() / rounds as f64;
+    let (mut decode, mut apply) = (0.0, 0.0);
+    let in_delta = events.len() - at_base;
+    for _ in 0..rounds {
+        let t = Instant::now();
+        // With room for the delta, as `Engine::load_snapshot` decodes.
+        let l = Ledger::decode_snapshot_with_room(config(), &base, in_delta).expect("decodes");
+        decode += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let l = l.apply_delta(&delta).expect("applies");
+        apply += t.elapsed().as_secs_f64();
+        std::hint::black_box(&l);
+    }
+    let (decode, apply) = (decode / rounds as f64, apply / rounds as f64);
+    println!(
+        "full snapshot of {at_base} events: {} MB, decode {:.0} ms ({:.0} events/s); \
+         delta of {in_delta} events: {} MB, encode {:.0} ms, apply {:.0} ms ({:.0} events/s)",
+        base.len() / 1_000_000,
+        decode * 1e3,
+        at_base as f64 / decode,
+        delta.len() / 1_000_000,
+        encode * 1e3,
+        apply * 1e3,
+        in_delta as f64 / apply,
     );
 }
 

@@ -211,6 +211,9 @@ struct DeltaFrom {
     index_lens: Vec<u32>,
     changed: Vec<u32>,
     next_changed: usize,
+    /// The changed entries so far (part 4 of a delta holds the new entries in two halves,
+    /// then these).
+    changed_out: Writer,
     /// This delta's number in its chain.
     link: u32,
     base: u64,
@@ -296,8 +299,9 @@ impl SnapshotJob {
             w.bytes(&self.positions.0);
             w.var((self.entries - d.entries) as u64);
             w.bytes(&self.halves[0].0);
-            w.var(d.changed.len() as u64);
             w.bytes(&self.halves[1].0);
+            w.var(d.changed.len() as u64);
+            w.bytes(&d.changed_out.0);
             return seal_as(w.0, SNAPSHOT_DELTA_SCHEMA);
         }
         let first = &self.halves[0].0;
@@ -383,6 +387,7 @@ impl Ledger {
             index_lens: prev.index_lens.clone(),
             changed,
             next_changed: 0,
+            changed_out: Writer::default(),
             link: prev.link.checked_add(1)?,
             base: prev.base,
         };
@@ -584,10 +589,12 @@ impl Ledger {
             cut.and_then(|c| c.before.get(&(i as u32)))
                 .unwrap_or(&self.entries[i])
         };
-        // Part 4: the entries recorded since the base, then those changed since.
+        // Part 4: the entries recorded since the base in two halves, then those changed since.
+        let from = job.delta.as_ref().map_or(0, |d| d.entries);
+        let split = from + (job.entries - from) / 2;
         while job.next_entry < job.entries {
             let e = at_cut(job.next_entry);
-            self.encode_stored(&mut job.halves[0], e);
+            self.encode_stored(&mut job.halves[usize::from(job.next_entry >= split)], e);
             job.next_entry += 1;
             used += 1;
             if used >= budget {
@@ -597,8 +604,8 @@ impl Ledger {
         let d = job.delta.as_mut().expect("a delta job");
         while d.next_changed < d.changed.len() {
             let ix = d.changed[d.next_changed];
-            job.halves[1].var(u64::from(ix));
-            self.encode_stored(&mut job.halves[1], at_cut(ix as usize));
+            d.changed_out.var(u64::from(ix));
+            self.encode_stored(&mut d.changed_out, at_cut(ix as usize));
             d.next_changed += 1;
             used += 1;
             if used >= budget {
@@ -677,8 +684,8 @@ impl Ledger {
                     Writer(Vec::with_capacity(entries.div_ceil(2) * 48)),
                 ],
                 Some(_) => [
-                    Writer(Vec::with_capacity(new_entries * 48)),
-                    Writer::default(),
+                    Writer(Vec::with_capacity(new_entries / 2 * 48)),
+                    Writer(Vec::with_capacity(new_entries.div_ceil(2) * 48)),
                 ],
             },
             next_entry: first_entry,
@@ -784,6 +791,17 @@ impl Ledger {
     /// The state becomes the base of later delta snapshots ([`Ledger::begin_delta`]), and
     /// deltas against this snapshot can be applied to it ([`Ledger::apply_delta`]).
     pub fn decode_snapshot(config: LedgerConfig, bytes: &[u8]) -> Result<Ledger, SnapshotError> {
+        Self::decode_snapshot_with_room(config, bytes, 0)
+    }
+
+    /// [`Ledger::decode_snapshot`], with room for `room` more entries and log positions set
+    /// aside while decoding (as [`Ledger::reserve`] would, without moving what was decoded):
+    /// for the deltas and the log's tail that will be applied next.
+    pub fn decode_snapshot_with_room(
+        config: LedgerConfig,
+        bytes: &[u8],
+        room: usize,
+    ) -> Result<Ledger, SnapshotError> {
         let (sum, body) = checked_body(bytes, SNAPSHOT_SCHEMA)?;
         let mut r = Reader::new(body);
         let rest: Rest = postcard::from_bytes(r.bytes()?).map_err(decode_error)?;
@@ -802,19 +820,20 @@ impl Ledger {
         let (indexes, positions, (entries, ids)) = std::thread::scope(|scope| {
             let indexes = scope.spawn(move || decode_indexes(index_part, accounts.len()));
             let second = scope.spawn(move || parse_entries(halves[1], n - split, accounts));
-            let decoded = decode_positions(position_part, 0).and_then(|(positions, refused)| {
-                let mut entries = Vec::with_capacity(n);
-                let mut ids = IdArena::default();
-                let mut r = Reader::new(halves[0]);
-                for _ in 0..split {
-                    let e = parse_entry(&mut r, accounts, &mut ids)?;
-                    entries.push(e.finish(&positions, &ids, 0)?);
-                }
-                if !r.is_done() {
-                    return Err(decode_error("trailing bytes after the entries"));
-                }
-                Ok((positions, refused, entries, ids))
-            });
+            let decoded =
+                decode_positions(position_part, 0, room).and_then(|(positions, refused)| {
+                    let mut entries = Vec::with_capacity(n.saturating_add(room));
+                    let mut ids = IdArena::default();
+                    let mut r = Reader::new(halves[0]);
+                    for _ in 0..split {
+                        let e = parse_entry(&mut r, accounts, &mut ids)?;
+                        entries.push(e.finish(&positions, &ids, 0)?);
+                    }
+                    if !r.is_done() {
+                        return Err(decode_error("trailing bytes after the entries"));
+                    }
+                    Ok((positions, refused, entries, ids))
+                });
             let second = second
                 .join()
                 .unwrap_or_else(|_| Err(decode_error("entry decoder panicked")));
@@ -830,11 +849,11 @@ impl Ledger {
             ids.append(&second_ids);
             Ok::<_, SnapshotError>((indexes?, (positions, refused), (entries, ids)))
         })?;
-        let mut ledger = Ledger::assemble(config, rest, positions, entries, ids)?;
+        let mut ledger = Ledger::assemble(config, rest, positions, entries, ids, room)?;
         for (st, index) in ledger.accounts.iter_mut().zip(indexes) {
             st.index = index;
         }
-        check_consistent(&ledger)?;
+        check_consistent(&ledger, 0, 0, &[])?;
         ledger.restored_from(sum, 0, ledger.position());
         Ok(ledger)
     }
@@ -918,7 +937,7 @@ impl Ledger {
         let index_part = r.bytes()?;
         let position_part = r.bytes()?;
         let new_count = r.len_hint(4)?;
-        let new_part = r.bytes()?;
+        let new_halves = [r.bytes()?, r.bytes()?];
         let changed_count = r.len_hint(4)?;
         let changed_part = r.bytes()?;
         if !r.is_done() {
@@ -937,117 +956,145 @@ impl Ledger {
                 "the delta's accounts are not its base's and more",
             ));
         }
-        let (positions, refused) = decode_positions(position_part, base_position)?;
-        if positions.len() as u64 != position - base_position {
-            return Err(inconsistent(
-                "the delta's positions do not reach its position",
-            ));
-        }
-        // The entries: parsed before anything changes.
-        let mut new_ids = IdArena::default();
-        let mut nr = Reader::new(new_part);
-        let new: Vec<Parsed> = (0..new_count)
-            .map(|_| parse_entry(&mut nr, &rest.accounts, &mut new_ids))
-            .collect::<Result<_, _>>()?;
-        if !nr.is_done() {
-            return Err(decode_error("trailing bytes after the new entries"));
-        }
-        let mut changed_ids = IdArena::default();
-        let mut cr = Reader::new(changed_part);
-        let mut changed = Vec::with_capacity(changed_count);
-        for _ in 0..changed_count {
-            let ix = u32::try_from(cr.var()?)
-                .ok()
-                .filter(|&ix| (ix as usize) < base_entries)
-                .ok_or_else(|| decode_error("changed entry index"))?;
-            changed.push((ix, parse_entry(&mut cr, &rest.accounts, &mut changed_ids)?));
-        }
-        if !cr.is_done() {
-            return Err(decode_error("trailing bytes after the changed entries"));
-        }
-        // From here on the state changes.
-        self.positions.extend(positions);
-        self.rejected_at.extend(refused);
-        let mut accounts = rest.accounts.into_iter();
-        for st in self.accounts.iter_mut() {
-            let index = std::mem::take(&mut st.index);
-            *st = accounts.next().expect("as many accounts, checked above");
+        // The balance indexes (about half the work) are applied on a second thread while
+        // this one reads the positions and entries.
+        let mut indexes: Vec<crate::bitemporal::index::BitemporalIndex> = self
+            .accounts
+            .iter_mut()
+            .map(|st| std::mem::take(&mut st.index))
+            .collect();
+        indexes.resize_with(rest.accounts.len(), Default::default);
+        let first_entry = self.entries.len();
+        let (indexes, rest_done) = std::thread::scope(|scope| {
+            let index_thread = scope.spawn(move || {
+                let mut ir = Reader::new(index_part);
+                for index in indexes.iter_mut() {
+                    let from = ir.var()?;
+                    if from != index.changes().len() as u64 {
+                        return Err(inconsistent(
+                            "a balance index's delta does not follow its base",
+                        ));
+                    }
+                    index.apply_encoded_changes(&mut ir)?;
+                }
+                if !ir.is_done() {
+                    return Err(decode_error("trailing bytes after the indexes"));
+                }
+                Ok(indexes)
+            });
+            let rest_done = (|| -> Result<Vec<u32>, SnapshotError> {
+                let (positions, refused) = decode_positions(position_part, base_position, 0)?;
+                if positions.len() as u64 != position - base_position {
+                    return Err(inconsistent(
+                        "the delta's positions do not reach its position",
+                    ));
+                }
+                // The entries: parsed before anything changes, the second half of the new
+                // ones on a third thread.
+                let split = new_count / 2;
+                let accounts = &rest.accounts[..];
+                let second =
+                    scope.spawn(move || parse_entries(new_halves[1], new_count - split, accounts));
+                let first = parse_entries(new_halves[0], split, accounts);
+                let second = second
+                    .join()
+                    .unwrap_or_else(|_| Err(decode_error("entry parser panicked")));
+                let ((first, first_ids), (second, second_ids)) = (first?, second?);
+                let mut changed_ids = IdArena::default();
+                let mut cr = Reader::new(changed_part);
+                let mut changed = Vec::with_capacity(changed_count);
+                for _ in 0..changed_count {
+                    let ix = u32::try_from(cr.var()?)
+                        .ok()
+                        .filter(|&ix| (ix as usize) < base_entries)
+                        .ok_or_else(|| decode_error("changed entry index"))?;
+                    changed.push((ix, parse_entry(&mut cr, accounts, &mut changed_ids)?));
+                }
+                if !cr.is_done() {
+                    return Err(decode_error("trailing bytes after the changed entries"));
+                }
+                // From here on the state changes.
+                self.positions.extend(positions);
+                self.rejected_at.extend(refused);
+                let (old, added) = accounts.split_at(self.accounts.len());
+                for (st, new) in self.accounts.iter_mut().zip(old) {
+                    // The decoded state's index is empty: the real one is on the other thread.
+                    *st = new.clone();
+                }
+                for st in added {
+                    let ix = u32::try_from(self.accounts.len())
+                        .map_err(|_| inconsistent("too many accounts"))?;
+                    if self.account_ix.insert(st.account.id.clone(), ix).is_some() {
+                        return Err(inconsistent(&format!("account {} twice", st.account.id)));
+                    }
+                    self.accounts.push(st.clone());
+                }
+                let first_new = first_entry;
+                if u32::try_from(first_new + new_count).is_err() {
+                    return Err(inconsistent("too many entries"));
+                }
+                self.entries.reserve(new_count);
+                for (half, ids) in [(first, first_ids), (second, second_ids)] {
+                    let id_base = self.ids.len();
+                    for p in half {
+                        let e = p.finish(&self.positions, &ids, id_base)?;
+                        self.entries.push(e);
+                    }
+                    self.ids.append(&ids);
+                }
+                let keys = Keys {
+                    entries: &self.entries,
+                    ids: &self.ids,
+                };
+                self.entry_ix.reserve(self.entries.len() - first_new, keys);
+                for i in first_new as u32..self.entries.len() as u32 {
+                    if !self.entry_ix.insert(i, keys) {
+                        return Err(inconsistent("an entry twice"));
+                    }
+                }
+                let mut changed_ixs = Vec::with_capacity(changed.len());
+                for (ix, p) in changed {
+                    changed_ixs.push(ix);
+                    let mut e = p.finish(&self.positions, &changed_ids, 0)?;
+                    let old = &self.entries[ix as usize];
+                    if changed_ids.get(e.id) != self.ids.get(old.id) {
+                        return Err(inconsistent("a changed entry's id differs"));
+                    }
+                    e.id = old.id;
+                    self.entries[ix as usize] = e;
+                }
+                if self.positions[base_position as usize..]
+                    .iter()
+                    .filter_map(PositionMeta::entry_ix)
+                    .any(|i| i >= self.entries.len())
+                {
+                    return Err(decode_error("entry reference"));
+                }
+                self.open_fingerprints.clear();
+                self.open_fingerprints.extend(rest.open_fingerprints);
+                self.corrections.clear();
+                self.corrections.extend(rest.corrections);
+                self.resolutions.clear();
+                self.resolutions.extend(rest.resolutions);
+                self.rejected.clear();
+                for (id, fp, json) in rest.rejected {
+                    let r: Rejection = serde_json::from_str(&json).map_err(decode_error)?;
+                    self.rejected.insert(id, (fp, r));
+                }
+                self.hold_deadlines.clear();
+                self.hold_deadlines.extend(rest.hold_deadlines);
+                Ok(changed_ixs)
+            })();
+            let indexes = index_thread
+                .join()
+                .unwrap_or_else(|_| Err(decode_error("index applier panicked")));
+            (indexes, rest_done)
+        });
+        let changed_ixs = rest_done?;
+        for (st, index) in self.accounts.iter_mut().zip(indexes?) {
             st.index = index;
         }
-        for st in accounts {
-            let ix = u32::try_from(self.accounts.len())
-                .map_err(|_| inconsistent("too many accounts"))?;
-            if self.account_ix.insert(st.account.id.clone(), ix).is_some() {
-                return Err(inconsistent(&format!("account {} twice", st.account.id)));
-            }
-            self.accounts.push(st);
-        }
-        let id_base = self.ids.len();
-        let first_new = self.entries.len();
-        if u32::try_from(first_new + new.len()).is_err() {
-            return Err(inconsistent("too many entries"));
-        }
-        self.entries.reserve(new.len());
-        for p in new {
-            let e = p.finish(&self.positions, &new_ids, id_base)?;
-            self.entries.push(e);
-        }
-        self.ids.append(&new_ids);
-        let keys = Keys {
-            entries: &self.entries,
-            ids: &self.ids,
-        };
-        self.entry_ix.reserve(self.entries.len() - first_new, keys);
-        for i in first_new as u32..self.entries.len() as u32 {
-            if !self.entry_ix.insert(i, keys) {
-                return Err(inconsistent("an entry twice"));
-            }
-        }
-        for (ix, p) in changed {
-            let mut e = p.finish(&self.positions, &changed_ids, 0)?;
-            let old = &self.entries[ix as usize];
-            if changed_ids.get(e.id) != self.ids.get(old.id) {
-                return Err(inconsistent("a changed entry's id differs"));
-            }
-            e.id = old.id;
-            self.entries[ix as usize] = e;
-        }
-        if self
-            .positions
-            .iter()
-            .filter_map(PositionMeta::entry_ix)
-            .any(|i| i >= self.entries.len())
-        {
-            return Err(decode_error("entry reference"));
-        }
-        self.open_fingerprints.clear();
-        self.open_fingerprints.extend(rest.open_fingerprints);
-        self.corrections.clear();
-        self.corrections.extend(rest.corrections);
-        self.resolutions.clear();
-        self.resolutions.extend(rest.resolutions);
-        self.rejected.clear();
-        for (id, fp, json) in rest.rejected {
-            let r: Rejection = serde_json::from_str(&json).map_err(decode_error)?;
-            self.rejected.insert(id, (fp, r));
-        }
-        self.hold_deadlines.clear();
-        self.hold_deadlines.extend(rest.hold_deadlines);
-        // The balance indexes: each account's changes since the base.
-        let mut ir = Reader::new(index_part);
-        for st in self.accounts.iter_mut() {
-            let from = ir.var()?;
-            if from != st.index.changes().len() as u64 {
-                return Err(inconsistent(
-                    "a balance index's delta does not follow its base",
-                ));
-            }
-            st.index.apply_encoded_changes(&mut ir)?;
-        }
-        if !ir.is_done() {
-            return Err(decode_error("trailing bytes after the indexes"));
-        }
-        check_consistent(&self)?;
+        check_consistent(&self, base_position as usize, first_entry, &changed_ixs)?;
         self.restored_from(delta_sum, link, chain_base);
         Ok(self)
     }
@@ -1060,6 +1107,7 @@ impl Ledger {
         (positions, rejected_at): (Vec<PositionMeta>, Vec<(u64, EntryId)>),
         entries: Vec<StoredEntry>,
         ids: IdArena,
+        room: usize,
     ) -> Result<Ledger, SnapshotError> {
         let mut ledger = Ledger::new(config);
         for (i, st) in rest.accounts.iter().enumerate() {
@@ -1090,7 +1138,9 @@ impl Ledger {
             entries: &ledger.entries,
             ids: &ledger.ids,
         };
-        ledger.entry_ix.reserve(ledger.entries.len(), keys);
+        ledger
+            .entry_ix
+            .reserve(ledger.entries.len().saturating_add(room), keys);
         for i in 0..ledger.entries.len() as u32 {
             if !ledger.entry_ix.insert(i, keys) {
                 return Err(inconsistent("an entry twice"));
@@ -1115,10 +1165,11 @@ impl Ledger {
 fn decode_positions(
     part: &[u8],
     first: u64,
+    room: usize,
 ) -> Result<(Vec<PositionMeta>, Vec<(u64, EntryId)>), SnapshotError> {
     let mut r = Reader::new(part);
     let n = r.len_hint(2)?;
-    let mut positions = Vec::with_capacity(n);
+    let mut positions = Vec::with_capacity(n.saturating_add(room));
     let mut refused = Vec::new();
     let mut last = 0i64;
     for i in 0..n {
@@ -1411,8 +1462,14 @@ fn inconsistent(what: &str) -> SnapshotError {
 }
 
 /// Cheap cross-checks of a decoded ledger (a checksum catches damage; these catch a snapshot
-/// that was written wrong).
-fn check_consistent(l: &Ledger) -> Result<(), SnapshotError> {
+/// that was written wrong), of the positions from `from_position` and the entries from
+/// `from_entry` on and at `changed` (what a delta added to a state checked before).
+fn check_consistent(
+    l: &Ledger,
+    from_position: usize,
+    from_entry: usize,
+    changed: &[u32],
+) -> Result<(), SnapshotError> {
     let last = l.positions.len() as u64;
     let bad = |what: String| Err(SnapshotError::Inconsistent(what));
     for st in &l.accounts {
@@ -1426,17 +1483,23 @@ fn check_consistent(l: &Ledger) -> Result<(), SnapshotError> {
             ));
         }
     }
-    if l.entries.iter().any(|e| e.current_position() > last) {
+    let new_entries = &l.entries[from_entry.min(l.entries.len())..];
+    let changed_entries = changed.iter().filter_map(|&ix| l.entries.get(ix as usize));
+    if new_entries
+        .iter()
+        .chain(changed_entries)
+        .any(|e| e.current_position() > last)
+    {
         return bad("an entry is ahead of the log".into());
     }
     // Recording order: each entry's first version comes after the previous entry's.
-    if l.entries
+    if l.entries[from_entry.saturating_sub(1).min(l.entries.len())..]
         .windows(2)
         .any(|w| w[0].first_position() >= w[1].first_position())
     {
         return bad("entries are not in recording order".into());
     }
-    if l.positions
+    if l.positions[from_position.saturating_sub(1).min(l.positions.len())..]
         .windows(2)
         .any(|w| w[0].recorded_at >= w[1].recorded_at)
     {
