@@ -240,6 +240,17 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
         snapshots: &dyn SnapshotStore,
         config: &EngineConfig,
     ) -> Option<Ledger> {
+        Self::load_snapshot_with_room(snapshots, config, 0).await
+    }
+
+    /// [`Engine::load_snapshot`], with room set aside for `tail` more events (the log's
+    /// tail after the snapshot, replayed next), so that the state does not grow by copying
+    /// itself then.
+    pub async fn load_snapshot_with_room(
+        snapshots: &dyn SnapshotStore,
+        config: &EngineConfig,
+        tail: usize,
+    ) -> Option<Ledger> {
         let snap = snapshots.load(&snapshot_scope(config)).await.ok()??;
         if snap.schema_fingerprint != SNAPSHOT_SCHEMA {
             return None;
@@ -260,7 +271,9 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
         // Room for what the links add, set aside while decoding rather than grown link by
         // link (at least 4 bytes a link per event, so damaged positions cannot ask for more).
         let bytes: usize = links.iter().map(|d| d.bytes.len()).sum();
-        let room = usize::try_from(at - snap.position).map_or(0, |r| r.min(bytes / 4));
+        let room = usize::try_from(at - snap.position)
+            .map_or(0, |r| r.min(bytes / 4))
+            .saturating_add(tail);
         let decode = || {
             Ledger::decode_snapshot_with_room(config.ledger.clone(), &snap.bytes, room)
                 .ok()

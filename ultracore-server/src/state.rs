@@ -128,18 +128,26 @@ impl AppState {
     /// On the journal, the ledger snapshot loads and decodes on a blocking thread while this
     /// one opens (recovers) the journal: the two longest parts of a restart overlap.
     pub async fn build(config: &Config) -> Result<(AppState, Startup), StartError> {
+        /// The most events of room set aside for the log's tail at start-up.
+        const TAIL_ROOM_MAX: usize = 8_000_000;
         let data_lock = lock_data_dir(config)?;
         let engine_config = engine_config();
         let preload = match config.store {
             StoreKind::Journal => {
                 let dir = config.data_dir.join("snapshots");
                 let for_decode = engine_config.clone();
+                // The log's tail after the last snapshot is at most about a snapshot interval
+                // (plus what came in while the next one was being taken): room for twice that.
+                let tail = usize::try_from(config.snapshot_every_events.saturating_mul(2))
+                    .unwrap_or(0)
+                    .min(TAIL_ROOM_MAX);
                 let runtime = tokio::runtime::Handle::current();
                 Some(tokio::task::spawn_blocking(move || {
                     let started = Instant::now();
                     let snaps = FileSnapshotStore::open(dir).ok()?;
-                    let ledger = runtime
-                        .block_on(Engine::<ServerStore>::load_snapshot(&snaps, &for_decode))?;
+                    let ledger = runtime.block_on(
+                        Engine::<ServerStore>::load_snapshot_with_room(&snaps, &for_decode, tail),
+                    )?;
                     tracing::info!(
                         position = ledger.position(),
                         ms = started.elapsed().as_millis() as u64,

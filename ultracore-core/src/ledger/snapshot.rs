@@ -1047,10 +1047,11 @@ impl Ledger {
                     ids: &self.ids,
                 };
                 self.entry_ix.reserve(self.entries.len() - first_new, keys);
-                for i in first_new as u32..self.entries.len() as u32 {
-                    if !self.entry_ix.insert(i, keys) {
-                        return Err(inconsistent("an entry twice"));
-                    }
+                if !self
+                    .entry_ix
+                    .insert_all(first_new as u32, self.entries.len() as u32, keys)
+                {
+                    return Err(inconsistent("an entry twice"));
                 }
                 let mut changed_ixs = Vec::with_capacity(changed.len());
                 for (ix, p) in changed {
@@ -1141,10 +1142,11 @@ impl Ledger {
         ledger
             .entry_ix
             .reserve(ledger.entries.len().saturating_add(room), keys);
-        for i in 0..ledger.entries.len() as u32 {
-            if !ledger.entry_ix.insert(i, keys) {
-                return Err(inconsistent("an entry twice"));
-            }
+        if !ledger
+            .entry_ix
+            .insert_all(0, ledger.entries.len() as u32, keys)
+        {
+            return Err(inconsistent("an entry twice"));
         }
         ledger.positions = positions;
         ledger.rejected_at = rejected_at;

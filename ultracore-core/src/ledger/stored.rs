@@ -232,19 +232,34 @@ impl StoredEntry {
     }
 }
 
-/// Entry id → index in `Ledger::entries`: a hash table of bare `u32` indexes that hashes and
-/// compares the ids the entries hold, so a slot is 4 bytes (plus a control byte) where an
+/// Entry id → index in `Ledger::entries`: hash tables of bare `u32` indexes that hash and
+/// compare the ids the entries hold, so a slot is 4 bytes (plus a control byte) where an
 /// (id, index) map slot is 24, and the id is not shared a second time.
+///
+/// The ids are spread over [`ENTRY_INDEX_SHARDS`] tables by bits of their hash that the
+/// tables themselves do not use: a table that grows rehashes a sixteenth of the entries
+/// (writers wait for that, between two batches), and a snapshot's entries are indexed on
+/// two threads, each filling half of the tables ([`EntryIndex::insert_all`]).
 #[derive(Clone)]
 pub(crate) struct EntryIndex {
-    table: hashbrown::HashTable<u32>,
+    tables: Box<[hashbrown::HashTable<u32>; ENTRY_INDEX_SHARDS]>,
     hasher: foldhash::fast::FixedState,
+}
+
+/// Tables in an [`EntryIndex`].
+pub(crate) const ENTRY_INDEX_SHARDS: usize = 16;
+
+/// Which table of an [`EntryIndex`] a hash goes to: bits 48 to 51, which hashbrown uses
+/// neither for the bucket (low bits) nor for the control byte (top 7 bits) below 2^48
+/// buckets.
+fn shard(hash: u64) -> usize {
+    (hash >> 48) as usize % ENTRY_INDEX_SHARDS
 }
 
 impl std::fmt::Debug for EntryIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EntryIndex")
-            .field("len", &self.table.len())
+            .field("len", &self.tables.iter().map(|t| t.len()).sum::<usize>())
             .finish()
     }
 }
@@ -253,7 +268,7 @@ impl EntryIndex {
     /// An empty index hashing with `hasher`.
     pub(crate) fn new(hasher: foldhash::fast::FixedState) -> EntryIndex {
         EntryIndex {
-            table: hashbrown::HashTable::new(),
+            tables: Box::new(std::array::from_fn(|_| hashbrown::HashTable::new())),
             hasher,
         }
     }
@@ -270,37 +285,66 @@ impl EntryIndex {
 
     /// [`EntryIndex::get`] with the id's hash already known.
     pub(crate) fn get_hashed(&self, hash: u64, id: &str, keys: Keys<'_>) -> Option<u32> {
-        self.table.find(hash, |&i| keys.id(i) == id).copied()
+        self.tables[shard(hash)]
+            .find(hash, |&i| keys.id(i) == id)
+            .copied()
     }
 
     /// Adds entry `ix`, whose id hashes to `hash` and is not in the index (checked by the
     /// caller with [`EntryIndex::get_hashed`]).
     pub(crate) fn insert_new(&mut self, hash: u64, ix: u32, keys: Keys<'_>) {
         let rehash = rehasher(&self.hasher, keys);
-        self.table.insert_unique(hash, ix, rehash);
+        self.tables[shard(hash)].insert_unique(hash, ix, rehash);
     }
 
-    /// Adds `entries[ix]`, which must not be indexed yet; `false` (and no change) if its id
-    /// is already there.
-    pub(crate) fn insert(&mut self, ix: u32, keys: Keys<'_>) -> bool {
-        let id = keys.id(ix);
-        let hash = self.hash(id);
-        if self.get_hashed(hash, id, keys).is_some() {
-            return false;
+    /// Adds the entries `from..to` (none indexed yet), on two threads when there are many;
+    /// `false` if an id is there twice (the index is then unusable).
+    pub(crate) fn insert_all(&mut self, from: u32, to: u32, keys: Keys<'_>) -> bool {
+        let (hasher, tables) = (&self.hasher, &mut self.tables[..]);
+        let fill = |tables: &mut [hashbrown::HashTable<u32>], first: usize| {
+            let rehash = rehasher(hasher, keys);
+            for ix in from..to {
+                let id = keys.id(ix);
+                let hash = std::hash::BuildHasher::hash_one(hasher, id);
+                let Some(table) = shard(hash)
+                    .checked_sub(first)
+                    .and_then(|s| tables.get_mut(s))
+                else {
+                    continue;
+                };
+                match table.entry(hash, |&i| keys.id(i) == id, &rehash) {
+                    hashbrown::hash_table::Entry::Occupied(_) => return false,
+                    hashbrown::hash_table::Entry::Vacant(v) => {
+                        v.insert(ix);
+                    }
+                }
+            }
+            true
+        };
+        if to.saturating_sub(from) < 100_000 {
+            return fill(tables, 0);
         }
-        self.insert_new(hash, ix, keys);
-        true
+        let (low, high) = tables.split_at_mut(ENTRY_INDEX_SHARDS / 2);
+        std::thread::scope(|scope| {
+            let other = scope.spawn(|| fill(high, ENTRY_INDEX_SHARDS / 2));
+            let mine = fill(low, 0);
+            other.join().unwrap_or(false) && mine
+        })
     }
 
     /// Makes room for `additional` more entries.
     pub(crate) fn reserve(&mut self, additional: usize, keys: Keys<'_>) {
-        self.table.reserve(additional, rehasher(&self.hasher, keys));
+        // Hashes spread the entries evenly; a little more for the luck of the draw.
+        let each = additional / ENTRY_INDEX_SHARDS + additional / ENTRY_INDEX_SHARDS / 16;
+        for t in self.tables.iter_mut() {
+            t.reserve(each, rehasher(&self.hasher, keys));
+        }
     }
 
     /// Number of indexed entries (for the test utilities' consistency checks).
     #[cfg(any(test, feature = "test-util"))]
     pub(crate) fn len(&self) -> usize {
-        self.table.len()
+        self.tables.iter().map(|t| t.len()).sum()
     }
 }
 
@@ -407,5 +451,62 @@ impl Ledger {
             .cold
             .as_deref_mut()
             .expect("made cold just above")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::{EffectiveAt, Timestamp};
+
+    /// `n` entries whose ids are `e0`, `e1`, …, except that entry `dup` (if any) repeats
+    /// entry 7's id.
+    fn entries(n: u32, dup: Option<u32>) -> (Vec<StoredEntry>, IdArena) {
+        let mut ids = IdArena::default();
+        let entries = (0..n)
+            .map(|i| {
+                let id = ids.push(&format!("e{}", if Some(i) == dup { 7 } else { i }));
+                let t = Transfer {
+                    debit: 0,
+                    credit: 1,
+                    minor: 1,
+                };
+                StoredEntry::transfer(id, 0, EffectiveAt(Timestamp::EPOCH), u64::from(i) + 1, t)
+            })
+            .collect();
+        (entries, ids)
+    }
+
+    /// Both paths of `insert_all` (one thread below 100,000 entries, two above) index every
+    /// entry where `get` finds it, and refuse an id that is there twice, wherever it falls.
+    #[test]
+    fn insert_all_indexes_everything_and_refuses_a_repeated_id() {
+        let h = foldhash::fast::FixedState::with_seed(3);
+        for n in [1_000u32, 150_000] {
+            let (e, ids) = entries(n, None);
+            let keys = Keys {
+                entries: &e,
+                ids: &ids,
+            };
+            let mut ix = EntryIndex::new(h.clone());
+            ix.reserve(n as usize, keys);
+            // In two runs, as a delta adds to a decoded snapshot.
+            assert!(ix.insert_all(0, n / 3, keys));
+            assert!(ix.insert_all(n / 3, n, keys));
+            assert_eq!(ix.len(), n as usize);
+            for i in (0..n).step_by(97) {
+                assert_eq!(ix.get(&format!("e{i}"), keys), Some(i), "n {n}, e{i}");
+            }
+            assert_eq!(ix.get("e-absent", keys), None);
+            for dup in [n / 2, n - 1] {
+                let (e, ids) = entries(n, Some(dup));
+                let keys = Keys {
+                    entries: &e,
+                    ids: &ids,
+                };
+                let mut ix = EntryIndex::new(h.clone());
+                assert!(!ix.insert_all(0, n, keys), "n {n}, dup at {dup}");
+            }
+        }
     }
 }
