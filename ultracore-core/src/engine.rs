@@ -878,13 +878,20 @@ fn delta_scope(config: &EngineConfig, link: u32) -> String {
 /// The most deltas after one full snapshot: start-up reads at most this many links.
 pub const DELTA_LINKS_MAX: u32 = 32;
 
+/// How much a chain may grow, as a multiple of its full snapshot, before the next snapshot
+/// is a full one.
+pub const DELTA_GROWTH_MAX: u64 = 3;
+
 /// Whether the next snapshot at `position`, after the saved snapshot `last`, should be a
 /// delta: while the chain is shorter than [`DELTA_LINKS_MAX`] and the state has grown by
-/// less than the chain's full snapshot since it. Past that a full snapshot costs about as
-/// much as the chain after it, so writing one now and then keeps both the cost of each
-/// snapshot and the work at start-up proportional to the state, and the chain short.
+/// less than [`DELTA_GROWTH_MAX`] times the chain's full snapshot since it. Restoring a
+/// chain costs about what restoring one full snapshot of the same state does, so chains
+/// are cut only to keep them short (fewer files to trust at start-up) and the full
+/// snapshots' positions growing geometrically, which keeps their total cost proportional
+/// to the log.
 pub fn delta_pays(last: SavedSnapshot, position: u64) -> bool {
-    last.link < DELTA_LINKS_MAX && position.saturating_sub(last.base) < last.base
+    last.link < DELTA_LINKS_MAX
+        && position.saturating_sub(last.base) < last.base.saturating_mul(DELTA_GROWTH_MAX)
 }
 
 /// A snapshot encoded by [`Engine::take_snapshot`].

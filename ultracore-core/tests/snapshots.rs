@@ -428,7 +428,8 @@ fn engine_saves_a_chain_of_deltas_and_opens_from_it() {
     block_on(async {
         let log = history(13, 400);
         let l = log.len();
-        let (a, b, c) = (l / 2, l * 5 / 8, l * 3 / 4);
+        // Deltas while the chain has grown by less than 3 times its full snapshot.
+        let (a, b, c) = (l / 8, l / 4, l * 3 / 8);
         let snapshots = MemorySnapshotStore::default();
         let clock = Arc::new(ManualClock::new(Workload::start()));
         let open = |upto: usize| {
@@ -483,8 +484,8 @@ fn engine_saves_a_chain_of_deltas_and_opens_from_it() {
         assert_eq!(opened, OpenedFrom::Snapshot { position: c as u64 });
         let full = fold(&log);
         assert_eq!(fourth.read(|x| same_state(x, &full)).await, Ok(()));
-        // Grown by as much as the full snapshot since it: a new full snapshot; the old
-        // chain's links no longer follow it.
+        // Grown by 7 times the full snapshot since it: a new full snapshot; the old chain's
+        // links no longer follow it.
         assert_eq!(
             fourth.save_snapshot(&snapshots).await.expect("save"),
             l as u64

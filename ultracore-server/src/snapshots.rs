@@ -4,7 +4,7 @@
 //!
 //! Most snapshots are deltas: once a full snapshot is saved, each next one holds only what
 //! changed since the one before (`Engine::take_snapshot`), until the state has grown by as
-//! much as the full snapshot (or the chain is `DELTA_LINKS_MAX` long); then a full snapshot
+//! much as 3 times its full snapshot (or the chain is `DELTA_LINKS_MAX` long); then a full snapshot
 //! starts a new chain. So a snapshot costs time proportional to the events since the last
 //! one, not to the whole state, and start-up decodes the full snapshot and applies the chain.
 //!

@@ -240,25 +240,24 @@ fn a_periodic_snapshot_is_what_a_restart_after_kill_9_starts_from() {
             201
         );
     }
-    // Five rounds past the threshold: five periodic snapshots, each seen in the metrics. The
-    // first is full (no snapshot yet), the second a delta on it (grown by less than the full
-    // one), the third full again (grown by as much), the fourth a delta on the third and
-    // the fifth a delta on the fourth.
-    for round in 1..=5 {
+    // Four rounds past the threshold: four periodic snapshots, each seen in the metrics. The
+    // first is full (no snapshot yet), each next one a delta on the one before (the chain
+    // has grown by less than 3 times its full snapshot).
+    for round in 1..=4 {
         post_transfers(&a, &admin, &format!("r{round}"), 260);
         wait_until(&format!("snapshot {round}"), || {
             metric(&a, "ultracore_snapshots_total") >= f64::from(round)
         });
     }
     let snapped = metric(&a, "ultracore_snapshot_position") as u64;
-    // 11 accounts + 1,300 transfers, one event each; the last snapshot came after round 5.
+    // 11 accounts + 1,040 transfers, one event each; the last snapshot came after round 4.
     assert_eq!(
-        snapped, 1311,
-        "the fifth snapshot covers everything up to round 5"
+        snapped, 1051,
+        "the fourth snapshot covers everything up to round 4"
     );
     // Below the threshold: these are only in the journal when the process dies.
     post_transfers(&a, &admin, "tail", 120);
-    assert_eq!(metric(&a, "ultracore_snapshots_total"), 5.0);
+    assert_eq!(metric(&a, "ultracore_snapshots_total"), 4.0);
     let mut server = server;
     server.child.kill().unwrap(); // SIGKILL: no shutdown snapshot
     server.child.wait().unwrap();
@@ -272,12 +271,11 @@ fn a_periodic_snapshot_is_what_a_restart_after_kill_9_starts_from() {
         files,
         [
             "ledger-0-delta-1.00000000000000000531.snapshot",
-            "ledger-0-delta-1.00000000000000001051.snapshot",
-            "ledger-0-delta-2.00000000000000001311.snapshot",
+            "ledger-0-delta-2.00000000000000000791.snapshot",
+            "ledger-0-delta-3.00000000000000001051.snapshot",
             "ledger-0.00000000000000000271.snapshot",
-            "ledger-0.00000000000000000791.snapshot",
         ],
-        "at most two of each scope kept"
+        "a full snapshot and its chain"
     );
     let text = std::fs::read_to_string(&log).unwrap();
     let links: Vec<(Option<u64>, u64)> = text
@@ -291,13 +289,7 @@ fn a_periodic_snapshot_is_what_a_restart_after_kill_9_starts_from() {
         .collect();
     assert_eq!(
         links,
-        [
-            (None, 0),
-            (Some(271), 1),
-            (None, 0),
-            (Some(791), 1),
-            (Some(1051), 2)
-        ],
+        [(None, 0), (Some(271), 1), (Some(531), 2), (Some(791), 3)],
         "{text}"
     );
 
@@ -306,11 +298,11 @@ fn a_periodic_snapshot_is_what_a_restart_after_kill_9_starts_from() {
     assert!(
         server
             .startup
-            .contains("state at position 1431: snapshot at 1311 + 120 events replayed"),
+            .contains("state at position 1171: snapshot at 1051 + 120 events replayed"),
         "{}",
         server.startup
     );
-    assert_eq!(metric(&a, "ultracore_startup_snapshot_position"), 1311.0);
+    assert_eq!(metric(&a, "ultracore_startup_snapshot_position"), 1051.0);
     assert_eq!(metric(&a, "ultracore_startup_replayed_events"), 120.0);
     // Every acknowledged transfer is there, and the balances add up.
     for (prefix, count) in [
@@ -318,7 +310,6 @@ fn a_periodic_snapshot_is_what_a_restart_after_kill_9_starts_from() {
         ("r2", 260),
         ("r3", 260),
         ("r4", 260),
-        ("r5", 260),
         ("tail", 120),
     ] {
         for i in 0..count {
@@ -340,8 +331,8 @@ fn a_periodic_snapshot_is_what_a_restart_after_kill_9_starts_from() {
             Some(&admin),
             None,
         );
-        // 1,420 transfers spread over 10 accounts: 142 each of 0.01.
-        assert!(body.contains(r#""posted":"1.42""#), "c{c}: {body}");
+        // 1,160 transfers spread over 10 accounts: 116 each of 0.01.
+        assert!(body.contains(r#""posted":"1.16""#), "c{c}: {body}");
     }
 }
 
