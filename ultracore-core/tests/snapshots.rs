@@ -8,7 +8,7 @@ use futures_executor::block_on;
 use proptest::prelude::*;
 use ultracore_core::engine::{replay_onto, Engine, EngineConfig, OpenedFrom};
 use ultracore_core::event::{Envelope, Trace};
-use ultracore_core::ledger::{Ledger, LedgerConfig, LedgerEvent, SnapshotError};
+use ultracore_core::ledger::{Ledger, LedgerConfig, LedgerEvent, SnapshotError, SnapshotJob};
 use ultracore_core::store::{
     AppendBatch, EventStore, MemoryEventStore, MemorySnapshotStore, Snapshot, SnapshotStore,
 };
@@ -31,6 +31,31 @@ fn history(seed: u64, n: usize) -> Vec<Envelope<LedgerEvent>> {
         now = now.saturating_add_micros(workload.advance_micros());
     }
     log
+}
+
+/// Encodes `job` in steps of `budget` on `live`, applying one event of `rest` after each
+/// step and the remaining ones after the last, as a server does; the snapshot's bytes.
+fn steps_beside(
+    live: &mut Ledger,
+    mut job: SnapshotJob,
+    budget: usize,
+    rest: &[Envelope<LedgerEvent>],
+) -> Vec<u8> {
+    let mut rest = rest.iter();
+    loop {
+        let done = live.snapshot_step(&mut job, budget).expect("same cut");
+        if let Some(e) = rest.next() {
+            live.apply(e).expect("replays");
+        }
+        if done {
+            break;
+        }
+    }
+    for e in rest {
+        live.apply(e).expect("replays");
+    }
+    live.end_snapshot(&job);
+    job.into_bytes()
 }
 
 fn fold(events: &[Envelope<LedgerEvent>]) -> Ledger {
@@ -228,23 +253,9 @@ proptest! {
         let k = (log.len() as f64 * cut) as usize;
         let at_cut = fold(&log[..k]);
         let mut live = fold(&log[..k]);
-        let mut job = live.begin_snapshot();
+        let job = live.begin_snapshot();
         prop_assert_eq!(job.position(), k as u64);
-        let mut rest = log[k..].iter();
-        loop {
-            let done = live.snapshot_step(&mut job, budget).expect("same cut");
-            if let Some(e) = rest.next() {
-                live.apply(e).expect("replays");
-            }
-            if done {
-                break;
-            }
-        }
-        for e in rest {
-            live.apply(e).expect("replays");
-        }
-        live.end_snapshot(&job);
-        let bytes = job.into_bytes();
+        let bytes = steps_beside(&mut live, job, budget, &log[k..]);
         prop_assert!(bytes == at_cut.encode_snapshot(), "stepped snapshot differs");
         let back = Ledger::decode_snapshot(LedgerConfig::default(), &bytes).expect("decodes");
         prop_assert_eq!(same_state(&back, &at_cut), Ok(()));
@@ -310,23 +321,9 @@ proptest! {
             live.apply(e).expect("replays");
         }
         let at_cut = fold(&log[..k2]);
-        let mut job = live.begin_delta().expect("a saved base");
+        let job = live.begin_delta().expect("a saved base");
         prop_assert_eq!(job.position(), k2 as u64);
-        let mut rest = log[k2..].iter();
-        loop {
-            let done = live.snapshot_step(&mut job, budget).expect("same cut");
-            if let Some(e) = rest.next() {
-                live.apply(e).expect("replays");
-            }
-            if done {
-                break;
-            }
-        }
-        for e in rest {
-            live.apply(e).expect("replays");
-        }
-        live.end_snapshot(&job);
-        let delta = job.into_bytes();
+        let delta = steps_beside(&mut live, job, budget, &log[k2..]);
         let restored = Ledger::decode_snapshot(LedgerConfig::default(), &base)
             .expect("base decodes")
             .apply_delta(&delta)

@@ -3,10 +3,10 @@
 //! restart after a crash replays only the events since the last one.
 //!
 //! Most snapshots are deltas: once a full snapshot is saved, each next one holds only what
-//! changed since the one before (`Engine::take_snapshot`), until the state has grown by as
-//! much as 3 times its full snapshot (or the chain is `DELTA_LINKS_MAX` long); then a full snapshot
-//! starts a new chain. So a snapshot costs time proportional to the events since the last
-//! one, not to the whole state, and start-up decodes the full snapshot and applies the chain.
+//! changed since the one before (`Engine::take_snapshot`), until the chain has grown by 3
+//! times its full snapshot (or is `DELTA_LINKS_MAX` links long); then a full snapshot starts
+//! a new chain. So a snapshot costs time proportional to the events since the last one, not
+//! to the whole state, and start-up decodes the full snapshot and applies the chain.
 //!
 //! Writers are not stalled for the length of the encoding: the state is cut (held
 //! exclusively for time proportional to the accounts and small tables, not to the log), then

@@ -178,6 +178,22 @@ pub(crate) struct Links {
     pending: Option<Link>,
 }
 
+impl Link {
+    /// The link `job` will be once it is saved: number `link` of the chain whose full
+    /// snapshot is at `base`.
+    fn of(job: &SnapshotJob, link: u32, base: u64) -> Link {
+        Link {
+            sum: None,
+            position: job.position,
+            entries: job.entries,
+            index_lens: job.index_lens.iter().map(|&l| l as u32).collect(),
+            changed: HashSet::new(),
+            link,
+            base,
+        }
+    }
+}
+
 impl Links {
     /// Called before entry `ix` changes.
     pub(crate) fn changed(&mut self, ix: u32) {
@@ -354,15 +370,7 @@ impl Ledger {
     pub fn begin_snapshot(&mut self) -> SnapshotJob {
         let id = self.new_cut();
         let job = self.snapshot_job(id, None);
-        self.links.pending = Some(Link {
-            sum: None,
-            position: job.position,
-            entries: job.entries,
-            index_lens: job.index_lens.iter().map(|&l| l as u32).collect(),
-            changed: HashSet::new(),
-            link: 0,
-            base: job.position,
-        });
+        self.links.pending = Some(Link::of(&job, 0, job.position));
         job
     }
 
@@ -394,15 +402,7 @@ impl Ledger {
         let (link, base) = (from.link, from.base);
         let id = self.new_cut();
         let job = self.snapshot_job(id, Some(from));
-        self.links.pending = Some(Link {
-            sum: None,
-            position: job.position,
-            entries: job.entries,
-            index_lens: job.index_lens.iter().map(|&l| l as u32).collect(),
-            changed: HashSet::new(),
-            link,
-            base,
-        });
+        self.links.pending = Some(Link::of(&job, link, base));
         Some(job)
     }
 
