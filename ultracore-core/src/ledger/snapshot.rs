@@ -37,6 +37,19 @@
 //! state as of a cut is a prefix of each, encoded later; an entry changed after the cut is
 //! kept as it was ([`Cut`]); part 1 is encoded at the cut.
 //!
+//! A delta snapshot ([`Ledger::begin_delta`], schema [`SNAPSHOT_DELTA_SCHEMA`]) holds what
+//! changed since the snapshot before it (its predecessor in a chain that starts with a full
+//! snapshot). Same header; body: the predecessor's checksum (8 bytes), its position, this
+//! snapshot's position, its link number and the chain's full snapshot's position (so a link
+//! is applied only to the state restored from exactly the links before it); part 1 whole;
+//! per account the length of its balance index's change log at the predecessor, the number
+//! of changes since and those changes; the log positions since, as in part 3; the number of
+//! entries recorded since, then those in two length-prefixed halves as in part 4; the number
+//! of entries changed since (recorded before the predecessor's cut), then the changed
+//! entries, each as its index then its part 4 form. [`Ledger::apply_delta`] applies the
+//! balance-index changes with the index's own `apply` (which builds the summaries), on a
+//! second thread, and parses the second half of the new entries on a third.
+//!
 //! Integers are LEB128 varints (signed ones zigzag-encoded) unless said otherwise. Hand-encoding
 //! the two big tables makes decoding about as fast as allocating the state (see
 //! docs/BENCHMARKS.md, "Snapshots").
