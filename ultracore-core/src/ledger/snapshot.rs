@@ -195,11 +195,24 @@ impl Link {
     /// The link `job` will be once it is saved: number `link` of the chain whose full
     /// snapshot is at `base`.
     fn of(job: &SnapshotJob, link: u32, base: u64) -> Link {
+        let lens = job.index_lens.iter().map(|&l| l as u32).collect();
+        Link::new(None, job.position, job.entries, lens, link, base)
+    }
+
+    /// A link with nothing changed since it.
+    fn new(
+        sum: Option<u64>,
+        position: u64,
+        entries: usize,
+        index_lens: Vec<u32>,
+        link: u32,
+        base: u64,
+    ) -> Link {
         Link {
-            sum: None,
-            position: job.position,
-            entries: job.entries,
-            index_lens: job.index_lens.iter().map(|&l| l as u32).collect(),
+            sum,
+            position,
+            entries,
+            index_lens,
             changed: HashSet::new(),
             link,
             base,
@@ -230,22 +243,26 @@ pub struct SavedSnapshot {
     pub base: u64,
 }
 
-/// Where a delta snapshot's job starts: the snapshot before it (its checksum and parts'
-/// lengths), and the entries changed since, as of the delta's cut.
+/// Where a delta snapshot's job starts: the snapshot before it (saved, so its checksum is
+/// known), and the entries changed since, as of the delta's cut.
 #[derive(Debug)]
 struct DeltaFrom {
+    prev: Link,
+    /// `prev`'s checksum.
     sum: u64,
-    position: u64,
-    entries: usize,
-    index_lens: Vec<u32>,
+    /// The entries changed since `prev`, in index order.
     changed: Vec<u32>,
     next_changed: usize,
     /// The changed entries so far (part 4 of a delta holds the new entries in two halves,
     /// then these).
     changed_out: Writer,
+}
+
+impl DeltaFrom {
     /// This delta's number in its chain.
-    link: u32,
-    base: u64,
+    fn link(&self) -> u32 {
+        self.prev.link + 1
+    }
 }
 
 /// A snapshot of the state at one log position, encoded in steps (see
@@ -297,12 +314,12 @@ impl SnapshotJob {
 
     /// For a delta snapshot, the position of the snapshot it applies to.
     pub fn delta_of(&self) -> Option<u64> {
-        self.delta.as_ref().map(|d| d.position)
+        self.delta.as_ref().map(|d| d.prev.position)
     }
 
     /// 0 for a full snapshot, `k` for the `k`-th delta after one.
     pub fn link(&self) -> u32 {
-        self.delta.as_ref().map_or(0, |d| d.link)
+        self.delta.as_ref().map_or(0, DeltaFrom::link)
     }
 
     /// The snapshot's bytes, once [`Ledger::snapshot_step`] said it is done (the seal and
@@ -319,14 +336,14 @@ impl SnapshotJob {
             ));
             w.0.extend_from_slice(&[0; 16]);
             w.0.extend_from_slice(&d.sum.to_le_bytes());
-            w.var(d.position);
+            w.var(d.prev.position);
             w.var(self.position);
-            w.var(u64::from(d.link));
-            w.var(d.base);
+            w.var(u64::from(d.link()));
+            w.var(d.prev.base);
             w.bytes(&self.rest);
             w.bytes(&self.indexes.0);
             w.bytes(&self.positions.0);
-            w.var((self.entries - d.entries) as u64);
+            w.var((self.entries - d.prev.entries) as u64);
             w.bytes(&self.halves[0].0);
             w.bytes(&self.halves[1].0);
             w.var(d.changed.len() as u64);
@@ -398,21 +415,19 @@ impl Ledger {
     /// [`Ledger::apply_delta`] applies the next link to the state restored from the ones
     /// before; a missing or damaged link ends the chain there (the log has the rest).
     pub fn begin_delta(&mut self) -> Option<SnapshotJob> {
-        let prev = self.links.saved.as_ref()?;
-        let mut changed: Vec<u32> = prev.changed.iter().copied().collect();
+        let mut prev = self.links.saved.clone()?;
+        let sum = prev.sum?;
+        prev.link.checked_add(1)?;
+        let mut changed: Vec<u32> = std::mem::take(&mut prev.changed).into_iter().collect();
         changed.sort_unstable();
         let from = DeltaFrom {
-            sum: prev.sum?,
-            position: prev.position,
-            entries: prev.entries,
-            index_lens: prev.index_lens.clone(),
+            prev,
+            sum,
             changed,
             next_changed: 0,
             changed_out: Writer::default(),
-            link: prev.link.checked_add(1)?,
-            base: prev.base,
         };
-        let (link, base) = (from.link, from.base);
+        let (link, base) = (from.link(), from.prev.base);
         let id = self.new_cut();
         let job = self.snapshot_job(id, Some(from));
         self.links.pending = Some(Link::of(&job, link, base));
@@ -439,10 +454,9 @@ impl Ledger {
         let body = &bytes[16..];
         let position = match schema {
             SNAPSHOT_SCHEMA => full_position(body),
-            SNAPSHOT_DELTA_SCHEMA => {
-                let mut r = Reader::new(body);
-                r.u64_le().and_then(|_| r.var()).and_then(|_| r.var()).ok()
-            }
+            SNAPSHOT_DELTA_SCHEMA => Self::delta_header(&mut Reader::new(body))
+                .ok()
+                .map(|(_, _, position, _, _)| position),
             _ => None,
         };
         let full = schema == SNAPSHOT_SCHEMA;
@@ -517,27 +531,41 @@ impl Ledger {
             return Ok(false);
         }
         // Part 4: the entries, each as it was at the cut, in two halves.
-        let split = job.entries / 2;
+        Ok(self.entries_step(job, cut, &mut used, budget))
+    }
+
+    /// Encodes the entries of `job` (part 4, or in a delta the entries recorded since the
+    /// snapshot before), each as it was at the cut, in two halves, until `used` reaches
+    /// `budget`; whether they are all done.
+    fn entries_step(
+        &self,
+        job: &mut SnapshotJob,
+        cut: Option<&Cut>,
+        used: &mut usize,
+        budget: usize,
+    ) -> bool {
+        let first = job.delta.as_ref().map_or(0, |d| d.prev.entries);
+        let split = first + (job.entries - first) / 2;
         while job.next_entry < job.entries {
             let i = job.next_entry;
-            let e = cut
-                .and_then(|c| c.before.get(&(i as u32)))
-                .unwrap_or(&self.entries[i]);
-            self.encode_stored(&mut job.halves[usize::from(i >= split)], e);
+            self.encode_stored(
+                &mut job.halves[usize::from(i >= split)],
+                at_cut(self, cut, i),
+            );
             job.next_entry += 1;
-            used += 1;
-            if used >= budget {
-                return Ok(job.next_entry == job.entries);
+            *used += 1;
+            if *used >= budget {
+                return job.next_entry == job.entries;
             }
         }
-        Ok(true)
+        true
     }
 
     /// Encodes log positions of `job` (part 3) until `used` reaches `budget`; whether they
     /// are all done.
     fn positions_step(&self, job: &mut SnapshotJob, used: &mut usize, budget: usize) -> bool {
         let n = job.position as usize;
-        let first = job.delta.as_ref().map_or(0, |d| d.position as usize);
+        let first = job.delta.as_ref().map_or(0, |d| d.prev.position as usize);
         while job.next_position < n {
             let i = job.next_position;
             let m = &self.positions[i];
@@ -582,7 +610,11 @@ impl Ledger {
         // Part 2: each balance index's changes since the base, up to the cut.
         while job.account < job.index_lens.len() {
             let d = job.delta.as_ref().expect("a delta job");
-            let from = d.index_lens.get(job.account).map_or(0, |&l| l as usize);
+            let from = d
+                .prev
+                .index_lens
+                .get(job.account)
+                .map_or(0, |&l| l as usize);
             let to = job.index_lens[job.account];
             job.indexes.var(from as u64);
             self.accounts[job.account]
@@ -598,27 +630,15 @@ impl Ledger {
         if !self.positions_step(job, &mut used, budget) {
             return false;
         }
-        let at_cut = |i: usize| {
-            cut.and_then(|c| c.before.get(&(i as u32)))
-                .unwrap_or(&self.entries[i])
-        };
         // Part 4: the entries recorded since the base in two halves, then those changed since.
-        let from = job.delta.as_ref().map_or(0, |d| d.entries);
-        let split = from + (job.entries - from) / 2;
-        while job.next_entry < job.entries {
-            let e = at_cut(job.next_entry);
-            self.encode_stored(&mut job.halves[usize::from(job.next_entry >= split)], e);
-            job.next_entry += 1;
-            used += 1;
-            if used >= budget {
-                return false;
-            }
+        if !self.entries_step(job, cut, &mut used, budget) || used >= budget {
+            return false;
         }
         let d = job.delta.as_mut().expect("a delta job");
         while d.next_changed < d.changed.len() {
             let ix = d.changed[d.next_changed];
             d.changed_out.var(u64::from(ix));
-            self.encode_stored(&mut d.changed_out, at_cut(ix as usize));
+            self.encode_stored(&mut d.changed_out, at_cut(self, cut, ix as usize));
             d.next_changed += 1;
             used += 1;
             if used >= budget {
@@ -665,10 +685,10 @@ impl Ledger {
         let (first_position, first_entry, first_refusal) = match &delta {
             None => (0, 0, 0),
             Some(d) => (
-                d.position as usize,
-                d.entries,
+                d.prev.position as usize,
+                d.prev.entries,
                 self.rejected_at
-                    .partition_point(|(at, _)| *at <= d.position),
+                    .partition_point(|(at, _)| *at <= d.prev.position),
             ),
         };
         let new_positions = self.positions.len() - first_position;
@@ -691,16 +711,10 @@ impl Ledger {
             next_position: first_position,
             last_time: 0,
             next_refusal: first_refusal,
-            halves: match delta {
-                None => [
-                    Writer(Vec::with_capacity(entries / 2 * 48)),
-                    Writer(Vec::with_capacity(entries.div_ceil(2) * 48)),
-                ],
-                Some(_) => [
-                    Writer(Vec::with_capacity(new_entries / 2 * 48)),
-                    Writer(Vec::with_capacity(new_entries.div_ceil(2) * 48)),
-                ],
-            },
+            halves: [
+                Writer(Vec::with_capacity(new_entries / 2 * 48)),
+                Writer(Vec::with_capacity(new_entries.div_ceil(2) * 48)),
+            ],
             next_entry: first_entry,
             delta,
         }
@@ -710,17 +724,13 @@ impl Ledger {
     /// can reach the body decoder past the checksum. Not for anything else.
     #[doc(hidden)]
     pub fn seal_snapshot_body(body: &[u8]) -> Vec<u8> {
-        let mut out = vec![0; 16];
-        out.extend_from_slice(body);
-        seal(out)
+        sealed_body(body, SNAPSHOT_SCHEMA)
     }
 
     /// [`Ledger::seal_snapshot_body`] for a delta snapshot's body. Not for anything else.
     #[doc(hidden)]
     pub fn seal_delta_body(body: &[u8]) -> Vec<u8> {
-        let mut out = vec![0; 16];
-        out.extend_from_slice(body);
-        seal_as(out, SNAPSHOT_DELTA_SCHEMA)
+        sealed_body(body, SNAPSHOT_DELTA_SCHEMA)
     }
 
     /// Part 4's form of a plain transfer stored hot: the same bytes as [`Ledger::encode_entry`]
@@ -874,20 +884,21 @@ impl Ledger {
     /// The state was just restored from the snapshot with checksum `sum`, link `link` of a
     /// chain whose full snapshot is at `base`: the next delta builds on it.
     fn restored_from(&mut self, sum: u64, link: u32, base: u64) {
+        let lens = self
+            .accounts
+            .iter()
+            .map(|a| a.index.changes().len() as u32)
+            .collect();
+        let saved = Link::new(
+            Some(sum),
+            self.position(),
+            self.entries.len(),
+            lens,
+            link,
+            base,
+        );
         self.links = Links {
-            saved: Some(Link {
-                sum: Some(sum),
-                position: self.position(),
-                entries: self.entries.len(),
-                index_lens: self
-                    .accounts
-                    .iter()
-                    .map(|a| a.index.changes().len() as u32)
-                    .collect(),
-                changed: HashSet::new(),
-                link,
-                base,
-            }),
+            saved: Some(saved),
             pending: None,
         };
     }
@@ -1413,6 +1424,12 @@ fn decode_indexes(
     Ok(out)
 }
 
+/// Entry `i` of `l` as it was at `cut` (kept by [`Cut::keep`] if it changed since).
+fn at_cut<'a>(l: &'a Ledger, cut: Option<&'a Cut>, i: usize) -> &'a StoredEntry {
+    cut.and_then(|c| c.before.get(&(i as u32)))
+        .unwrap_or(&l.entries[i])
+}
+
 /// Fills in the header of `out` (16 bytes reserved at its start, then the body).
 fn seal(out: Vec<u8>) -> Vec<u8> {
     seal_as(out, SNAPSHOT_SCHEMA)
@@ -1424,6 +1441,13 @@ fn seal_as(mut out: Vec<u8>, schema: u64) -> Vec<u8> {
     out[..8].copy_from_slice(&schema.to_le_bytes());
     out[8..16].copy_from_slice(&sum.to_le_bytes());
     out
+}
+
+/// `body` behind a valid header of `schema`.
+fn sealed_body(body: &[u8], schema: u64) -> Vec<u8> {
+    let mut out = vec![0; 16];
+    out.extend_from_slice(body);
+    seal_as(out, schema)
 }
 
 /// A snapshot's schema and checksum words, if it has a header.
