@@ -384,6 +384,59 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
                 }
             })
             .await;
+        self.encode_job(job, budget).await
+    }
+
+    /// Encodes a full snapshot of the durable state in steps (see
+    /// [`Engine::snapshot_in_steps`]); once it is said to be saved
+    /// ([`Engine::snapshot_saved`]) it starts a new chain. Meanwhile deltas can go on along
+    /// the chain saved before ([`Engine::take_delta_snapshot`], from another task), so that
+    /// the log's tail after the last saved snapshot stays short while the whole state is
+    /// encoded (which takes time proportional to it).
+    pub async fn take_full_snapshot(
+        &self,
+        budget: usize,
+    ) -> Result<EncodedSnapshot, SnapshotAbandoned> {
+        let job = self.exclusive(Ledger::begin_snapshot).await;
+        self.encode_job(job, budget).await
+    }
+
+    /// Encodes a delta snapshot on the last saved one ([`Ledger::begin_delta`]), whether or
+    /// not [`delta_pays`]; `None` when no snapshot is saved or the chain already has
+    /// [`DELTA_LINKS_MAX`] links (start-up would not read another).
+    pub async fn take_delta_snapshot(
+        &self,
+        budget: usize,
+    ) -> Option<Result<EncodedSnapshot, SnapshotAbandoned>> {
+        let job = self
+            .exclusive(|l| {
+                l.last_saved_snapshot()
+                    .is_some_and(|s| s.link < DELTA_LINKS_MAX)
+                    .then(|| l.begin_delta())
+                    .flatten()
+            })
+            .await?;
+        Some(self.encode_job(job, budget).await)
+    }
+
+    /// The last snapshot known to be saved (or restored from): what the next delta builds
+    /// on.
+    pub async fn last_saved_snapshot(&self) -> Option<SavedSnapshot> {
+        self.read(Ledger::last_saved_snapshot).await
+    }
+
+    /// Says that the snapshot last said to be saved was not saved after all (see
+    /// [`Ledger::snapshot_not_saved`]): the next snapshot is a full one.
+    pub async fn snapshot_not_saved(&self) {
+        self.exclusive(Ledger::snapshot_not_saved).await;
+    }
+
+    /// Runs `job` to the end in steps of `budget`.
+    async fn encode_job(
+        &self,
+        job: SnapshotJob,
+        budget: usize,
+    ) -> Result<EncodedSnapshot, SnapshotAbandoned> {
         let (delta_of, link) = (job.delta_of(), job.link());
         let (position, bytes) = self.run_snapshot(job, budget).await?;
         Ok(EncodedSnapshot {
@@ -410,7 +463,10 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
         }
     }
 
-    /// Says that `snapshot` was saved: the next delta builds on it.
+    /// Says that `snapshot` was saved: the next delta builds on it. A full snapshot may be
+    /// said to be saved before it is written, so that the first delta on it is encoded first
+    /// and the two are written one right after the other; say
+    /// [`Engine::snapshot_not_saved`] if its write then fails.
     pub async fn snapshot_saved(&self, snapshot: &EncodedSnapshot) {
         self.exclusive(|l| l.snapshot_saved(&snapshot.bytes)).await;
     }
@@ -878,19 +934,23 @@ fn delta_scope(config: &EngineConfig, link: u32) -> String {
 /// The most deltas after one full snapshot: start-up reads at most this many links.
 pub const DELTA_LINKS_MAX: u32 = 32;
 
+/// The chain length at which [`delta_pays`] says to begin a new chain; deltas may go on along
+/// the old one up to [`DELTA_LINKS_MAX`] while its full snapshot is encoded.
+pub const DELTA_LINKS_REBASE: u32 = 24;
+
 /// How much a chain may grow, as a multiple of its full snapshot, before the next snapshot
 /// is a full one.
 pub const DELTA_GROWTH_MAX: u64 = 3;
 
 /// Whether the next snapshot at `position`, after the saved snapshot `last`, should be a
-/// delta: while the chain is shorter than [`DELTA_LINKS_MAX`] and the state has grown by
+/// delta: while the chain is shorter than [`DELTA_LINKS_REBASE`] and the state has grown by
 /// less than [`DELTA_GROWTH_MAX`] times the chain's full snapshot since it. Restoring a
 /// chain costs about what restoring one full snapshot of the same state does, so chains
 /// are cut only to keep them short (fewer files to trust at start-up) and the full
 /// snapshots' positions growing geometrically, which keeps their total cost proportional
 /// to the log.
 pub fn delta_pays(last: SavedSnapshot, position: u64) -> bool {
-    last.link < DELTA_LINKS_MAX
+    last.link < DELTA_LINKS_REBASE
         && position.saturating_sub(last.base) < last.base.saturating_mul(DELTA_GROWTH_MAX)
 }
 

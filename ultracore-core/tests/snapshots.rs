@@ -356,6 +356,133 @@ proptest! {
     }
 }
 
+/// `job` on `live` to the end in one go, ended; its bytes.
+fn finish(live: &mut Ledger, mut job: SnapshotJob) -> Vec<u8> {
+    while !live.snapshot_step(&mut job, usize::MAX).expect("same cut") {}
+    live.end_snapshot(&job);
+    job.into_bytes()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// While a full snapshot that starts a new chain is encoded in steps, a delta goes on
+    /// along the chain saved before, beside it and the log: each is byte for byte the
+    /// snapshot of the state at its own cut, as if taken alone. Once the full snapshot is
+    /// saved, the next delta builds on it, and a delta of the chain before, saved later, is
+    /// not taken as the chain's last link.
+    #[test]
+    fn deltas_go_on_along_the_chain_while_a_full_snapshot_is_encoded(
+        seed in any::<u64>(),
+        cuts in proptest::collection::vec(0.0f64..1.0, 3),
+        budget in 1usize..300,
+    ) {
+        let log = history(seed, 200);
+        let mut at: Vec<usize> = cuts.iter().map(|c| (log.len() as f64 * c) as usize).collect();
+        at.sort_unstable();
+        // The old chain's full snapshot, the new chain's full snapshot, the delta between.
+        let (k0, kf, kd) = (at[0], at[1], at[2]);
+        let mut live = fold(&log[..k0]);
+        let base = saved_base(&mut live);
+        for e in &log[k0..kf] {
+            live.apply(e).expect("replays");
+        }
+        let mut full = Some(live.begin_snapshot());
+        let mut delta: Option<SnapshotJob> = None;
+        let (mut full_bytes, mut delta_bytes) = (None, None);
+        let mut next = kf;
+        while full.is_some() || delta.is_some() || next < log.len() || delta_bytes.is_none() {
+            if next == kd && delta.is_none() && delta_bytes.is_none() {
+                let job = live.begin_delta().expect("the old chain is saved");
+                prop_assert_eq!((job.link(), job.delta_of()), (1, Some(k0 as u64)));
+                delta = Some(job);
+            }
+            // The full snapshot steps once the delta is begun, so they overlap.
+            let overlap = next >= kd;
+            if let Some(job) = full.as_mut().filter(|_| overlap) {
+                if live.snapshot_step(job, budget).expect("the full cut stays") {
+                    let job = full.take().expect("stepped");
+                    live.end_snapshot(&job);
+                    let bytes = job.into_bytes();
+                    live.snapshot_saved(&bytes);
+                    prop_assert_eq!(
+                        live.last_saved_snapshot().map(|s| (s.position, s.link, s.base)),
+                        Some((kf as u64, 0, kf as u64))
+                    );
+                    full_bytes = Some(bytes);
+                }
+            }
+            if let Some(job) = delta.as_mut() {
+                if live.snapshot_step(job, budget).expect("the delta's cut stays") {
+                    let job = delta.take().expect("stepped");
+                    live.end_snapshot(&job);
+                    let bytes = job.into_bytes();
+                    live.snapshot_saved(&bytes);
+                    // Saved before the new full snapshot was, or after.
+                    let delta_first = full_bytes.is_none();
+                    let last = live.last_saved_snapshot().map(|s| (s.position, s.link));
+                    if delta_first {
+                        prop_assert_eq!(last, Some((kd as u64, 1)));
+                    } else {
+                        prop_assert_eq!(last, Some((kf as u64, 0)), "a stale link is no base");
+                    }
+                    delta_bytes = Some(bytes);
+                }
+            }
+            if next < log.len() {
+                live.apply(&log[next]).expect("replays");
+                next += 1;
+            }
+        }
+        let (full_bytes, delta_bytes) = (full_bytes.expect("done"), delta_bytes.expect("done"));
+        // Each as if taken alone.
+        prop_assert!(full_bytes == fold(&log[..kf]).encode_snapshot(), "full snapshot differs");
+        let mut alone = fold(&log[..k0]);
+        prop_assert!(saved_base(&mut alone) == base);
+        for e in &log[k0..kd] {
+            alone.apply(e).expect("replays");
+        }
+        let job = alone.begin_delta().expect("saved");
+        prop_assert!(finish(&mut alone, job) == delta_bytes, "delta differs");
+        // The old chain restores the state at the delta's cut.
+        let decode = |b: &[u8]| Ledger::decode_snapshot(LedgerConfig::default(), b).expect("decodes");
+        let old_chain = decode(&base).apply_delta(&delta_bytes).expect("link 1 applies");
+        prop_assert_eq!(same_state(&old_chain, &fold(&log[..kd])), Ok(()));
+        // The next delta builds on the new full snapshot, and the new chain restores the
+        // whole log.
+        let job = live.begin_delta().expect("the new chain is saved");
+        prop_assert_eq!((job.link(), job.delta_of()), (1, Some(kf as u64)));
+        let next_link = finish(&mut live, job);
+        // (Unless both full snapshots are of the same state, byte for byte.)
+        prop_assert!(
+            full_bytes == base || !decode(&base).delta_fits(&next_link),
+            "not on the old chain"
+        );
+        let new_chain = decode(&full_bytes).apply_delta(&next_link).expect("applies");
+        prop_assert_eq!(same_state(&new_chain, &fold(&log)), Ok(()), "seed {}", seed);
+        prop_assert_eq!(same_state(&live, &fold(&log)), Ok(()));
+    }
+}
+
+#[test]
+fn a_snapshot_said_not_saved_takes_no_delta_until_a_full_one_is() {
+    let log = history(17, 120);
+    let mut live = fold(&log[..50]);
+    let base = saved_base(&mut live);
+    for e in &log[50..80] {
+        live.apply(e).expect("replays");
+    }
+    live.snapshot_not_saved();
+    assert!(live.last_saved_snapshot().is_none());
+    assert!(live.begin_delta().is_none(), "its base may not be there");
+    let again = saved_base(&mut live);
+    assert_ne!(again, base);
+    assert_eq!(
+        live.last_saved_snapshot().map(|s| (s.position, s.link)),
+        Some((80, 0))
+    );
+}
+
 #[test]
 fn a_delta_is_refused_on_another_base_a_moved_state_or_damaged() {
     let log = history(11, 120);

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use crate::app::{ledger_router, placeholder_router};
 use crate::config::Config;
-use crate::snapshots::{run_periodic, take, SnapshotPolicy};
+use crate::snapshots::{run_periodic, take, Kind, SnapshotPolicy};
 use crate::state::{AppState, StartError};
 use crate::tls::TlsListener;
 
@@ -161,21 +161,13 @@ pub async fn serve(
         }
     }
     state.audit.flush().await;
-    // A periodic snapshot in progress finishes first; then the final one.
+    // A periodic delta in progress finishes first (a full one is given up); then the final
+    // snapshot: a delta when the chain has room.
     if let Err(e) = periodic.await {
         tracing::error!(error = %e, "periodic snapshot task failed");
     }
-    match take(&state).await {
-        Ok(Some(t)) => tracing::info!(
-            position = t.position,
-            delta_of = t.delta_of,
-            link = t.link,
-            bytes = t.bytes,
-            encode_ms = t.encode.as_millis() as u64,
-            write_ms = t.write.as_millis() as u64,
-            checkpoint = t.checkpoint,
-            "snapshot saved"
-        ),
+    match take(&state, Kind::DeltaElseFull).await {
+        Ok(Some(t)) => t.log(false, snapshot_at),
         Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "snapshot not saved"),
     }

@@ -240,24 +240,26 @@ fn a_periodic_snapshot_is_what_a_restart_after_kill_9_starts_from() {
             201
         );
     }
-    // Four rounds past the threshold: four periodic snapshots, each seen in the metrics. The
-    // first is full (no snapshot yet), each next one a delta on the one before (the chain
-    // has grown by less than 3 times its full snapshot).
-    for round in 1..=4 {
+    // Six rounds past the threshold, each snapshot seen in the metrics. The first is full
+    // (no snapshot yet), the next three deltas each on the one before (the chain has grown
+    // by less than 3 times its full snapshot). After round 5 it has: a full snapshot that
+    // starts a new chain is encoded beside a fourth delta on the old chain, then saved.
+    // Round 6 is the first delta on the new chain.
+    for (round, snapshots) in (1..=6).zip([1.0, 2.0, 3.0, 4.0, 6.0, 7.0]) {
         post_transfers(&a, &admin, &format!("r{round}"), 260);
-        wait_until(&format!("snapshot {round}"), || {
-            metric(&a, "ultracore_snapshots_total") >= f64::from(round)
+        wait_until(&format!("snapshots after round {round}"), || {
+            metric(&a, "ultracore_snapshots_total") >= snapshots
         });
     }
     let snapped = metric(&a, "ultracore_snapshot_position") as u64;
-    // 11 accounts + 1,040 transfers, one event each; the last snapshot came after round 4.
+    // 11 accounts + 1,560 transfers, one event each; the last snapshot came after round 6.
     assert_eq!(
-        snapped, 1051,
-        "the fourth snapshot covers everything up to round 4"
+        snapped, 1571,
+        "the last snapshot covers everything up to round 6"
     );
     // Below the threshold: these are only in the journal when the process dies.
     post_transfers(&a, &admin, "tail", 120);
-    assert_eq!(metric(&a, "ultracore_snapshots_total"), 4.0);
+    assert_eq!(metric(&a, "ultracore_snapshots_total"), 7.0);
     let mut server = server;
     server.child.kill().unwrap(); // SIGKILL: no shutdown snapshot
     server.child.wait().unwrap();
@@ -271,11 +273,15 @@ fn a_periodic_snapshot_is_what_a_restart_after_kill_9_starts_from() {
         files,
         [
             "ledger-0-delta-1.00000000000000000531.snapshot",
+            "ledger-0-delta-1.00000000000000001571.snapshot",
             "ledger-0-delta-2.00000000000000000791.snapshot",
             "ledger-0-delta-3.00000000000000001051.snapshot",
+            "ledger-0-delta-4.00000000000000001311.snapshot",
             "ledger-0.00000000000000000271.snapshot",
+            "ledger-0.00000000000000001311.snapshot",
         ],
-        "a full snapshot and its chain"
+        "the new chain's full snapshot and link, the old chain's (stale now; the store keeps \
+         the file before the newest of each scope)"
     );
     let text = std::fs::read_to_string(&log).unwrap();
     let links: Vec<(Option<u64>, u64)> = text
@@ -289,8 +295,23 @@ fn a_periodic_snapshot_is_what_a_restart_after_kill_9_starts_from() {
         .collect();
     assert_eq!(
         links,
-        [(None, 0), (Some(271), 1), (Some(531), 2), (Some(791), 3)],
+        [
+            (None, 0),
+            (Some(271), 1),
+            (Some(531), 2),
+            (Some(791), 3),
+            (Some(1051), 4),
+            (None, 0),
+            (Some(1311), 1)
+        ],
         "{text}"
+    );
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.contains("full snapshot begun"))
+            .count(),
+        2,
+        "the first chain's and the second's: {text}"
     );
 
     let server = start_with(&dir, &env, None);
@@ -298,11 +319,11 @@ fn a_periodic_snapshot_is_what_a_restart_after_kill_9_starts_from() {
     assert!(
         server
             .startup
-            .contains("state at position 1171: snapshot at 1051 + 120 events replayed"),
+            .contains("state at position 1691: snapshot at 1571 + 120 events replayed"),
         "{}",
         server.startup
     );
-    assert_eq!(metric(&a, "ultracore_startup_snapshot_position"), 1051.0);
+    assert_eq!(metric(&a, "ultracore_startup_snapshot_position"), 1571.0);
     assert_eq!(metric(&a, "ultracore_startup_replayed_events"), 120.0);
     // Every acknowledged transfer is there, and the balances add up.
     for (prefix, count) in [
@@ -310,6 +331,8 @@ fn a_periodic_snapshot_is_what_a_restart_after_kill_9_starts_from() {
         ("r2", 260),
         ("r3", 260),
         ("r4", 260),
+        ("r5", 260),
+        ("r6", 260),
         ("tail", 120),
     ] {
         for i in 0..count {
@@ -331,8 +354,8 @@ fn a_periodic_snapshot_is_what_a_restart_after_kill_9_starts_from() {
             Some(&admin),
             None,
         );
-        // 1,160 transfers spread over 10 accounts: 116 each of 0.01.
-        assert!(body.contains(r#""posted":"1.16""#), "c{c}: {body}");
+        // 1,680 transfers spread over 10 accounts: 168 each of 0.01.
+        assert!(body.contains(r#""posted":"1.68""#), "c{c}: {body}");
     }
 }
 

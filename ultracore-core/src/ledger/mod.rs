@@ -176,9 +176,10 @@ pub struct Ledger {
     /// applied account by account when the buffer fills or the replay ends.
     /// (buffer, flush threshold).
     deferred: Option<(Vec<DeferredChange>, usize)>,
-    /// A snapshot being taken in steps ([`Ledger::begin_snapshot`]): the entries changed
-    /// since its cut, as they were at the cut.
-    pub(crate) cut: Option<snapshot::Cut>,
+    /// The snapshots being taken in steps ([`Ledger::begin_snapshot`],
+    /// [`Ledger::begin_delta`]): the entries changed since each one's cut, as they were at
+    /// the cut.
+    pub(crate) cuts: snapshot::Cuts,
     /// The snapshot chain as this state knows it: what the next delta snapshot
     /// ([`Ledger::begin_delta`]) is taken against, with the entries changed since.
     pub(crate) links: snapshot::Links,
@@ -220,7 +221,7 @@ impl Ledger {
             hold_deadlines: BTreeSet::new(),
             positions: Vec::new(),
             deferred: None,
-            cut: None,
+            cuts: snapshot::Cuts::default(),
             links: snapshot::Links::default(),
             config,
         }

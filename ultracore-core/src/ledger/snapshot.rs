@@ -155,12 +155,40 @@ pub(crate) struct Cut {
 impl Cut {
     /// Called before entry `ix` changes: keeps its form at the cut, if it is in the snapshot
     /// and not kept already.
-    pub(crate) fn keep(&mut self, ix: u32, entries: &[StoredEntry]) {
+    fn keep(&mut self, ix: u32, entries: &[StoredEntry]) {
         if (ix as usize) < self.entries {
             self.before
                 .entry(ix)
                 .or_insert_with(|| entries[ix as usize].clone());
         }
+    }
+}
+
+/// The cuts of the snapshots in progress: at most one full snapshot and one delta at a time,
+/// so that deltas can go on along the saved chain while the full snapshot that starts the
+/// next chain is encoded (that takes time proportional to the whole state).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Cuts {
+    full: Option<Cut>,
+    delta: Option<Cut>,
+    /// The last cut id handed out.
+    last_id: u64,
+}
+
+impl Cuts {
+    /// Called before entry `ix` changes: each snapshot in progress keeps its form at its cut.
+    pub(crate) fn keep(&mut self, ix: u32, entries: &[StoredEntry]) {
+        for c in [&mut self.full, &mut self.delta].into_iter().flatten() {
+            c.keep(ix, entries);
+        }
+    }
+
+    /// The cut with id `id`, if its snapshot is still in progress.
+    fn get(&self, id: u64) -> Option<&Cut> {
+        [&self.full, &self.delta]
+            .into_iter()
+            .flatten()
+            .find(|c| c.id == id)
     }
 }
 
@@ -187,8 +215,10 @@ pub(crate) struct Link {
 pub(crate) struct Links {
     /// The last snapshot saved (or restored from).
     saved: Option<Link>,
-    /// The snapshot begun since, until it is saved.
-    pending: Option<Link>,
+    /// The full snapshot begun since, until it is saved: it starts a new chain.
+    pending_full: Option<Link>,
+    /// The delta begun since on `saved`, until it is saved.
+    pending_delta: Option<Link>,
 }
 
 impl Link {
@@ -223,7 +253,12 @@ impl Link {
 impl Links {
     /// Called before entry `ix` changes.
     pub(crate) fn changed(&mut self, ix: u32) {
-        for l in [&mut self.saved, &mut self.pending].into_iter().flatten() {
+        let all = [
+            &mut self.saved,
+            &mut self.pending_full,
+            &mut self.pending_delta,
+        ];
+        for l in all.into_iter().flatten() {
             if (ix as usize) < l.entries {
                 l.changed.insert(ix);
             }
@@ -393,14 +428,17 @@ impl Ledger {
     /// exclusively only here (the small tables are encoded now, in time proportional to them,
     /// not to the log) and in [`Ledger::end_snapshot`], and shares it during each step. An
     /// entry changed before the snapshot ends is copied once, as it was. Beginning another
-    /// snapshot abandons this one. Not during a bulk replay.
+    /// full snapshot abandons this one. Not during a bulk replay.
     ///
     /// Once the caller says it is saved ([`Ledger::snapshot_saved`]), the next delta
-    /// snapshots ([`Ledger::begin_delta`]) build on it.
+    /// snapshots ([`Ledger::begin_delta`]) build on it: it starts a new chain. Until then,
+    /// deltas can go on along the chain saved before, one at a time beside this job, so that
+    /// the log's tail after the last saved snapshot stays short while the state is encoded
+    /// whole.
     pub fn begin_snapshot(&mut self) -> SnapshotJob {
-        let id = self.new_cut();
+        let id = self.new_cut(false);
         let job = self.snapshot_job(id, None);
-        self.links.pending = Some(Link::of(&job, 0, job.position));
+        self.links.pending_full = Some(Link::of(&job, 0, job.position));
         job
     }
 
@@ -414,6 +452,11 @@ impl Ledger {
     /// Snapshots form chains: a full one, then deltas each on the one before.
     /// [`Ledger::apply_delta`] applies the next link to the state restored from the ones
     /// before; a missing or damaged link ends the chain there (the log has the rest).
+    ///
+    /// Beginning another delta abandons this one; a full snapshot in progress
+    /// ([`Ledger::begin_snapshot`]) is not disturbed. Once that full snapshot is said to be
+    /// saved, this delta (on the chain before it) is not what the next one builds on, even if
+    /// it is then said to be saved.
     pub fn begin_delta(&mut self) -> Option<SnapshotJob> {
         let mut prev = self.links.saved.clone()?;
         let sum = prev.sum?;
@@ -428,9 +471,9 @@ impl Ledger {
             changed_out: Writer::default(),
         };
         let (link, base) = (from.link(), from.prev.base);
-        let id = self.new_cut();
+        let id = self.new_cut(true);
         let job = self.snapshot_job(id, Some(from));
-        self.links.pending = Some(Link::of(&job, link, base));
+        self.links.pending_delta = Some(Link::of(&job, link, base));
         Some(job)
     }
 
@@ -459,34 +502,67 @@ impl Ledger {
                 .map(|(_, _, position, _, _)| position),
             _ => None,
         };
-        let full = schema == SNAPSHOT_SCHEMA;
-        let fits = self
-            .links
-            .pending
-            .as_ref()
-            .is_some_and(|p| Some(p.position) == position && (p.link == 0) == full);
-        if fits {
-            let mut link = self.links.pending.take().expect("checked above");
-            link.sum = Some(sum);
-            self.links.saved = Some(link);
+        let links = &mut self.links;
+        if schema == SNAPSHOT_SCHEMA {
+            if links
+                .pending_full
+                .as_ref()
+                .is_some_and(|p| Some(p.position) == position)
+            {
+                let mut link = links.pending_full.take().expect("checked above");
+                link.sum = Some(sum);
+                links.saved = Some(link);
+                // A delta begun on the chain before builds on nothing the state now knows.
+                links.pending_delta = None;
+            }
+        } else if let Some(p) = &links.pending_delta {
+            // Only the next link of the chain the state knows (a delta on the chain before a
+            // full snapshot saved meanwhile is not).
+            let next = links
+                .saved
+                .as_ref()
+                .is_some_and(|s| s.base == p.base && s.link.checked_add(1) == Some(p.link));
+            if next && Some(p.position) == position {
+                let mut link = links.pending_delta.take().expect("checked above");
+                link.sum = Some(sum);
+                links.saved = Some(link);
+            }
         }
     }
 
-    /// A new cut id, and the cut recorded.
-    fn new_cut(&mut self) -> u64 {
-        let id = self.cut.as_ref().map_or(1, |c| c.id.wrapping_add(1).max(1));
-        self.cut = Some(Cut {
-            id,
+    /// Says that the snapshot last said to be saved ([`Ledger::snapshot_saved`]) was not
+    /// saved after all (its write failed): the next delta would build on a snapshot that is
+    /// not there, so the next snapshot is a full one instead ([`Ledger::begin_delta`] says
+    /// `None` until one is saved).
+    pub fn snapshot_not_saved(&mut self) {
+        self.links.saved = None;
+        self.links.pending_delta = None;
+    }
+
+    /// A new cut id, and the cut recorded in the full or the delta slot (abandoning the
+    /// snapshot of the same kind in progress, if any).
+    fn new_cut(&mut self, delta: bool) -> u64 {
+        let cuts = &mut self.cuts;
+        cuts.last_id = cuts.last_id.wrapping_add(1).max(1);
+        let cut = Cut {
+            id: cuts.last_id,
             entries: self.entries.len(),
             before: HashMap::default(),
-        });
-        id
+        };
+        *if delta {
+            &mut cuts.delta
+        } else {
+            &mut cuts.full
+        } = Some(cut);
+        cuts.last_id
     }
 
     /// Ends the snapshot `job` belongs to (done or given up): entries stop being kept.
     pub fn end_snapshot(&mut self, job: &SnapshotJob) {
-        if self.cut.as_ref().is_some_and(|c| c.id == job.cut) {
-            self.cut = None;
+        for slot in [&mut self.cuts.full, &mut self.cuts.delta] {
+            if slot.as_ref().is_some_and(|c| c.id == job.cut) {
+                *slot = None;
+            }
         }
     }
 
@@ -499,9 +575,9 @@ impl Ledger {
     ) -> Result<bool, SnapshotAbandoned> {
         let cut = match job.cut {
             0 => None,
-            id => match &self.cut {
-                Some(c) if c.id == id => Some(c),
-                _ => return Err(SnapshotAbandoned),
+            id => match self.cuts.get(id) {
+                Some(c) => Some(c),
+                None => return Err(SnapshotAbandoned),
             },
         };
         let budget = budget.max(1);
@@ -899,7 +975,7 @@ impl Ledger {
         );
         self.links = Links {
             saved: Some(saved),
-            pending: None,
+            ..Links::default()
         };
     }
 

@@ -438,9 +438,7 @@ impl Ledger {
     /// The entry at index `ix` of `entries` as a full, mutable [`Entry`], moving it to the
     /// cold form first if it is hot (every change to an entry makes it no longer plain).
     pub(crate) fn entry_mut_at(&mut self, ix: u32) -> &mut Entry {
-        if let Some(cut) = self.cut.as_mut() {
-            cut.keep(ix, &self.entries);
-        }
+        self.cuts.keep(ix, &self.entries);
         self.links.changed(ix);
         let ix = ix as usize;
         if self.entries[ix].cold.is_none() {
