@@ -579,8 +579,13 @@ impl BitemporalIndex {
 
 impl BitemporalIndex {
     /// Rebuilds an index from what [`PrefixEncoder`] wrote: the log and the summaries as
-    /// written, the current timeline by adding up the log.
-    pub(crate) fn decode_prefix(b: &[u8]) -> Result<BitemporalIndex, Malformed> {
+    /// written, the current timeline by adding up the log. The log gets room for `room.0`
+    /// more changes per `room.1` it holds (changes still to come, from a snapshot chain or
+    /// the journal's tail: reserved once here rather than grown, and copied, link by link).
+    pub(crate) fn decode_prefix(
+        b: &[u8],
+        room: (usize, usize),
+    ) -> Result<BitemporalIndex, Malformed> {
         let mut r = Reader::new(b);
         let block_len = usize::try_from(r.var()?).map_err(|_| Malformed("block length"))?;
         let fanout = usize::try_from(r.var()?).map_err(|_| Malformed("fan-out"))?;
@@ -589,7 +594,8 @@ impl BitemporalIndex {
         }
         let mut index = BitemporalIndex::with_block_len(block_len, fanout);
         let n = r.len_hint(4)?;
-        index.log.reserve(n);
+        let more = (n as u128 * room.0 as u128 / room.1.max(1) as u128) as usize;
+        index.log.reserve(n.saturating_add(more));
         let mut prev = (0, 0);
         for _ in 0..n {
             let c = read_change(&mut r, &mut prev)?;

@@ -917,7 +917,9 @@ impl Ledger {
         // the second half of the entries (into an id arena of its own, then appended) run
         // beside the log positions and the first half.
         let (indexes, positions, (entries, ids)) = std::thread::scope(|scope| {
-            let indexes = scope.spawn(move || decode_indexes(index_part, accounts.len()));
+            // Each balance index grows in proportion to the events still to come.
+            let indexes =
+                scope.spawn(move || decode_indexes(index_part, accounts.len(), (room, n)));
             let second = scope.spawn(move || parse_entries(halves[1], n - split, accounts));
             let decoded =
                 decode_positions(position_part, 0, room).and_then(|(positions, refused)| {
@@ -1486,12 +1488,14 @@ impl Parsed {
 fn decode_indexes(
     part: &[u8],
     accounts: usize,
+    room: (usize, usize),
 ) -> Result<Vec<crate::bitemporal::index::BitemporalIndex>, SnapshotError> {
     let mut r = Reader::new(part);
     let mut out = Vec::with_capacity(accounts.min(part.len()));
     for _ in 0..accounts {
         out.push(crate::bitemporal::index::BitemporalIndex::decode_prefix(
             r.bytes()?,
+            room,
         )?);
     }
     if !r.is_done() {
