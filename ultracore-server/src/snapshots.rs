@@ -315,8 +315,6 @@ pub async fn run_periodic(
                 Ok(taken) => {
                     for t in &taken {
                         t.log(true, last);
-                    }
-                    if let Some(t) = taken.last() {
                         last = t.position;
                         since = Instant::now();
                     }
