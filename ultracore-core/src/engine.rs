@@ -363,8 +363,25 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
         };
         let position = taken.position;
         snapshots.save(self.snapshot_record(&taken)).await?;
+        if taken.link == 0 {
+            self.remove_stale_links(snapshots).await?;
+        }
         self.snapshot_saved(&taken).await;
         Ok(position)
+    }
+
+    /// Removes from `snapshots` every delta of this log's chains (links 1 to
+    /// [`DELTA_LINKS_MAX`]): call it once a full snapshot is saved, before its first delta,
+    /// so the links of the chain it replaced do not stay on disk. Start-up would refuse them
+    /// anyway (they do not follow the new full snapshot).
+    pub async fn remove_stale_links(
+        &self,
+        snapshots: &dyn SnapshotStore,
+    ) -> Result<(), EngineError> {
+        for link in 1..=DELTA_LINKS_MAX {
+            snapshots.remove(&delta_scope(&self.config, link)).await?;
+        }
+        Ok(())
     }
 
     /// Encodes a snapshot of the durable state in steps (see [`Engine::snapshot_in_steps`]):

@@ -338,6 +338,9 @@ pub trait SnapshotStore: Send + Sync {
     async fn save(&self, snapshot: Snapshot) -> Result<(), StoreError>;
     /// The latest snapshot of `scope`, if any.
     async fn load(&self, scope: &str) -> Result<Option<Snapshot>, StoreError>;
+    /// Removes every snapshot of `scope` (none is not an error). The engine removes the
+    /// links of a snapshot chain that a new full snapshot has made stale.
+    async fn remove(&self, scope: &str) -> Result<(), StoreError>;
 }
 
 /// In-memory `SnapshotStore`.
@@ -366,5 +369,13 @@ impl SnapshotStore for MemorySnapshotStore {
             .unwrap_or_else(|p| p.into_inner())
             .get(scope)
             .cloned())
+    }
+
+    async fn remove(&self, scope: &str) -> Result<(), StoreError> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(scope);
+        Ok(())
     }
 }

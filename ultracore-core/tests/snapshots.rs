@@ -615,6 +615,12 @@ fn engine_saves_a_chain_of_deltas_and_opens_from_it() {
             l as u64
         );
         assert_eq!(position("ledger-0").await, Some(l));
+        assert_eq!(
+            position("ledger-0-delta-1").await,
+            None,
+            "stale links are removed"
+        );
+        assert_eq!(position("ledger-0-delta-2").await, None);
         let (fifth, opened) = open(l).await;
         assert_eq!(opened, OpenedFrom::Snapshot { position: l as u64 });
         assert_eq!(fifth.read(|x| same_state(x, &full)).await, Ok(()));

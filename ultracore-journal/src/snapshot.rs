@@ -93,9 +93,13 @@ impl FileSnapshotStore {
         Ok(files)
     }
 
-    /// Deletes all but the newest [`SNAPSHOTS_KEPT`] files of `scope`.
-    fn prune(&self, scope: &str) -> Result<(), StoreError> {
-        for (_, path) in self.files_of(scope)?.into_iter().skip(SNAPSHOTS_KEPT) {
+    /// Deletes all but the newest `keep` files of `scope`.
+    fn prune(&self, scope: &str, keep: usize) -> Result<(), StoreError> {
+        let files = self.files_of(scope)?;
+        if files.len() <= keep {
+            return Ok(());
+        }
+        for (_, path) in files.into_iter().skip(keep) {
             fs::remove_file(&path).map_err(|e| {
                 StoreError::Unavailable(format!("snapshot {}: {e}", path.display()))
             })?;
@@ -177,7 +181,7 @@ impl SnapshotStore for FileSnapshotStore {
         drop(f);
         fs::rename(&tmp, &path).map_err(unavailable)?;
         sync_dir(&self.dir).map_err(StoreError::from)?;
-        self.prune(&snapshot.scope)
+        self.prune(&snapshot.scope, SNAPSHOTS_KEPT)
     }
 
     async fn load(&self, scope: &str) -> Result<Option<Snapshot>, StoreError> {
@@ -191,6 +195,10 @@ impl SnapshotStore for FileSnapshotStore {
             }
         }
         first_error.map_or(Ok(None), Err)
+    }
+
+    async fn remove(&self, scope: &str) -> Result<(), StoreError> {
+        self.prune(scope, 0)
     }
 }
 

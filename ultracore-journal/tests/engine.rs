@@ -225,6 +225,42 @@ fn file_snapshots_keep_the_newest_and_round_trip() {
 }
 
 #[test]
+fn removing_a_scope_removes_its_files_and_only_those() {
+    use ultracore_core::store::Snapshot;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = FileSnapshotStore::open(dir.path()).expect("open");
+    let snap = |scope: &str, position: u64| Snapshot {
+        scope: scope.into(),
+        position,
+        schema_fingerprint: 7,
+        bytes: Arc::from(vec![position as u8; 100]),
+    };
+    for scope in ["ledger-0-delta-1", "ledger-0-delta-10", "ledger-0"] {
+        for position in [10, 20] {
+            block_on(store.save(snap(scope, position))).expect("save");
+        }
+    }
+    block_on(store.remove("ledger-0-delta-1")).expect("remove");
+    block_on(store.remove("never-saved")).expect("nothing to remove is no error");
+    assert_eq!(block_on(store.load("ledger-0-delta-1")), Ok(None));
+    assert_eq!(store.files_of("ledger-0-delta-1").expect("list"), vec![]);
+    for scope in ["ledger-0-delta-10", "ledger-0"] {
+        assert_eq!(
+            block_on(store.load(scope)),
+            Ok(Some(snap(scope, 20))),
+            "{scope}"
+        );
+        assert_eq!(store.files_of(scope).expect("list").len(), 2, "{scope}");
+    }
+    // A scope saved again after its removal starts over.
+    block_on(store.save(snap("ledger-0-delta-1", 5))).expect("save");
+    assert_eq!(
+        block_on(store.load("ledger-0-delta-1")),
+        Ok(Some(snap("ledger-0-delta-1", 5)))
+    );
+}
+
+#[test]
 fn file_snapshots_are_pruned_to_the_last_two_and_a_damaged_newest_falls_back() {
     use ultracore_core::store::Snapshot;
     use ultracore_journal::SNAPSHOTS_KEPT;

@@ -73,4 +73,14 @@ impl SnapshotStore for PgSnapshotStore {
         })
         .transpose()
     }
+
+    async fn remove(&self, scope: &str) -> Result<(), StoreError> {
+        self.store.ready().await?;
+        let client = self.store.pool().get().await.map_err(error::pool)?;
+        client
+            .execute("DELETE FROM uc_snapshots WHERE scope = $1", &[&scope])
+            .await
+            .map_err(|e| unavailable(&e))?;
+        Ok(())
+    }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use ultracore_core::engine::{replay, OpenedFrom};
 use ultracore_core::ledger::{KnownAt, LedgerConfig, Rejection};
 use ultracore_core::prelude::*;
+use ultracore_core::store::SnapshotStore;
 use ultracore_postgres::{PgEventStore, PgSnapshotStore};
 
 fn ts(s: &str) -> Timestamp {
@@ -122,6 +123,10 @@ async fn engine_state_survives_a_restart_and_snapshots_shorten_it() {
         "{opened:?}"
     );
     assert_eq!(from_snap.read(|l| posted(l, "alice", now)).await, "120.00");
+    // Removing a scope removes its snapshot (and removing it again is no error).
+    snapshots.remove("ledger-0").await.expect("remove");
+    snapshots.remove("ledger-0").await.expect("remove again");
+    assert_eq!(snapshots.load("ledger-0").await.expect("load"), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

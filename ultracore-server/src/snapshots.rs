@@ -193,6 +193,16 @@ async fn checkpoint(state: &AppState) -> Option<u64> {
     }
 }
 
+/// Once a full snapshot is saved: removes the links of the chain it replaced (start-up would
+/// refuse them; they would only take disk space). A failure is logged, not fatal.
+async fn remove_stale_links(state: &AppState) {
+    if let Some(snaps) = &state.snapshots {
+        if let Err(e) = state.engine.remove_stale_links(snaps.as_ref()).await {
+            tracing::warn!(error = %e, "links of the replaced snapshot chain not removed");
+        }
+    }
+}
+
 /// Counts a saved snapshot in the metrics and says what it was.
 fn saved(state: &AppState, e: &Encoded, write: Duration, checkpoint: Option<u64>) -> Taken {
     let position = e.snapshot.position;
@@ -224,6 +234,9 @@ pub async fn take(state: &AppState, kind: Kind) -> Result<Option<Taken>, String>
         return Ok(None);
     };
     let written = write(state, &e.snapshot).await?;
+    if e.snapshot.link == 0 {
+        remove_stale_links(state).await;
+    }
     // Only a saved snapshot is what the next delta builds on.
     state.engine.snapshot_saved(&e.snapshot).await;
     let checkpoint = checkpoint(state).await;
@@ -254,6 +267,8 @@ async fn start_chain(state: &AppState, full: Encoded) -> Result<Vec<Taken>, Stri
         }
     };
     let mut out = vec![saved(state, &full, written, None)];
+    // The old chain's links are stale now: gone before the new chain's first is written.
+    remove_stale_links(state).await;
     if let Some(d) = first {
         match write(state, &d.snapshot).await {
             Ok(w) => {
