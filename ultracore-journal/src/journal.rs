@@ -649,6 +649,8 @@ fn scan_segments(
     let mut report = RecoveryReport::default();
     let count = files.len();
     let mut next = 1u64;
+    // One read buffer for every segment (see `segment::scan_with`).
+    let mut buf = Vec::new();
     for (i, (seq, path)) in files.iter().enumerate() {
         let expected_seq = files[0].0 + i as u32;
         if *seq != expected_seq || files[0].0 != 1 {
@@ -671,7 +673,8 @@ fn scan_segments(
         let decode_from = covered_lens.get(i).map_or(0, |c| c.0);
         let mut pending_io: Option<std::io::Error> = None;
         let mut last_seen = next - 1;
-        let scan = segment::scan(
+        let scan = segment::scan_with(
+            &mut buf,
             path,
             *seq,
             next,

@@ -11,7 +11,7 @@
 //! remain; no record can start with zeros only, since its header checksum would not match.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use ultracore_core::time::RecordedAt;
@@ -143,9 +143,38 @@ pub fn scan(
     next_position: u64,
     is_last: bool,
     decode_from: u64,
+    on_event: impl FnMut(u64, Scanned<'_>) -> Result<(), String>,
+) -> Result<SegmentScan, JournalError> {
+    let mut buf = Vec::new();
+    scan_with(
+        &mut buf,
+        path,
+        sequence,
+        next_position,
+        is_last,
+        decode_from,
+        on_event,
+    )
+}
+
+/// [`scan`], reading the segment into `buf` (cleared first): a caller that scans many
+/// segments passes the same buffer each time, so each segment is read into memory already
+/// mapped instead of a fresh allocation whose every page faults and is zeroed (a tenth of
+/// the journal's recovery CPU at 10 M events).
+pub fn scan_with(
+    buf: &mut Vec<u8>,
+    path: &Path,
+    sequence: u32,
+    next_position: u64,
+    is_last: bool,
+    decode_from: u64,
     mut on_event: impl FnMut(u64, Scanned<'_>) -> Result<(), String>,
 ) -> Result<SegmentScan, JournalError> {
-    let buf = fs::read(path).map_err(JournalError::io(path))?;
+    buf.clear();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(buf))
+        .map_err(JournalError::io(path))?;
+    let buf: &[u8] = buf;
     let corrupt = |offset: usize, reason: String| JournalError::Corrupt {
         file: path.to_path_buf(),
         offset: offset as u64,
