@@ -224,17 +224,20 @@ fn file_snapshots_keep_the_newest_and_round_trip() {
     assert_eq!(block_on(reopened.load("other")), Ok(None));
 }
 
-#[test]
-fn removing_a_scope_removes_its_files_and_only_those() {
-    use ultracore_core::store::Snapshot;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = FileSnapshotStore::open(dir.path()).expect("open");
-    let snap = |scope: &str, position: u64| Snapshot {
+/// A small snapshot of `scope` at `position`, its bytes telling the position.
+fn snap(scope: &str, position: u64) -> ultracore_core::store::Snapshot {
+    ultracore_core::store::Snapshot {
         scope: scope.into(),
         position,
         schema_fingerprint: 7,
         bytes: Arc::from(vec![position as u8; 100]),
-    };
+    }
+}
+
+#[test]
+fn removing_a_scope_removes_its_files_and_only_those() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = FileSnapshotStore::open(dir.path()).expect("open");
     for scope in ["ledger-0-delta-1", "ledger-0-delta-10", "ledger-0"] {
         for position in [10, 20] {
             block_on(store.save(snap(scope, position))).expect("save");
@@ -262,16 +265,9 @@ fn removing_a_scope_removes_its_files_and_only_those() {
 
 #[test]
 fn file_snapshots_are_pruned_to_the_last_two_and_a_damaged_newest_falls_back() {
-    use ultracore_core::store::Snapshot;
     use ultracore_journal::SNAPSHOTS_KEPT;
     let dir = tempfile::tempdir().expect("tempdir");
     let store = FileSnapshotStore::open(dir.path()).expect("open");
-    let snap = |scope: &str, position: u64| Snapshot {
-        scope: scope.into(),
-        position,
-        schema_fingerprint: 7,
-        bytes: Arc::from(vec![position as u8; 100]),
-    };
     for position in [10, 20, 30, 40] {
         block_on(store.save(snap("ledger-0", position))).expect("save");
     }
