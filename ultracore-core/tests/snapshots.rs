@@ -14,7 +14,7 @@ use ultracore_core::store::{
 };
 use ultracore_core::testing::same_state;
 use ultracore_core::testing::workload::Workload;
-use ultracore_core::time::ManualClock;
+use ultracore_core::time::{Clock, ManualClock};
 
 /// A log of `n` workload commands (every event type appears in long enough runs).
 fn history(seed: u64, n: usize) -> Vec<Envelope<LedgerEvent>> {
@@ -669,4 +669,110 @@ fn the_delta_fuzz_seed_is_this_builds_delta_on_the_snapshot_seed() {
         .apply_delta(&sealed)
         .expect("applies");
     assert_eq!(same_state(&restored, &fold(&long)), Ok(()));
+}
+
+/// Runs `n` workload commands on `engine` (refusals are part of the workload).
+async fn run_commands(
+    engine: &Engine<MemoryEventStore<LedgerEvent>>,
+    clock: &ManualClock,
+    workload: &mut Workload,
+    n: usize,
+) {
+    for _ in 0..n {
+        let cmd = engine.read(|l| workload.next(l, clock.now())).await;
+        let _answer = engine.execute(cmd, Trace::default()).await;
+        clock.advance_micros(workload.advance_micros());
+    }
+}
+
+/// The log of `engine`'s store up to `position`, folded.
+async fn folded(engine: &Engine<MemoryEventStore<LedgerEvent>>, position: u64) -> Ledger {
+    let log = engine.store().read_all(0, usize::MAX).await.expect("read");
+    fold(&log[..position as usize])
+}
+
+/// Through the engine's API, as the server uses it: a full snapshot that starts a new chain
+/// is encoded in steps while commands go on and a delta on the saved chain is taken and
+/// saved beside it; until the full snapshot is saved, start-up restores the old chain with
+/// that delta; then the first delta on the new full snapshot, and start-up restores the new
+/// chain (the old chain's links removed).
+#[test]
+fn engine_takes_a_delta_beside_a_new_chains_full_snapshot() {
+    block_on(async {
+        let clock = Arc::new(ManualClock::new(Workload::start()));
+        let config = EngineConfig::default();
+        let engine = Engine::open(MemoryEventStore::new(), clock.clone(), config.clone())
+            .await
+            .expect("open");
+        let snapshots = MemorySnapshotStore::default();
+        let mut workload = Workload::new(23);
+        run_commands(&engine, &clock, &mut workload, 150).await;
+        let first = engine.save_snapshot(&snapshots).await.expect("first full");
+        run_commands(&engine, &clock, &mut workload, 100).await;
+        // The new chain's full snapshot, in small steps, beside commands and an old-chain
+        // delta.
+        let full = engine.take_full_snapshot(5);
+        let beside = async {
+            run_commands(&engine, &clock, &mut workload, 60).await;
+            let delta = engine
+                .take_delta_snapshot(5)
+                .await
+                .expect("the old chain is saved")
+                .expect("encoded");
+            snapshots
+                .save(engine.snapshot_record(&delta))
+                .await
+                .expect("save");
+            engine.snapshot_saved(&delta).await;
+            run_commands(&engine, &clock, &mut workload, 60).await;
+            delta
+        };
+        let (full, delta) = futures::join!(full, beside);
+        let full = full.expect("encoded");
+        assert_eq!((delta.link, delta.delta_of), (1, Some(first)));
+        assert!(full.position > first && full.position < delta.position);
+        let restore = || async {
+            Engine::<MemoryEventStore<LedgerEvent>>::load_snapshot(&snapshots, &config)
+                .await
+                .expect("a chain")
+        };
+        // Until the full snapshot is saved, start-up restores the old chain and its delta.
+        let old = restore().await;
+        assert_eq!(old.position(), delta.position);
+        assert_eq!(
+            same_state(&old, &folded(&engine, delta.position).await),
+            Ok(())
+        );
+        // As the server saves a new chain: the full snapshot said saved, its first delta
+        // encoded, then the full snapshot written, the old links removed, the delta written.
+        engine.snapshot_saved(&full).await;
+        let next = engine
+            .take_delta_snapshot(5)
+            .await
+            .expect("the new chain is known")
+            .expect("encoded");
+        assert_eq!((next.link, next.delta_of), (1, Some(full.position)));
+        snapshots
+            .save(engine.snapshot_record(&full))
+            .await
+            .expect("save");
+        engine.remove_stale_links(&snapshots).await.expect("remove");
+        let between = restore().await;
+        assert_eq!(between.position(), full.position, "the full snapshot alone");
+        snapshots
+            .save(engine.snapshot_record(&next))
+            .await
+            .expect("save");
+        engine.snapshot_saved(&next).await;
+        let new = restore().await;
+        assert_eq!(new.position(), next.position);
+        assert_eq!(
+            same_state(&new, &folded(&engine, next.position).await),
+            Ok(())
+        );
+        assert_eq!(
+            engine.last_saved_snapshot().await.map(|s| (s.link, s.base)),
+            Some((1, full.position))
+        );
+    });
 }
