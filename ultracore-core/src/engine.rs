@@ -347,16 +347,34 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
     /// when that pays, a full one otherwise (see [`Engine::take_snapshot`]); returns the
     /// position it covers. [`Engine::load_snapshot`] reads both back.
     pub async fn save_snapshot(&self, snapshots: &dyn SnapshotStore) -> Result<u64, EngineError> {
-        let taken = match self.take_snapshot(SNAPSHOT_STEP_DEFAULT).await {
+        self.save_snapshot_in_steps(snapshots, SNAPSHOT_STEP_DEFAULT)
+            .await
+    }
+
+    /// [`Engine::save_snapshot`] with steps of `budget` units (see
+    /// [`Engine::snapshot_in_steps`]): smaller steps hold writers up for less time each.
+    pub async fn save_snapshot_in_steps(
+        &self,
+        snapshots: &dyn SnapshotStore,
+        budget: usize,
+    ) -> Result<u64, EngineError> {
+        let taken = match self.take_snapshot(budget).await {
             Ok(taken) => taken,
-            // The state was rebuilt or another snapshot begun meanwhile: encode it whole,
-            // under the shared lock, rather than race again.
+            // The state was rebuilt or another snapshot begun meanwhile: encode a full one in
+            // one go, holding the state, rather than race again. Begun like any full
+            // snapshot, so that once saved the next delta builds on it.
             Err(SnapshotAbandoned) => {
-                self.read(|l| EncodedSnapshot {
-                    position: l.position(),
-                    delta_of: None,
-                    link: 0,
-                    bytes: Arc::new(l.encode_snapshot()),
+                self.exclusive(|l| {
+                    let mut job = l.begin_snapshot();
+                    // Cannot be abandoned: nothing else runs while the state is held.
+                    while let Ok(false) = l.snapshot_step(&mut job, usize::MAX) {}
+                    l.end_snapshot(&job);
+                    EncodedSnapshot {
+                        position: job.position(),
+                        delta_of: None,
+                        link: 0,
+                        bytes: Arc::new(job.into_bytes()),
+                    }
                 })
                 .await
             }

@@ -776,3 +776,43 @@ fn engine_takes_a_delta_beside_a_new_chains_full_snapshot() {
         );
     });
 }
+
+/// Two saves at once, in small steps: the second one's full snapshot abandons the first's
+/// (and the first's full snapshot, encoded again in one go, the second's); the next snapshot
+/// is the first link on a saved full snapshot, and the chain restores the state.
+#[test]
+fn two_saves_at_once_leave_a_chain_that_restores() {
+    block_on(async {
+        let clock = Arc::new(ManualClock::new(Workload::start()));
+        let config = EngineConfig::default();
+        let engine = Engine::open(MemoryEventStore::new(), clock.clone(), config.clone())
+            .await
+            .expect("open");
+        let snapshots = MemorySnapshotStore::default();
+        let mut workload = Workload::new(29);
+        run_commands(&engine, &clock, &mut workload, 200).await;
+        // Commands go on meanwhile: the abandoned job's full snapshot, encoded again, is of a
+        // later position than the one that abandoned it (which must not then be what the
+        // next delta builds on: the store keeps the newer one).
+        let (a, b, ()) = futures::join!(
+            engine.save_snapshot_in_steps(&snapshots, 5),
+            engine.save_snapshot_in_steps(&snapshots, 5),
+            run_commands(&engine, &clock, &mut workload, 40)
+        );
+        let (a, b) = (a.expect("saved"), b.expect("saved"));
+        run_commands(&engine, &clock, &mut workload, 80).await;
+        let position = engine.save_snapshot(&snapshots).await.expect("saved");
+        assert_eq!(
+            engine.last_saved_snapshot().await.map(|s| (s.link, s.base)),
+            Some((1, a.max(b)))
+        );
+        let restored = Engine::<MemoryEventStore<LedgerEvent>>::load_snapshot(&snapshots, &config)
+            .await
+            .expect("a chain");
+        assert_eq!(restored.position(), position);
+        assert_eq!(
+            same_state(&restored, &folded(&engine, position).await),
+            Ok(())
+        );
+    });
+}
