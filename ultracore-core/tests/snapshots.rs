@@ -685,6 +685,29 @@ async fn run_commands(
     }
 }
 
+/// An engine on an empty in-memory store after `n` commands of workload `seed`, with its
+/// clock and the workload to go on with.
+async fn engine_after(
+    seed: u64,
+    n: usize,
+) -> (
+    Engine<MemoryEventStore<LedgerEvent>>,
+    Arc<ManualClock>,
+    Workload,
+) {
+    let clock = Arc::new(ManualClock::new(Workload::start()));
+    let engine = Engine::open(
+        MemoryEventStore::new(),
+        clock.clone(),
+        EngineConfig::default(),
+    )
+    .await
+    .expect("open");
+    let mut workload = Workload::new(seed);
+    run_commands(&engine, &clock, &mut workload, n).await;
+    (engine, clock, workload)
+}
+
 /// The log of `engine`'s store up to `position`, folded.
 async fn folded(engine: &Engine<MemoryEventStore<LedgerEvent>>, position: u64) -> Ledger {
     let log = engine.store().read_all(0, usize::MAX).await.expect("read");
@@ -699,14 +722,9 @@ async fn folded(engine: &Engine<MemoryEventStore<LedgerEvent>>, position: u64) -
 #[test]
 fn engine_takes_a_delta_beside_a_new_chains_full_snapshot() {
     block_on(async {
-        let clock = Arc::new(ManualClock::new(Workload::start()));
+        let (engine, clock, mut workload) = engine_after(23, 150).await;
         let config = EngineConfig::default();
-        let engine = Engine::open(MemoryEventStore::new(), clock.clone(), config.clone())
-            .await
-            .expect("open");
         let snapshots = MemorySnapshotStore::default();
-        let mut workload = Workload::new(23);
-        run_commands(&engine, &clock, &mut workload, 150).await;
         let first = engine.save_snapshot(&snapshots).await.expect("first full");
         run_commands(&engine, &clock, &mut workload, 100).await;
         // The new chain's full snapshot, in small steps, beside commands and an old-chain
@@ -783,14 +801,9 @@ fn engine_takes_a_delta_beside_a_new_chains_full_snapshot() {
 #[test]
 fn two_saves_at_once_leave_a_chain_that_restores() {
     block_on(async {
-        let clock = Arc::new(ManualClock::new(Workload::start()));
+        let (engine, clock, mut workload) = engine_after(29, 200).await;
         let config = EngineConfig::default();
-        let engine = Engine::open(MemoryEventStore::new(), clock.clone(), config.clone())
-            .await
-            .expect("open");
         let snapshots = MemorySnapshotStore::default();
-        let mut workload = Workload::new(29);
-        run_commands(&engine, &clock, &mut workload, 200).await;
         // Commands go on meanwhile: the abandoned job's full snapshot, encoded again, is of a
         // later position than the one that abandoned it (which must not then be what the
         // next delta builds on: the store keeps the newer one).
