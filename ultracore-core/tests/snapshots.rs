@@ -284,10 +284,8 @@ fn a_snapshot_begun_again_or_on_a_rebuilt_state_is_abandoned() {
 
 /// The full snapshot of `live` as a base for deltas: encoded and said to be saved.
 fn saved_base(live: &mut Ledger) -> Vec<u8> {
-    let mut job = live.begin_snapshot();
-    while !live.snapshot_step(&mut job, usize::MAX).expect("same cut") {}
-    live.end_snapshot(&job);
-    let bytes = job.into_bytes();
+    let job = live.begin_snapshot();
+    let bytes = finish(live, job);
     live.snapshot_saved(&bytes);
     bytes
 }

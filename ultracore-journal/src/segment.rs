@@ -137,30 +137,11 @@ pub fn fold_crc(fold: u32, body_crc: u32) -> u32 {
 /// then truncated). Everything else that fails a check is [`JournalError::Corrupt`]. Heads of
 /// events in records that start before byte `decode_from` are not decoded (their records'
 /// checksums and positions are still checked).
-pub fn scan(
-    path: &Path,
-    sequence: u32,
-    next_position: u64,
-    is_last: bool,
-    decode_from: u64,
-    on_event: impl FnMut(u64, Scanned<'_>) -> Result<(), String>,
-) -> Result<SegmentScan, JournalError> {
-    let mut buf = Vec::new();
-    scan_with(
-        &mut buf,
-        path,
-        sequence,
-        next_position,
-        is_last,
-        decode_from,
-        on_event,
-    )
-}
-
-/// [`scan`], reading the segment into `buf` (cleared first): a caller that scans many
-/// segments passes the same buffer each time, so each segment is read into memory already
-/// mapped instead of a fresh allocation whose every page faults and is zeroed (a tenth of
-/// the journal's recovery CPU at 10 M events).
+///
+/// The segment is read into `buf` (cleared first): a caller that scans many segments passes
+/// the same buffer each time, so each segment is read into memory already mapped instead of
+/// a fresh allocation whose every page faults and is zeroed (a tenth of the journal's
+/// recovery CPU at 10 M events).
 pub fn scan_with(
     buf: &mut Vec<u8>,
     path: &Path,
