@@ -118,4 +118,9 @@ pub struct RecoveryReport {
     /// Why an index checkpoint file was not used (damaged, made with another hash, or
     /// disagreeing with the segments); the index was then rebuilt from a full scan.
     pub checkpoint_ignored: Option<String>,
+    /// Links of the checkpoint's chain applied after its base (`checkpoint` counts them in).
+    pub checkpoint_links: u64,
+    /// Why the chain ended before a link file that exists (damaged, of an older chain, or out
+    /// of place): the events from there on were decoded by the scan instead.
+    pub checkpoint_link_ignored: Option<String>,
 }

@@ -39,7 +39,7 @@ use ultracore_core::limits::EVENTS_PER_READ_MAX;
 use ultracore_core::store::{validate_batch, AppendBatch, AppendReceipt, EventStore, StoreError};
 use ultracore_core::time::RecordedAt;
 
-use crate::checkpoint::{self, Checkpoint};
+use crate::checkpoint::{self, BaseId, Checkpoint, Link};
 use crate::codec::{self, EncodeError, EncodedRecord, JournalEvent};
 use crate::error::{JournalError, RecoveryReport};
 use crate::lock::DirLock;
@@ -109,6 +109,26 @@ struct Index {
     segments: Vec<SegmentRef>,
     streams: StreamIndex,
     last_recorded_at: Option<RecordedAt>,
+    /// Once a checkpoint chain exists: the stream keys `(hash, first)` of the events from
+    /// position `log.0` on, for the chain's next link (see `checkpoint.rs`).
+    log: Option<(u64, Vec<(u64, u64)>)>,
+}
+
+/// The checkpoint chain on disk that the next link extends.
+#[derive(Clone, Copy, Debug)]
+struct Chain {
+    base: BaseId,
+    links: u64,
+    /// Events covered by the base and the links.
+    covered: u64,
+}
+
+impl Chain {
+    /// Whether the next checkpoint, at `events`, should be a new base rather than a link:
+    /// when the links would cover as many events as the base, or the chain is full.
+    fn rebase_at(&self, events: u64) -> bool {
+        self.links >= checkpoint::LINKS_MAX || events - self.base.events >= self.base.events
+    }
 }
 
 impl Index {
@@ -156,8 +176,8 @@ struct Shared {
     index: RwLock<Index>,
     last_position: AtomicU64,
     waiters: Mutex<Vec<oneshot::Sender<()>>>,
-    /// One checkpoint written at a time.
-    checkpointing: Mutex<()>,
+    /// One checkpoint written at a time; the chain the next one extends, if any.
+    checkpointing: Mutex<Option<Chain>>,
 }
 
 impl Shared {
@@ -244,7 +264,7 @@ impl<E: JournalEvent> Journal<E> {
         std::fs::create_dir_all(&dir).map_err(JournalError::io(&dir))?;
         // Before recovery, which may truncate a torn tail: that tail may be another writer's.
         let lock = DirLock::acquire(&dir)?;
-        let (index, report, writer_file) = recover(&dir, &config)?;
+        let (index, report, writer_file, chain) = recover(&dir, &config)?;
         let (hash_seed, hash_mask) = (index.streams.seed(), index.streams.mask());
         let last_position = index.locations.len() as u64;
         let last_recorded_at = index.last_recorded_at;
@@ -265,7 +285,7 @@ impl<E: JournalEvent> Journal<E> {
             index: RwLock::new(index),
             last_position: AtomicU64::new(last_position),
             waiters: Mutex::new(Vec::new()),
-            checkpointing: Mutex::new(()),
+            checkpointing: Mutex::new(chain),
         });
         let (tx, rx) = mpsc::channel();
         let mut writer = Writer {
@@ -311,28 +331,97 @@ impl<E: JournalEvent> Journal<E> {
         }
     }
 
-    /// Writes an index checkpoint of everything durable now (atomically replacing the last
-    /// one) and returns the position it covers; the next [`Journal::open`] then decodes only
-    /// the events after it (it still reads and checksums every record). Call it alongside
-    /// ledger snapshots. The index is copied under its read lock (a pause of appends' publish
-    /// for the copy, ~30 bytes per event) and written outside it, on the calling thread.
+    /// Writes an index checkpoint of everything durable now and returns the position it
+    /// covers; the next [`Journal::open`] then decodes only the events after it (it still reads
+    /// and checksums every record). Call it alongside ledger snapshots.
+    ///
+    /// Checkpoints form chains (see `checkpoint.rs`): usually this writes a *link* with only
+    /// the events since the last checkpoint (~24 bytes each; the writer's publish pauses for
+    /// the move of its key log, O(1), and a copy of the new locations); about once per doubling
+    /// of the log it writes a new *base*, the whole index, copied under the index's read lock
+    /// (a pause of the writer's publish for ~30 bytes per event of memcpy) and written outside
+    /// it. A link that fails to write ends the chain: the next checkpoint is a base.
     pub fn checkpoint(&self) -> Result<u64, JournalError> {
-        let _one = self
+        let mut chain = self
             .shared
             .checkpointing
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let cp = {
-            let idx = self.shared.read();
-            Checkpoint {
-                segments: idx.segments.iter().map(|s| (s.len, s.crc_fold)).collect(),
-                locations: idx.locations.clone(),
-                last_recorded_at: idx.last_recorded_at,
-                streams: idx.streams.clone(),
+        let events = self.shared.last_position.load(Ordering::Acquire);
+        match *chain {
+            Some(c) if !c.rebase_at(events) => {
+                let link = {
+                    let mut idx = self.shared.write();
+                    let len = idx.locations.len() as u64;
+                    let segments = idx.segments.iter().map(|s| (s.len, s.crc_fold)).collect();
+                    let last_recorded_at = idx.last_recorded_at;
+                    let locations = idx.locations[c.covered as usize..].to_vec();
+                    let (from, keys) = idx
+                        .log
+                        .replace((len + 1, Vec::new()))
+                        .expect("a chain keeps a key log");
+                    // The log starts at or before the chain's end (it may hold events a new
+                    // base already covers).
+                    let skip = (c.covered + 1 - from) as usize;
+                    debug_assert_eq!(keys.len() - skip, locations.len());
+                    Link {
+                        base: c.base,
+                        number: c.links + 1,
+                        before: c.covered,
+                        segments,
+                        last_recorded_at,
+                        events: locations
+                            .into_iter()
+                            .zip(&keys[skip..])
+                            .map(|(l, &(hash, first))| [l, hash, first])
+                            .collect(),
+                    }
+                };
+                if link.events.is_empty() {
+                    return Ok(c.covered);
+                }
+                let covered = c.covered + link.events.len() as u64;
+                // The log has been handed over: if the link is not written, only a new base
+                // can cover its events.
+                *chain = None;
+                checkpoint::save_link(&self.shared.dir, &link)?;
+                *chain = Some(Chain {
+                    links: link.number,
+                    covered,
+                    ..c
+                });
+                Ok(covered)
             }
-        };
-        checkpoint::save(&self.shared.dir, &cp)?;
-        Ok(cp.locations.len() as u64)
+            _ => {
+                *chain = None;
+                {
+                    // The key log starts no later than the base's end.
+                    let mut idx = self.shared.write();
+                    if idx.log.is_none() {
+                        idx.log = Some((idx.locations.len() as u64 + 1, Vec::new()));
+                    }
+                }
+                let cp = {
+                    let idx = self.shared.read();
+                    Checkpoint {
+                        segments: idx.segments.iter().map(|s| (s.len, s.crc_fold)).collect(),
+                        locations: idx.locations.clone(),
+                        last_recorded_at: idx.last_recorded_at,
+                        streams: idx.streams.clone(),
+                    }
+                };
+                let base = checkpoint::save(&self.shared.dir, &cp)?;
+                *chain = Some(Chain {
+                    base,
+                    links: 0,
+                    covered: base.events,
+                });
+                // Links of the old chain name the old base and would never be applied; they
+                // are removed so that they do not pile up.
+                checkpoint::remove_links(&self.shared.dir)?;
+                Ok(base.events)
+            }
+        }
     }
 
     /// The journal's directory.
@@ -548,7 +637,7 @@ impl<E: JournalEvent> EventStore<E> for Journal<E> {
 fn recover(
     dir: &Path,
     config: &JournalConfig,
-) -> Result<(Index, RecoveryReport, File), JournalError> {
+) -> Result<(Index, RecoveryReport, File, Option<Chain>), JournalError> {
     let mut files = segment::list(dir)?;
     if files.is_empty() {
         segment::create(dir, 1, 1)?;
@@ -557,14 +646,26 @@ fn recover(
     let mut ignored = None;
     let mut torn_before = None;
     let mut result = None;
+    let mut chain = None;
     match checkpoint::load(dir, config.stream_hash_mask) {
         Ok(None) => {}
         Err(why) => ignored = Some(why),
-        Ok(Some(cp)) => {
-            let position = cp.locations.len() as u64;
-            match scan_segments(&files, config, Some(cp)) {
+        Ok(Some(loaded)) => {
+            let position = loaded.checkpoint.locations.len() as u64;
+            match scan_segments(&files, config, Some(loaded.checkpoint)) {
                 Ok(Ok((index, mut report))) => {
                     report.checkpoint = Some(position);
+                    report.checkpoint_links = loaded.links;
+                    // A chain with a link file not applied is not extended: the next
+                    // checkpoint is a new base, which removes the link files.
+                    if loaded.link_ignored.is_none() {
+                        chain = Some(Chain {
+                            base: loaded.base,
+                            links: loaded.links,
+                            covered: position,
+                        });
+                    }
+                    report.checkpoint_link_ignored = loaded.link_ignored;
                     result = Some((index, report));
                 }
                 Ok(Err((why, torn))) => {
@@ -595,7 +696,7 @@ fn recover(
         .write(true)
         .open(&last.path)
         .map_err(JournalError::io(&last.path))?;
-    Ok((index, report, writer_file))
+    Ok((index, report, writer_file, chain))
 }
 
 /// Why a checkpoint was abandoned, and a torn tail cut off before that.
@@ -618,11 +719,15 @@ fn scan_segments(
         Some(cp) => {
             let mut locations = cp.locations;
             locations.reserve(events_guess.saturating_sub(locations.len()));
+            // The chain goes on from the checkpoint: the keys of the events after it are kept
+            // for its next link.
+            let covered = locations.len() as u64;
             let index = Index {
                 locations,
                 segments: Vec::with_capacity(files.len()),
                 streams: cp.streams,
                 last_recorded_at: cp.last_recorded_at,
+                log: Some((covered + 1, Vec::new())),
             };
             (index, cp.segments)
         }
@@ -636,6 +741,7 @@ fn scan_segments(
                     events_guess,
                 ),
                 last_recorded_at: None,
+                log: None,
             };
             (index, Vec::new())
         }
@@ -718,6 +824,9 @@ fn scan_segments(
                 }
                 index.locations.push(here);
                 index.streams.push(hash, first, position);
+                if let Some((_, keys)) = &mut index.log {
+                    keys.push((hash, first));
+                }
                 Ok(())
             },
         );
@@ -1099,9 +1208,13 @@ impl Writer {
                 idx.segments[seg].crc_fold = fold;
             }
             idx.locations.extend(locations);
+            let idx = &mut *idx;
             for a in accepted {
                 for (e, &(hash, first)) in a.request.batch.events.iter().zip(&a.keys) {
                     idx.streams.push(hash, first, e.position);
+                }
+                if let Some((_, keys)) = &mut idx.log {
+                    keys.extend_from_slice(&a.keys);
                 }
             }
             idx.last_recorded_at = self.last_recorded_at;

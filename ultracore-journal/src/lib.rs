@@ -78,7 +78,7 @@
 
 #![warn(missing_docs)]
 
-mod checkpoint;
+pub mod checkpoint;
 pub mod codec;
 mod error;
 mod journal;

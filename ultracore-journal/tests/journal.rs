@@ -687,6 +687,259 @@ fn a_checkpoint_with_colliding_hashes_is_exact_too() {
     assert!(report.checkpoint_ignored.is_some());
 }
 
+fn link(dir: &Path, n: u64) -> std::path::PathBuf {
+    dir.join(format!("index.checkpoint.{n}"))
+}
+
+/// The checkpoint files in `dir`: the base's size and the link numbers.
+fn checkpoint_files(dir: &Path) -> (Option<u64>, Vec<u64>) {
+    let base = fs::metadata(dir.join("index.checkpoint"))
+        .ok()
+        .map(|m| m.len());
+    let mut links: Vec<u64> = fs::read_dir(dir)
+        .expect("dir")
+        .filter_map(|e| {
+            let name = e.expect("entry").file_name().into_string().ok()?;
+            name.strip_prefix("index.checkpoint.")?.parse().ok()
+        })
+        .collect();
+    links.sort_unstable();
+    (base, links)
+}
+
+/// What a full scan of `dir` sees (a copy without its checkpoint files).
+fn scanned(
+    dir: &Path,
+    config: JournalConfig,
+) -> (Vec<Envelope<LedgerEvent>>, Vec<Vec<Envelope<LedgerEvent>>>) {
+    let copy = tempfile::tempdir().expect("tempdir");
+    copy_dir(dir, copy.path());
+    for e in fs::read_dir(copy.path()).expect("dir") {
+        let e = e.expect("entry");
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with("index.checkpoint")
+        {
+            fs::remove_file(e.path()).expect("remove");
+        }
+    }
+    let (j, report) = open_with(copy.path(), config);
+    assert_eq!(report.checkpoint, None);
+    observed(&j)
+}
+
+#[test]
+fn later_checkpoints_are_links_of_a_chain_and_open_like_a_full_scan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (j, _) = open_with(dir.path(), small_segments());
+    fill(&j, &[1, 5, 40, 3, 200, 7, 60]);
+    assert_eq!(j.checkpoint().expect("base"), 316);
+    let (base, links) = checkpoint_files(dir.path());
+    assert_eq!(links, Vec::<u64>::new());
+    fill(&j, &[9, 30]);
+    assert_eq!(j.checkpoint().expect("link 1"), 355);
+    assert_eq!(j.checkpoint().expect("nothing new"), 355);
+    fill(&j, &[2, 70]);
+    assert_eq!(j.checkpoint().expect("link 2"), 427);
+    assert_eq!(checkpoint_files(dir.path()), (base, vec![1, 2]));
+    // A link holds only its own events: 24 bytes each and a head.
+    let link_1 = fs::metadata(link(dir.path(), 1)).expect("link 1").len();
+    assert!(link_1 < 39 * 24 + 200, "{link_1} bytes");
+    assert!(link_1 * 4 < base.expect("base"), "{link_1} vs {base:?}");
+    fill(&j, &[11]); // after the last link: decoded at open
+    drop(j);
+
+    let (j, report) = open_with(dir.path(), small_segments());
+    assert_eq!(report.checkpoint, Some(427));
+    assert_eq!(report.checkpoint_links, 2);
+    assert_eq!(report.checkpoint_link_ignored, None);
+    assert_eq!(report.events, 438);
+    assert_eq!(observed(&j), scanned(dir.path(), small_segments()));
+    // The chain goes on across the reopen; its next link holds the events decoded at open.
+    fill(&j, &[5]);
+    assert_eq!(j.checkpoint().expect("link 3"), 443);
+    fill(&j, &[3]);
+    drop(j);
+    let (j, report) = open_with(dir.path(), small_segments());
+    assert_eq!((report.checkpoint, report.checkpoint_links), (Some(443), 3));
+    assert_eq!(report.events, 446);
+    assert_eq!(observed(&j), scanned(dir.path(), small_segments()));
+
+    // Once the links would cover as many events as the base: a new base, the links removed.
+    fill(&j, &[300]);
+    assert_eq!(j.checkpoint().expect("new base"), 746);
+    let (new_base, links) = checkpoint_files(dir.path());
+    assert!(new_base > base, "{new_base:?} vs {base:?}");
+    assert_eq!(links, Vec::<u64>::new());
+    drop(j);
+    let (j, report) = open_with(dir.path(), small_segments());
+    assert_eq!((report.checkpoint, report.checkpoint_links), (Some(746), 0));
+    assert_eq!(observed(&j), scanned(dir.path(), small_segments()));
+}
+
+#[test]
+fn a_damaged_or_foreign_link_ends_the_chain_before_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (j, _) = open_with(dir.path(), small_segments());
+    fill(&j, &[100, 50]);
+    j.checkpoint().expect("base");
+    for n in [10, 20, 30] {
+        fill(&j, &[n]);
+        j.checkpoint().expect("link");
+    }
+    fill(&j, &[4]);
+    drop(j);
+    let want = scanned(dir.path(), small_segments());
+    let path = link(dir.path(), 2);
+    let good = fs::read(&path).expect("read");
+    for at in [0, 9, 17, 40, good.len() / 2, good.len() - 1] {
+        let mut b = good.clone();
+        b[at] ^= 0x04;
+        fs::write(&path, &b).expect("write");
+        let (j, report) = open_with(dir.path(), small_segments());
+        assert_eq!(report.checkpoint, Some(160), "flip at {at}");
+        assert_eq!(report.checkpoint_links, 1, "flip at {at}");
+        let why = report.checkpoint_link_ignored.expect("reported");
+        assert!(why.contains("index.checkpoint.2"), "{why}");
+        assert_eq!(observed(&j), want, "flip at {at}");
+    }
+    // Link 2 of another chain (as after a crash between a new base and removing the old links):
+    // never applied.
+    let other = tempfile::tempdir().expect("tempdir");
+    let (j, _) = open_with(other.path(), small_segments());
+    fill(&j, &[100, 50]);
+    j.checkpoint().expect("base");
+    fill(&j, &[10]);
+    j.checkpoint().expect("link 1");
+    fill(&j, &[20]);
+    j.checkpoint().expect("link 2");
+    drop(j);
+    fs::copy(link(other.path(), 2), &path).expect("copy");
+    let (j, report) = open_with(dir.path(), small_segments());
+    assert_eq!((report.checkpoint, report.checkpoint_links), (Some(160), 1));
+    let why = report.checkpoint_link_ignored.expect("reported");
+    assert!(why.contains("another chain"), "{why}");
+    assert_eq!(observed(&j), want);
+    // Without link 1, links 2 and 3 are not applied either.
+    drop(j);
+    fs::write(&path, &good).expect("restore");
+    fs::remove_file(link(dir.path(), 1)).expect("remove");
+    let (j, report) = open_with(dir.path(), small_segments());
+    assert_eq!((report.checkpoint, report.checkpoint_links), (Some(150), 0));
+    let why = report.checkpoint_link_ignored.expect("reported");
+    assert!(
+        why.contains("link 1 is missing") && why.contains("[2, 3]"),
+        "{why}"
+    );
+    assert_eq!(observed(&j), want);
+    // Writing the next checkpoint there starts a new chain: the stale links go.
+    fill(&j, &[1]);
+    assert_eq!(j.checkpoint().expect("base"), 215);
+    assert_eq!(checkpoint_files(dir.path()).1, Vec::<u64>::new());
+}
+
+#[test]
+fn a_whole_link_whose_keys_do_not_fit_the_index_is_refused_with_the_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (j, _) = open_with(dir.path(), small_segments());
+    fill(&j, &[100, 50]);
+    j.checkpoint().expect("base");
+    fill(&j, &[10]);
+    j.checkpoint().expect("link 1");
+    drop(j);
+    let want = scanned(dir.path(), small_segments());
+    let path = link(dir.path(), 1);
+    let good = fs::read(&path).expect("read");
+    // The first event's record: its location, hash, first position. Each damaged in turn, the
+    // file's checksum made right again.
+    let segments = u64::from_le_bytes(good[64..72].try_into().expect("8 bytes")) as usize;
+    let events_at = 72 + 16 * segments;
+    assert_eq!(
+        u64::from_le_bytes(good[events_at..events_at + 8].try_into().expect("8 bytes")),
+        10
+    );
+    let first_event = events_at + 8;
+    for (field, value) in [(1, 2u64), (1, 0), (2, 152), (2, 0), (2, 149)] {
+        let mut b = good.clone();
+        let at = first_event + 8 * field;
+        b[at..at + 8].copy_from_slice(&value.to_le_bytes());
+        let end = b.len() - 4;
+        let crc = crc32c::crc32c(&b[..end]);
+        b[end..].copy_from_slice(&crc.to_le_bytes());
+        fs::write(&path, &b).expect("write");
+        let (j, report) = open_with(dir.path(), small_segments());
+        assert_eq!(report.checkpoint, None, "field {field} = {value}");
+        let why = report.checkpoint_ignored.expect("reported");
+        assert!(why.contains("index.checkpoint.1"), "{why}");
+        assert_eq!(observed(&j), want);
+    }
+    // A wrong location passes the keys but not the scan through the checkpoint.
+    let mut b = good.clone();
+    b[first_event] ^= 1;
+    let end = b.len() - 4;
+    let crc = crc32c::crc32c(&b[..end]);
+    b[end..].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&path, &b).expect("write");
+    let (j, report) = open_with(dir.path(), small_segments());
+    assert_eq!(report.checkpoint, None);
+    assert!(report.checkpoint_ignored.is_some());
+    assert_eq!(observed(&j), want);
+}
+
+#[test]
+fn random_appends_checkpoints_and_reopens_always_open_like_a_full_scan() {
+    let mut links_applied = 0;
+    for (seed, config) in (0..12u64).map(|s| {
+        (
+            s,
+            if s % 3 == 0 {
+                colliding()
+            } else {
+                small_segments()
+            },
+        )
+    }) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut rng = ultracore_core::testing::rng::Rng::new(seed);
+        let (mut j, _) = open_with(dir.path(), config.clone());
+        for step in 0..40 {
+            match rng.below(10) {
+                0..=5 => {
+                    let sizes: Vec<u64> =
+                        (0..1 + rng.below(3)).map(|_| 1 + rng.below(40)).collect();
+                    fill(&j, &sizes);
+                }
+                6..=8 => {
+                    let covered = j.checkpoint().expect("checkpoint");
+                    assert_eq!(covered, block_on(j.last_position()).expect("position"));
+                }
+                _ => {
+                    let events = block_on(j.last_position()).expect("position");
+                    drop(j);
+                    let (reopened, report) = open_with(dir.path(), config.clone());
+                    assert_eq!(report.events, events, "seed {seed} step {step}");
+                    assert_eq!(report.checkpoint_ignored, None, "seed {seed} step {step}");
+                    assert_eq!(
+                        report.checkpoint_link_ignored, None,
+                        "seed {seed} step {step}"
+                    );
+                    links_applied += report.checkpoint_links;
+                    j = reopened;
+                    assert_eq!(
+                        observed(&j),
+                        scanned(dir.path(), config.clone()),
+                        "seed {seed} step {step}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(
+        links_applied > 10,
+        "{links_applied} links applied at reopens"
+    );
+}
+
 #[test]
 fn a_second_open_of_the_same_directory_fails_at_once_naming_it_and_the_holder() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -79,6 +79,8 @@ pub struct Taken {
     /// The position the journal's index checkpoint covers, if the store has one and it was
     /// written.
     pub checkpoint: Option<u64>,
+    /// Writing that checkpoint (a link of its chain, or now and then a new base).
+    pub checkpoint_time: Duration,
 }
 
 impl Taken {
@@ -94,6 +96,7 @@ impl Taken {
             encode_ms = self.encode.as_millis() as u64,
             write_ms = self.write.as_millis() as u64,
             checkpoint = self.checkpoint,
+            checkpoint_ms = self.checkpoint_time.as_millis() as u64,
             "snapshot saved"
         );
     }
@@ -178,9 +181,12 @@ async fn write(state: &AppState, e: &EncodedSnapshot) -> Result<Duration, String
 
 /// After a snapshot: the journal's index checkpoint covers at least its position, so the next
 /// start decodes only the journal's tail after it.
-async fn checkpoint(state: &AppState) -> Option<u64> {
-    let checkpoint = state.index_checkpoint.clone()?;
-    match tokio::task::spawn_blocking(move || checkpoint()).await {
+async fn checkpoint(state: &AppState) -> (Option<u64>, Duration) {
+    let Some(checkpoint) = state.index_checkpoint.clone() else {
+        return (None, Duration::ZERO);
+    };
+    let start = Instant::now();
+    let written = match tokio::task::spawn_blocking(move || checkpoint()).await {
         Ok(Ok(p)) => Some(p),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "journal index checkpoint not written");
@@ -190,7 +196,8 @@ async fn checkpoint(state: &AppState) -> Option<u64> {
             tracing::warn!(error = %e, "journal index checkpoint task failed");
             None
         }
-    }
+    };
+    (written, start.elapsed())
 }
 
 /// Once a full snapshot is saved: removes the links of the chain it replaced (start-up would
@@ -204,7 +211,12 @@ async fn remove_stale_links(state: &AppState) {
 }
 
 /// Counts a saved snapshot in the metrics and says what it was.
-fn saved(state: &AppState, e: &Encoded, write: Duration, checkpoint: Option<u64>) -> Taken {
+fn saved(
+    state: &AppState,
+    e: &Encoded,
+    write: Duration,
+    checkpoint: (Option<u64>, Duration),
+) -> Taken {
     let position = e.snapshot.position;
     let m = &state.metrics;
     m.snapshots.inc();
@@ -219,7 +231,8 @@ fn saved(state: &AppState, e: &Encoded, write: Duration, checkpoint: Option<u64>
         bytes: e.snapshot.bytes.len(),
         encode: e.encode,
         write,
-        checkpoint,
+        checkpoint: checkpoint.0,
+        checkpoint_time: checkpoint.1,
     }
 }
 
@@ -266,22 +279,23 @@ async fn start_chain(state: &AppState, full: Encoded) -> Result<Vec<Taken>, Stri
             return Err(e);
         }
     };
-    let mut out = vec![saved(state, &full, written, None)];
+    let mut out = vec![saved(state, &full, written, (None, Duration::ZERO))];
     // The old chain's links are stale now: gone before the new chain's first is written.
     remove_stale_links(state).await;
     if let Some(d) = first {
         match write(state, &d.snapshot).await {
             Ok(w) => {
                 state.engine.snapshot_saved(&d.snapshot).await;
-                out.push(saved(state, &d, w, None));
+                out.push(saved(state, &d, w, (None, Duration::ZERO)));
             }
             // The next delta builds on the full snapshot again.
             Err(e) => tracing::warn!(error = %e, "first delta of a new chain not saved"),
         }
     }
-    let checkpoint = checkpoint(state).await;
+    let (checkpoint, took) = checkpoint(state).await;
     if let Some(last) = out.last_mut() {
         last.checkpoint = checkpoint;
+        last.checkpoint_time = took;
     }
     Ok(out)
 }

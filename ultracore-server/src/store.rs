@@ -55,8 +55,16 @@ pub fn open_stores(config: &Config) -> Result<Stores, StoreError> {
                 None => tracing::info!(
                     segments = report.segments,
                     events = report.events,
+                    checkpoint = report.checkpoint,
+                    checkpoint_links = report.checkpoint_links,
                     "journal: recovered"
                 ),
+            }
+            if let Some(why) = &report.checkpoint_ignored {
+                tracing::warn!(reason = %why, "journal: index checkpoint not used; the whole journal was decoded");
+            }
+            if let Some(why) = &report.checkpoint_link_ignored {
+                tracing::warn!(reason = %why, "journal: index checkpoint chain ended early; the next checkpoint starts a new one");
             }
             let snapshots = FileSnapshotStore::open(config.data_dir.join("snapshots"))?;
             let journal = Arc::new(journal);
