@@ -309,6 +309,18 @@ fn a_periodic_snapshot_is_what_a_restart_after_kill_9_starts_from() {
         2,
         "the first chain's and the second's: {text}"
     );
+    // The journal's index checkpoint after each snapshot: a base, then links of its chain.
+    let mut checkpoint_files: Vec<String> = std::fs::read_dir(dir.join("journal"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("index.checkpoint"))
+        .collect();
+    checkpoint_files.sort();
+    assert!(
+        checkpoint_files.len() >= 2 && checkpoint_files[0] == "index.checkpoint",
+        "{checkpoint_files:?}"
+    );
+    assert!(text.contains("\"checkpoint_ms\""), "{text}");
 
     let server = start_with(&dir, &env, None);
     let a = server.addr.clone();
