@@ -25,7 +25,8 @@
 //! transaction time as of its end. A link names its base (events covered and the base file's
 //! CRC) and the number of events before it, so a link of another chain, or one that does not
 //! follow on, is never applied: load stops at the first link that is missing, damaged or out
-//! of place, and the scan at open decodes the rest. A new base is written once the links would
+//! of place, and the scan at open decodes the rest (a whole link whose keys cannot fit the
+//! index cannot come from a crash, and refuses the whole checkpoint). A new base is written once the links would
 //! cover as many events as the base (or [`LINKS_MAX`] links exist), then the links of the old
 //! chain are removed; so the bytes written for checkpoints stay O(events) in all.
 //!
@@ -470,7 +471,7 @@ fn load_base(dir: &Path, mask: u64) -> Result<Option<(Checkpoint, BaseId)>, Stri
     parse_base(&b, mask).map(Some)
 }
 
-/// The bytes of a chain's files, as [`load`] reads them: a base, then links in order, each
+/// The bytes of a chain's files, as `Journal::open` reads them: a base, then links in order, each
 /// applied until one is refused. Returns the events covered and the links applied, or why the
 /// whole checkpoint is refused. What the fuzz target `index_checkpoint` runs on arbitrary bytes:
 /// it may refuse, never panic.

@@ -341,6 +341,10 @@ impl<E: JournalEvent> Journal<E> {
     /// of the log it writes a new *base*, the whole index, copied under the index's read lock
     /// (a pause of the writer's publish for ~30 bytes per event of memcpy) and written outside
     /// it. A link that fails to write ends the chain: the next checkpoint is a base.
+    ///
+    /// Once a chain exists, the journal keeps 16 bytes per event appended since the last
+    /// checkpoint (the keys of the next link), so call it regularly (the server does after every
+    /// ledger snapshot, by default every 1,000,000 events).
     pub fn checkpoint(&self) -> Result<u64, JournalError> {
         let mut chain = self
             .shared

@@ -778,6 +778,26 @@ fn later_checkpoints_are_links_of_a_chain_and_open_like_a_full_scan() {
 }
 
 #[test]
+fn a_chain_has_at_most_links_max_links() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (j, _) = open(dir.path());
+    fill(&j, &[200, 200, 200]);
+    j.checkpoint().expect("base");
+    let max = ultracore_journal::checkpoint::LINKS_MAX;
+    for n in 1..=max {
+        fill(&j, &[1]);
+        j.checkpoint().expect("link");
+        assert_eq!(checkpoint_files(dir.path()).1.len() as u64, n);
+    }
+    fill(&j, &[1]);
+    assert_eq!(j.checkpoint().expect("new base"), 600 + max + 1);
+    assert_eq!(checkpoint_files(dir.path()).1, Vec::<u64>::new());
+    drop(j);
+    let (_, report) = open(dir.path());
+    assert_eq!((report.checkpoint, report.checkpoint_links), (Some(665), 0));
+}
+
+#[test]
 fn a_damaged_or_foreign_link_ends_the_chain_before_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (j, _) = open_with(dir.path(), small_segments());
