@@ -140,18 +140,7 @@ pub(crate) fn save(dir: &Path, cp: &Checkpoint) -> Result<BaseId, JournalError> 
     let tmp = dir.join(format!("{FILE_NAME}.tmp"));
     let io = JournalError::io(&tmp);
     let write = || -> std::io::Result<u32> {
-        let f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        let mut w = CrcWriter {
-            inner: BufWriter::with_capacity(1 << 20, f),
-            crc: 0,
-        };
-        w.put(MAGIC)?;
-        w.put(&FORMAT.to_le_bytes())?;
-        w.put(&[0; 6])?;
+        let mut w = create(&tmp, MAGIC)?;
         let (seed, mask) = (cp.streams.seed(), cp.streams.mask());
         w.u64(seed)?;
         w.u64(mask)?;
@@ -183,6 +172,23 @@ pub(crate) fn save(dir: &Path, cp: &Checkpoint) -> Result<BaseId, JournalError> 
     })
 }
 
+/// Creates (or truncates) `path` and writes the head every checkpoint file starts with.
+fn create(path: &Path, magic: &[u8; 8]) -> std::io::Result<CrcWriter<BufWriter<fs::File>>> {
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    let mut w = CrcWriter {
+        inner: BufWriter::with_capacity(1 << 20, f),
+        crc: 0,
+    };
+    w.put(magic)?;
+    w.put(&FORMAT.to_le_bytes())?;
+    w.put(&[0; 6])?;
+    Ok(w)
+}
+
 /// Appends the CRC, syncs; returns the CRC.
 fn finish(w: CrcWriter<BufWriter<fs::File>>) -> std::io::Result<u32> {
     let crc = w.crc;
@@ -212,18 +218,7 @@ pub(crate) fn save_link(dir: &Path, link: &Link) -> Result<u64, JournalError> {
     let dest = link_path(dir, link.number);
     let tmp = dest.with_extension(format!("{}.tmp", link.number));
     let write = || -> std::io::Result<()> {
-        let f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        let mut w = CrcWriter {
-            inner: BufWriter::with_capacity(1 << 20, f),
-            crc: 0,
-        };
-        w.put(LINK_MAGIC)?;
-        w.put(&FORMAT.to_le_bytes())?;
-        w.put(&[0; 6])?;
+        let mut w = create(&tmp, LINK_MAGIC)?;
         w.u64(link.base.events)?;
         w.u64(u64::from(link.base.crc))?;
         w.u64(link.number)?;

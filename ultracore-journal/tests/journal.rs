@@ -858,6 +858,15 @@ fn a_damaged_or_foreign_link_ends_the_chain_before_it() {
     assert_eq!(checkpoint_files(dir.path()).1, Vec::<u64>::new());
 }
 
+/// Writes `b` to `path` with its last 4 bytes made the CRC32C of the rest (as a checkpoint file
+/// ends).
+fn write_with_crc(path: &Path, mut b: Vec<u8>) {
+    let end = b.len() - 4;
+    let crc = crc32c::crc32c(&b[..end]);
+    b[end..].copy_from_slice(&crc.to_le_bytes());
+    fs::write(path, &b).expect("write");
+}
+
 #[test]
 fn a_whole_link_whose_keys_do_not_fit_the_index_is_refused_with_the_checkpoint() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -883,10 +892,7 @@ fn a_whole_link_whose_keys_do_not_fit_the_index_is_refused_with_the_checkpoint()
         let mut b = good.clone();
         let at = first_event + 8 * field;
         b[at..at + 8].copy_from_slice(&value.to_le_bytes());
-        let end = b.len() - 4;
-        let crc = crc32c::crc32c(&b[..end]);
-        b[end..].copy_from_slice(&crc.to_le_bytes());
-        fs::write(&path, &b).expect("write");
+        write_with_crc(&path, b);
         let (j, report) = open_with(dir.path(), small_segments());
         assert_eq!(report.checkpoint, None, "field {field} = {value}");
         let why = report.checkpoint_ignored.expect("reported");
@@ -896,10 +902,7 @@ fn a_whole_link_whose_keys_do_not_fit_the_index_is_refused_with_the_checkpoint()
     // A wrong location passes the keys but not the scan through the checkpoint.
     let mut b = good.clone();
     b[first_event] ^= 1;
-    let end = b.len() - 4;
-    let crc = crc32c::crc32c(&b[..end]);
-    b[end..].copy_from_slice(&crc.to_le_bytes());
-    fs::write(&path, &b).expect("write");
+    write_with_crc(&path, b);
     let (j, report) = open_with(dir.path(), small_segments());
     assert_eq!(report.checkpoint, None);
     assert!(report.checkpoint_ignored.is_some());
