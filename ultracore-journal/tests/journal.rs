@@ -856,6 +856,24 @@ fn a_damaged_or_foreign_link_ends_the_chain_before_it() {
     fill(&j, &[1]);
     assert_eq!(j.checkpoint().expect("base"), 215);
     assert_eq!(checkpoint_files(dir.path()).1, Vec::<u64>::new());
+
+    // A crash while a link was being written leaves its temp file (never renamed, so never
+    // read as a link): the chain stays usable up to it, and the next checkpoint is a new base
+    // that removes it.
+    fill(&j, &[7]);
+    assert_eq!(j.checkpoint().expect("link 1"), 222);
+    fill(&j, &[3]);
+    drop(j);
+    fs::write(dir.path().join("index.checkpoint.2.tmp"), b"UCJCKLN1 torn").expect("write");
+    let (j, report) = open_with(dir.path(), small_segments());
+    assert_eq!((report.checkpoint, report.checkpoint_links), (Some(222), 1));
+    let why = report.checkpoint_link_ignored.expect("reported");
+    assert!(why.contains("link 2 is missing"), "{why}");
+    assert_eq!(report.events, 225);
+    fill(&j, &[1]);
+    assert_eq!(j.checkpoint().expect("new base"), 226);
+    assert!(!dir.path().join("index.checkpoint.2.tmp").exists());
+    assert_eq!(checkpoint_files(dir.path()).1, Vec::<u64>::new());
 }
 
 /// Writes `b` to `path` with its last 4 bytes made the CRC32C of the rest (as a checkpoint file
