@@ -20,6 +20,10 @@
 //! - **One writer per directory**: [`Journal::open`] takes an exclusive `flock` on
 //!   `<dir>/LOCK`; a second open (another process, or the same one) fails at once with
 //!   [`JournalError::Locked`], naming the directory and the holder's PID.
+//! - **Fast start**: [`Journal::checkpoint`] (call it alongside ledger snapshots) saves the
+//!   in-memory index so that open decodes only the events after it. Checkpoints form chains:
+//!   a base with the whole index, then links with only the events since the last checkpoint
+//!   (see [`checkpoint`]), so each costs in proportion to what is new.
 //! - **Binary and versioned**: segments carry a format version; every event carries its
 //!   payload's schema version, and [`JournalEvent::decode_payload`] is where an old version is
 //!   upcast (see [`codec`] and the `ledger` module docs).
