@@ -359,10 +359,12 @@ impl Ledger {
             *slot += 1;
         }
         drop(changes);
-        for (acc, pos, key, d) in sorted {
-            self.accounts[acc as usize]
+        // Each account's changes in one call, so runs at one instant reach its timeline as
+        // one sum (`BitemporalIndex::apply_many`).
+        for run in sorted.chunk_by(|a, b| a.0 == b.0) {
+            self.accounts[run[0].0 as usize]
                 .index
-                .apply(pos, key, d)
+                .apply_many(run.iter().map(|&(_, pos, key, d)| (pos, key, d)))
                 .map_err(|e| InvariantViolated(format!("balance index: {e:?}")))?;
         }
         Ok(())
