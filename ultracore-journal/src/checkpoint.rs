@@ -446,8 +446,8 @@ fn apply_link(link: Link, cp: &mut Checkpoint) -> Result<(), String> {
         return Err("transaction time goes back".into());
     }
     for (i, &[location, hash, first]) in link.events.iter().enumerate() {
-        let next = link.before + 1 + i as u64;
-        cp.streams.try_push(hash, first, next, next)?;
+        cp.streams
+            .try_push(hash, first, link.before + 1 + i as u64)?;
         cp.locations.push(location);
     }
     cp.segments = link.segments;

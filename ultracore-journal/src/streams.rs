@@ -205,21 +205,15 @@ impl StreamIndex {
         }
     }
 
-    /// [`StreamIndex::push`] for keys read from a file (a checkpoint link): refuses, instead
-    /// of panicking, a key that cannot be right: a hash this index could not have stored, a
-    /// position that is not after every indexed one (`next` is the one expected), or a stream
-    /// start that is not indexed.
-    pub fn try_push(
-        &mut self,
-        hash: u64,
-        first: u64,
-        position: u64,
-        next: u64,
-    ) -> Result<(), String> {
+    /// [`StreamIndex::push`] for keys read from a file (a checkpoint link, whose events follow
+    /// every indexed one): refuses, instead of panicking, a key that cannot be right: a hash
+    /// this index could not have stored, a stream start that is not before the position, or
+    /// one that is not indexed.
+    pub fn try_push(&mut self, hash: u64, first: u64, position: u64) -> Result<(), String> {
         if hash & 1 == 0 || hash & !(self.mask | 1) != 0 {
             return Err(format!("bad stream hash at position {position}"));
         }
-        if position != next || position & MULTI != 0 || first == 0 || first > position {
+        if position & MULTI != 0 || first == 0 || first > position {
             return Err(format!("bad position {position} (stream from {first})"));
         }
         if first != position
