@@ -889,12 +889,18 @@ mod tests {
     }
 
     fn op() -> impl Strategy<Value = Op> {
+        op_over(40, 3, 3)
+    }
+
+    /// Changes at `instants` instants, positions `0..steps` apart, `applies` of them to each
+    /// cancellation.
+    fn op_over(instants: i64, steps: u64, applies: u32) -> impl Strategy<Value = Op> {
         let deltas =
             (-20i128..20, -5i128..10, -5i128..10).prop_map(|(p, a, b)| Deltas::new(p, a, b));
         prop_oneof![
-            3 => (0u64..3, (0i64..40, 0u64..3), deltas)
+            applies => (0u64..steps, (0i64..instants, 0u64..3), deltas)
                 .prop_map(|(position_step, key, deltas)| Op::Apply { position_step, key, deltas }),
-            1 => (0u64..3, any::<usize>()).prop_map(|(position_step, i)| Op::Cancel { position_step, i }),
+            1 => (0u64..steps, any::<usize>()).prop_map(|(position_step, i)| Op::Cancel { position_step, i }),
         ]
     }
 
@@ -976,13 +982,7 @@ mod tests {
 
     /// Changes that pile up at a few instants (runs of them in a row, some cancelling out).
     fn clustered_op() -> impl Strategy<Value = Op> {
-        let deltas =
-            (-20i128..20, -5i128..10, -5i128..10).prop_map(|(p, a, b)| Deltas::new(p, a, b));
-        prop_oneof![
-            4 => (0u64..2, (0i64..4, 0u64..3), deltas)
-                .prop_map(|(position_step, key, deltas)| Op::Apply { position_step, key, deltas }),
-            1 => (0u64..2, any::<usize>()).prop_map(|(position_step, i)| Op::Cancel { position_step, i }),
-        ]
+        op_over(4, 2, 4)
     }
 
     /// Everything the index answers from: every balance and the current timeline.
