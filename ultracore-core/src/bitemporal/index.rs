@@ -236,6 +236,9 @@ impl BitemporalIndex {
         &mut self,
         changes: impl IntoIterator<Item = (u64, TimelineKey, Deltas)>,
     ) -> Result<(), TimelineError> {
+        let changes = changes.into_iter();
+        // Room for all of them at once (replay hands over one account's changes in one call).
+        self.log.reserve(changes.size_hint().0);
         let mut run = InstantRun::default();
         for (position, key, d) in changes {
             if let Some(last) = self.log.last_position() {
