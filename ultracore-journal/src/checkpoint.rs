@@ -431,7 +431,8 @@ fn parse_link(b: &[u8], base: BaseId, number: u64, cp: &Checkpoint) -> Result<Li
     })
 }
 
-/// Adds `link`'s events to `cp`.
+/// Adds `link`'s events to `cp`. On `Err`, `cp` is half-changed: the caller refuses the whole
+/// checkpoint.
 fn apply_link(link: Link, cp: &mut Checkpoint) -> Result<(), String> {
     if link.segments.len() < cp.segments.len()
         || cp
