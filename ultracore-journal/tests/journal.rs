@@ -798,6 +798,34 @@ fn a_chain_has_at_most_links_max_links() {
 }
 
 #[test]
+fn a_link_that_fails_to_write_makes_the_next_checkpoint_a_new_base() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (j, _) = open_with(dir.path(), small_segments());
+    fill(&j, &[100, 50]);
+    j.checkpoint().expect("base");
+    fill(&j, &[10]);
+    assert_eq!(j.checkpoint().expect("link 1"), 160);
+    // A directory where link 2's temp file goes: the write fails, and the keys of its events
+    // (handed over to it) are gone with it.
+    let blocker = dir.path().join("index.checkpoint.2.tmp");
+    fs::create_dir(&blocker).expect("mkdir");
+    fill(&j, &[20]);
+    assert!(j.checkpoint().is_err());
+    fs::remove_dir(&blocker).expect("rmdir");
+    fill(&j, &[5]);
+    // So the next checkpoint covers everything as a new base, and the old links go.
+    assert_eq!(j.checkpoint().expect("new base"), 185);
+    assert_eq!(checkpoint_files(dir.path()).1, Vec::<u64>::new());
+    fill(&j, &[3]);
+    assert_eq!(j.checkpoint().expect("link 1 of the new chain"), 188);
+    drop(j);
+    let (j, report) = open_with(dir.path(), small_segments());
+    assert_eq!((report.checkpoint, report.checkpoint_links), (Some(188), 1));
+    assert_eq!(report.checkpoint_link_ignored, None);
+    assert_eq!(observed(&j), scanned(dir.path(), small_segments()));
+}
+
+#[test]
 fn a_damaged_or_foreign_link_ends_the_chain_before_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (j, _) = open_with(dir.path(), small_segments());
