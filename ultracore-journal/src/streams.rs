@@ -181,16 +181,27 @@ impl StreamIndex {
     /// # Panics
     /// If `first != position` and no stream with this hash starts at `first` (a caller bug).
     pub fn push(&mut self, hash: u64, first: u64, position: u64) {
+        assert!(
+            self.file(hash, first, position),
+            "push to a stream that is not indexed"
+        );
+    }
+
+    /// Files `position` under the stream with this hash that starts at `first` (a new stream
+    /// if `first == position`); `false`, changing nothing, if no such stream is indexed.
+    fn file(&mut self, hash: u64, first: u64, position: u64) -> bool {
         if first == position {
             self.insert_new(hash, position);
-            return;
+            return true;
         }
         let shard_idx = Self::shard_of(hash);
         let m = self.shards[shard_idx].slots.len() - 1;
         let mut i = Self::start(hash, m + 1);
         loop {
             let s = self.shards[shard_idx].slots[i];
-            assert!(s.hash != 0, "push to a stream that is not indexed");
+            if s.hash == 0 {
+                return false;
+            }
             if s.hash == hash && self.first_of(s.value) == first {
                 if s.value & MULTI == 0 {
                     let idx = self.multi.len() as u64;
@@ -199,7 +210,7 @@ impl StreamIndex {
                 } else {
                     self.multi[(s.value & !MULTI) as usize].push(position);
                 }
-                return;
+                return true;
             }
             i = (i + 1) & m;
         }
@@ -216,18 +227,11 @@ impl StreamIndex {
         if position & MULTI != 0 || first == 0 || first > position {
             return Err(format!("bad position {position} (stream from {first})"));
         }
-        if first != position
-            && self
-                .find::<()>(hash, |f| Ok(f == first))
-                .ok()
-                .flatten()
-                .is_none()
-        {
+        if !self.file(hash, first, position) {
             return Err(format!(
                 "position {position}: no stream starting at {first} with that hash"
             ));
         }
-        self.push(hash, first, position);
         Ok(())
     }
 
