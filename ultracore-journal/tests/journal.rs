@@ -800,11 +800,8 @@ fn a_chain_has_at_most_links_max_links() {
 #[test]
 fn a_link_that_fails_to_write_makes_the_next_checkpoint_a_new_base() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (j, _) = open_with(dir.path(), small_segments());
-    fill(&j, &[100, 50]);
-    j.checkpoint().expect("base");
-    fill(&j, &[10]);
-    assert_eq!(j.checkpoint().expect("link 1"), 160);
+    let (j, link_1) = base_and_one_link(dir.path());
+    assert_eq!(link_1, 160);
     // A directory where link 2's temp file goes: the write fails, and the keys of its events
     // (handed over to it) are gone with it.
     let blocker = dir.path().join("index.checkpoint.2.tmp");
@@ -854,11 +851,7 @@ fn a_damaged_or_foreign_link_ends_the_chain_before_it() {
     // Link 2 of another chain (as after a crash between a new base and removing the old links):
     // never applied.
     let other = tempfile::tempdir().expect("tempdir");
-    let (j, _) = open_with(other.path(), small_segments());
-    fill(&j, &[100, 50]);
-    j.checkpoint().expect("base");
-    fill(&j, &[10]);
-    j.checkpoint().expect("link 1");
+    let (j, _) = base_and_one_link(other.path());
     fill(&j, &[20]);
     j.checkpoint().expect("link 2");
     drop(j);
@@ -904,6 +897,17 @@ fn a_damaged_or_foreign_link_ends_the_chain_before_it() {
     assert_eq!(checkpoint_files(dir.path()).1, Vec::<u64>::new());
 }
 
+/// A journal in `dir` (small segments) with a base checkpoint of 150 events and one link of 10
+/// more; returns it and the position the link covers.
+fn base_and_one_link(dir: &Path) -> (Journal<LedgerEvent>, u64) {
+    let (j, _) = open_with(dir, small_segments());
+    fill(&j, &[100, 50]);
+    j.checkpoint().expect("base");
+    fill(&j, &[10]);
+    let link = j.checkpoint().expect("link 1");
+    (j, link)
+}
+
 /// Writes `b` to `path` with its last 4 bytes made the CRC32C of the rest (as a checkpoint file
 /// ends).
 fn write_with_crc(path: &Path, mut b: Vec<u8>) {
@@ -916,11 +920,7 @@ fn write_with_crc(path: &Path, mut b: Vec<u8>) {
 #[test]
 fn a_whole_link_whose_keys_do_not_fit_the_index_is_refused_with_the_checkpoint() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (j, _) = open_with(dir.path(), small_segments());
-    fill(&j, &[100, 50]);
-    j.checkpoint().expect("base");
-    fill(&j, &[10]);
-    j.checkpoint().expect("link 1");
+    let (j, _) = base_and_one_link(dir.path());
     drop(j);
     let want = scanned(dir.path(), small_segments());
     let path = link(dir.path(), 1);
