@@ -7,7 +7,7 @@
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ultracore_benches::*;
 use ultracore_core::event::Trace;
-use ultracore_core::ledger::{KnownAt, Ledger};
+use ultracore_core::ledger::{KnownAt, Ledger, WARM_WINDOW};
 use ultracore_core::time::Timestamp;
 
 fn entries() -> usize {
@@ -22,9 +22,12 @@ fn transfers(c: &mut Criterion) {
     const BATCH: usize = 10_000;
     let mut g = c.benchmark_group("decide_apply_transfer");
     g.throughput(Throughput::Elements(BATCH as u64));
-    for (name, accounts) in [
-        ("uniform_10000_accounts", 10_000u64),
-        ("hotspot_10_accounts", 10),
+    // As the engine executes a batch: each window of `WARM_WINDOW` commands warmed first
+    // (`Ledger::warm`); `_unwarmed` executes the same commands one by one without it.
+    for (name, accounts, window) in [
+        ("uniform_10000_accounts", 10_000u64, WARM_WINDOW),
+        ("hotspot_10_accounts", 10, WARM_WINDOW),
+        ("uniform_10000_accounts_unwarmed", 10_000u64, 0),
     ] {
         // Every account already holds ~10 postings: the steady state, not first postings.
         let base = warm_ledger(accounts as usize, 10);
@@ -44,13 +47,19 @@ fn transfers(c: &mut Criterion) {
                 },
                 |(mut ledger, cmds): (Ledger, _)| {
                     let mut out = Vec::with_capacity(BATCH);
-                    for (i, cmd) in cmds.iter().enumerate() {
-                        // The clock moves: one transfer per microsecond of valid time.
-                        let now = start().saturating_add_micros(1 + i as i64);
-                        let r = ledger
-                            .execute(cmd, &Trace::default(), now, 0, &mut out)
-                            .expect("no invariant breaks");
-                        debug_assert!(r.is_ok());
+                    for (w, part) in cmds.chunks(window.max(1)).enumerate() {
+                        if window > 0 {
+                            ledger.warm(part);
+                        }
+                        for (j, cmd) in part.iter().enumerate() {
+                            // The clock moves: one transfer per microsecond of valid time.
+                            let i = w * window.max(1) + j;
+                            let now = start().saturating_add_micros(1 + i as i64);
+                            let r = ledger
+                                .execute(cmd, &Trace::default(), now, 0, &mut out)
+                                .expect("no invariant breaks");
+                            debug_assert!(r.is_ok());
+                        }
                     }
                     (ledger, out)
                 },

@@ -35,6 +35,7 @@ use crate::ledger::{
 };
 use crate::ledger::{
     SavedSnapshot, SnapshotAbandoned, SnapshotJob, SNAPSHOT_DELTA_SCHEMA, SNAPSHOT_SCHEMA,
+    WARM_WINDOW,
 };
 use crate::limits::{COMMANDS_PER_BATCH_MAX, EVENTS_PER_READ_MAX};
 use crate::store::{AppendBatch, AppendReceipt, EventStore, Snapshot, SnapshotStore, StoreError};
@@ -855,9 +856,14 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
                 return Err((batch, e.into()));
             }
         }
-        for p in &batch {
+        for (i, p) in batch.iter().enumerate() {
             let mut out = Vec::with_capacity(p.commands.len());
-            for (cmd, trace) in &p.commands {
+            for (j, (cmd, trace)) in p.commands.iter().enumerate() {
+                if commands.is_multiple_of(WARM_WINDOW as u64) {
+                    // The next window of the batch, across requests.
+                    let window = batch[i..].iter().flat_map(|p| &p.commands).skip(j);
+                    state.warm(window.take(WARM_WINDOW).map(|(c, _)| c));
+                }
                 commands += 1;
                 match state.execute(cmd, trace, now, self.config.log_id, &mut events) {
                     Ok(r) => out.push(r.map_err(EngineError::Rejected)),

@@ -262,6 +262,18 @@ impl BitemporalIndex {
         run.flush(&mut self.current)
     }
 
+    /// Reads, for every index of `indexes`, the ends of the timeline and the change log that
+    /// an append reads, stage by stage over all of them (see `Ledger::warm`); returns
+    /// something derived from what it read.
+    pub(crate) fn warm(indexes: &[&BitemporalIndex]) -> u64 {
+        let timelines: smallvec::SmallVec<[&Timeline; 128]> =
+            indexes.iter().map(|i| &i.current).collect();
+        let logs = indexes.iter().fold(0u64, |acc, i| {
+            acc.wrapping_add(i.log.last_position().unwrap_or(0))
+        });
+        Timeline::warm(&timelines).wrapping_add(logs)
+    }
+
     /// The valid-time timeline of everything known now.
     pub fn current(&self) -> &Timeline {
         &self.current

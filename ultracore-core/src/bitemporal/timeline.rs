@@ -640,6 +640,18 @@ impl Timeline {
         self.chunks.last().and_then(|c| c.keys.last().copied())
     }
 
+    /// Reads the last chunk's last key and running sum of each timeline (what an append
+    /// reads), first every last chunk, then every key and sum, so the loads of one stage do
+    /// not wait on each other; returns something derived from them (see `Ledger::warm`).
+    pub(crate) fn warm(timelines: &[&Timeline]) -> u64 {
+        let tails: smallvec::SmallVec<[&Chunk; 128]> =
+            timelines.iter().filter_map(|t| t.chunks.last()).collect();
+        tails.iter().fold(0u64, |acc, c| {
+            let key = c.keys.last().map_or(0, |k| k.0 as u64);
+            acc.wrapping_add(key).wrapping_add(c.sum().posted as u64)
+        })
+    }
+
     /// The value at `key`, `None` if absent (values are never zero).
     pub fn get(&self, key: TimelineKey) -> Option<Deltas> {
         let (ci, pi) = self.lower_bound(key);

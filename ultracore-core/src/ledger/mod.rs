@@ -193,6 +193,12 @@ type DeferredChange = (u32, u64, TimelineKey, Deltas);
 /// to stay a buffer.
 const DEFERRED_CHANGES_MAX: usize = 1 << 18;
 
+/// Commands per [`Ledger::warm`] call when executing a batch: enough that the misses of one
+/// window overlap, few enough that what it brings into cache (~8 lines per account, two
+/// accounts per transfer) is still there when the window is executed. 32 was the best of
+/// 8, 32 and 64 (`UC_WARM=N profile transfers`, docs/BENCHMARKS.md).
+pub const WARM_WINDOW: usize = 32;
+
 /// Bytes of id arena [`Ledger::reserve`] sets aside per entry (a typical id's length; untouched
 /// reserved pages cost no memory).
 const IDS_RESERVED_BYTES_PER_ENTRY: usize = 16;
@@ -272,6 +278,46 @@ impl Ledger {
     /// The earliest deadline among holds not yet resolved or expired, if any.
     pub fn next_hold_deadline(&self) -> Option<Timestamp> {
         self.hold_deadlines.first().map(|(t, _)| *t)
+    }
+
+    /// Reads, without changing anything, the state that deciding and applying `commands`
+    /// will touch: each entry id's slot in the id index, each posted account's record and the
+    /// ends of its balance index. Deciding a command waits on a chain of dependent cache
+    /// misses per account (id map, account record, timeline chunk, running sums, change log);
+    /// the chains of different commands are independent, so touching a window of commands
+    /// first lets their misses overlap, and the decisions that follow find the lines in cache.
+    /// It runs in stages, each over the whole window, so that within a stage no load waits
+    /// on another: ids to indexes, then the account records, then the ends of their balance
+    /// indexes. Changes no answer; the engine calls it on each window of [`WARM_WINDOW`]
+    /// commands of a batch before executing them. Only plain entries (`PostEntry`, the hot
+    /// path) are warmed; other commands are skipped.
+    pub fn warm<'a>(&self, commands: impl IntoIterator<Item = &'a Command>) {
+        let mut acc = 0u64;
+        let mut ixs: smallvec::SmallVec<[u32; 128]> = smallvec::SmallVec::new();
+        for command in commands {
+            let Command::PostEntry(c) = command else {
+                continue;
+            };
+            if let Some(e) = self.stored_entry(&c.id) {
+                acc = acc.wrapping_add(e.fingerprint);
+            }
+            ixs.extend(
+                c.postings
+                    .iter()
+                    .filter_map(|p| self.account_ix.get(&p.account).copied()),
+            );
+        }
+        let found: smallvec::SmallVec<[&BitemporalIndex; 128]> = ixs
+            .iter()
+            .map(|&ix| {
+                let st = &self.accounts[ix as usize];
+                acc = acc.wrapping_add(st.account.opened_at.0.as_micros() as u64);
+                acc = acc.wrapping_add(u64::from(st.account.currency.minor_units()));
+                &st.index
+            })
+            .collect();
+        acc = acc.wrapping_add(BitemporalIndex::warm(&found));
+        std::hint::black_box(acc);
     }
 
     /// Reserves room for `entries` more entries (and their log positions), so a bulk load or

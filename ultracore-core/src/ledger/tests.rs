@@ -1051,3 +1051,52 @@ fn stored_entries_agree_with_their_full_view_under_random_workloads() {
         check_stored_entries(&decoded, &expected, &[]);
     }
 }
+
+/// `warm` before each window of commands (as the engine does) changes no answer and no
+/// event, on random workloads with every command type, retries and refusals.
+#[test]
+fn warming_windows_changes_nothing() {
+    for seed in 0..16 {
+        let mut workload = crate::testing::workload::Workload::new(seed);
+        let mut plain = Ledger::default();
+        let mut plain_log = Vec::new();
+        let mut now = crate::testing::workload::Workload::start();
+        let mut commands = Vec::new();
+        let mut answers = Vec::new();
+        for _ in 0..300 {
+            let cmd = workload.next(&plain, now);
+            let answer = plain
+                .execute(
+                    &cmd,
+                    &crate::event::Trace::default(),
+                    now,
+                    0,
+                    &mut plain_log,
+                )
+                .expect("no invariant breaks");
+            commands.push((cmd, now));
+            answers.push(answer);
+            now = now.saturating_add_micros(workload.advance_micros());
+        }
+        let mut warmed = Ledger::default();
+        let mut warmed_log = Vec::new();
+        let mut warmed_answers = Vec::new();
+        for window in commands.chunks(7) {
+            warmed.warm(window.iter().map(|(c, _)| c));
+            for (cmd, now) in window {
+                let answer = warmed
+                    .execute(
+                        cmd,
+                        &crate::event::Trace::default(),
+                        *now,
+                        0,
+                        &mut warmed_log,
+                    )
+                    .expect("no invariant breaks");
+                warmed_answers.push(answer);
+            }
+        }
+        assert_eq!(warmed_answers, answers, "seed {seed}");
+        assert_eq!(warmed_log, plain_log, "seed {seed}");
+    }
+}
