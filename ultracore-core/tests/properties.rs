@@ -594,7 +594,7 @@ fn hypothetical(ledger: &Ledger, command: &Command, now: Timestamp) -> Option<Le
     Some(match command {
         Command::PostEntry(c) => LedgerEvent::EntryPosted {
             id: c.id.clone(),
-            postings: c.postings.clone().into(),
+            postings: c.postings.clone(),
             effective_at: at(c.effective_at),
             metadata: c.metadata.clone(),
             reversal_of: None,

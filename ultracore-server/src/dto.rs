@@ -537,7 +537,7 @@ impl EntryIn {
         Ok(ultracore_core::ledger::Command::PostEntry(
             ultracore_core::ledger::PostEntry {
                 id: entry_id(&self.id)?,
-                postings: postings(&self.postings)?,
+                postings: postings(&self.postings)?.into(),
                 effective_at: effective(self.effective_at.as_deref())?,
                 metadata: metadata(self.metadata.clone())?,
             },

@@ -61,8 +61,9 @@ impl OpenAccount {
 pub struct PostEntry {
     /// Client-chosen id, the idempotency key.
     pub id: EntryId,
-    /// The legs; debits equal credits per currency.
-    pub postings: Vec<Posting>,
+    /// The legs; debits equal credits per currency. Shared, so the recorded event holds the
+    /// command's legs without copying them (`vec![…].into()` builds it).
+    pub postings: Postings,
     /// Valid time (default: now).
     #[serde(default)]
     pub effective_at: Option<EffectiveAt>,
@@ -93,7 +94,8 @@ impl PostEntry {
                     direction: Direction::Credit,
                     amount,
                 },
-            ],
+            ]
+            .into(),
             effective_at,
             metadata: Metadata::new(),
         }

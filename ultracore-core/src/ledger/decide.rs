@@ -457,7 +457,7 @@ impl Ledger {
         self.check_limits(&changes)?;
         let event = LedgerEvent::EntryPosted {
             id: c.id.clone(),
-            postings: share(&c.postings),
+            postings: c.postings.clone(),
             effective_at,
             metadata: c.metadata.clone(),
             reversal_of: None,

@@ -447,16 +447,27 @@ impl Ledger {
             }
         };
         let count = payloads.len();
+        let mut entry = None;
         for payload in payloads {
             let env = self.envelope(payload, trace, now, log_id);
             // Only the first event can use changes computed by the decision (at its position).
-            self.apply_with(&env, changes.take())?;
+            entry = self.apply_with(&env, changes.take())?;
             out.push(env);
         }
-        Ok(match rejection {
-            Some(r) => Err(r),
-            None if matches!(command, Command::ExpireHolds) => Ok(Outcome::HoldsExpired { count }),
-            None => self.outcome(command),
+        Ok(match (rejection, command) {
+            (Some(r), _) => Err(r),
+            (None, Command::ExpireHolds) => Ok(Outcome::HoldsExpired { count }),
+            // A new plain entry: its receipt from the entry just recorded, without finding it
+            // by its id again.
+            (None, Command::PostEntry(c)) if count == 1 => {
+                let ix = entry.ok_or_else(|| {
+                    InvariantViolated(format!("entry {} recorded no entry", c.id))
+                })?;
+                let receipt = self.receipt(&self.entries[ix as usize], &c.id, Some(1));
+                debug_assert_eq!(Ok(&receipt), self.outcome(command).as_ref());
+                Ok(receipt)
+            }
+            (None, _) => self.outcome(command),
         })
     }
 
@@ -518,16 +529,17 @@ impl Ledger {
     /// Fails only on a broken invariant (a bug, or an event that `decide` would never have
     /// produced); the ledger is then unusable and must be rebuilt from the log.
     pub fn apply(&mut self, env: &Envelope<LedgerEvent>) -> Result<(), InvariantViolated> {
-        self.apply_with(env, None)
+        self.apply_with(env, None).map(|_| ())
     }
 
     /// [`Ledger::apply`], given the event's balance-index changes when `decide` already
     /// computed them against this same state (see [`Ledger::decide_with_changes`]).
+    /// Returns the index in [`Ledger::entries`] of the entry the event recorded or changed.
     fn apply_with(
         &mut self,
         env: &Envelope<LedgerEvent>,
         changes: Option<Changes>,
-    ) -> Result<(), InvariantViolated> {
+    ) -> Result<Option<u32>, InvariantViolated> {
         let expected = self.position() + 1;
         if env.position != expected {
             return Err(InvariantViolated(format!(
@@ -547,7 +559,7 @@ impl Ledger {
             entry: entry.and_then(|i| NonZeroU32::new(i + 1)),
             event_type: env.payload.type_code(),
         });
-        Ok(())
+        Ok(entry)
     }
 
     fn account_mut(&mut self, id: &AccountId) -> Result<&mut AccountState, InvariantViolated> {

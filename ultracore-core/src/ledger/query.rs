@@ -434,7 +434,7 @@ impl Ledger {
     /// which has one version, without building the full entry.
     /// `id` is the entry's id (the one it was looked up by: the ledger keeps ids in its arena,
     /// so this saves building one).
-    fn receipt(&self, e: &StoredEntry, id: &EntryId, version: Option<u32>) -> Outcome {
+    pub(crate) fn receipt(&self, e: &StoredEntry, id: &EntryId, version: Option<u32>) -> Outcome {
         let Some(full) = e.cold_entry() else {
             let position = e.current_position();
             return Outcome::Entry(EntryReceipt {

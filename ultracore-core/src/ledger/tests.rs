@@ -103,7 +103,8 @@ fn malformed_entries_are_refused_with_typed_errors() {
                 direction: Direction::Credit,
                 amount: usd("9.99"),
             },
-        ],
+        ]
+        .into(),
         effective_at: None,
         metadata: Metadata::new(),
     });
@@ -126,7 +127,8 @@ fn malformed_entries_are_refused_with_typed_errors() {
             account: acc("cash"),
             direction: Direction::Debit,
             amount: usd("1.00"),
-        }],
+        }]
+        .into(),
         effective_at: None,
         metadata: Metadata::new(),
     });
@@ -680,7 +682,8 @@ fn every_entry_shape() -> (Scenario, Vec<(&'static str, bool)>) {
             leg("cash", Direction::Debit, "30.00"),
             leg("alice", Direction::Credit, "10.00"),
             leg("bob", Direction::Credit, "20.00"),
-        ],
+        ]
+        .into(),
         effective_at: None,
         metadata: Metadata::new(),
     }))
@@ -691,7 +694,8 @@ fn every_entry_shape() -> (Scenario, Vec<(&'static str, bool)>) {
         postings: vec![
             leg("alice", Direction::Credit, "1.00"),
             leg("cash", Direction::Debit, "1.00"),
-        ],
+        ]
+        .into(),
         effective_at: None,
         metadata: Metadata::new(),
     }))

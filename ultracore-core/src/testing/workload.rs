@@ -333,7 +333,7 @@ impl Workload {
         self.entries.push(id.clone());
         Command::PostEntry(PostEntry {
             id,
-            postings,
+            postings: postings.into(),
             effective_at,
             metadata: Metadata::new(),
         })
@@ -580,7 +580,11 @@ impl Workload {
             *a = Amount::from_minor(a.minor() + 1, a.currency()).unwrap_or(*a);
         };
         match &mut c {
-            Command::PostEntry(p) => p.postings.iter_mut().for_each(|p| bump(&mut p.amount)),
+            Command::PostEntry(p) => {
+                let mut postings = p.postings.to_vec();
+                postings.iter_mut().for_each(|p| bump(&mut p.amount));
+                p.postings = postings.into();
+            }
             Command::PlaceHold(h) => bump(&mut h.amount),
             Command::Reverse(r) => {
                 r.metadata = Metadata::from_map([("x".into(), "y".into())].into()).ok()?
