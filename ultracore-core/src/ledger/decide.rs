@@ -50,10 +50,37 @@ pub enum Decision {
     },
 }
 
+/// The events of one decision: inline, as nearly every decision records one event.
+pub(crate) type Events = smallvec::SmallVec<[LedgerEvent; 1]>;
+
+/// [`Decision`] as the ledger decides it internally: the events inline rather than in a
+/// `Vec`, which would cost an allocation per command on the hot path.
+pub(crate) enum Decided {
+    /// See [`Decision::Accept`].
+    Accept(Events),
+    /// See [`Decision::AlreadyDone`].
+    AlreadyDone,
+    /// See [`Decision::Reject`].
+    Reject {
+        rejection: Rejection,
+        record: Option<LedgerEvent>,
+    },
+}
+
+impl From<Decided> for Decision {
+    fn from(d: Decided) -> Decision {
+        match d {
+            Decided::Accept(events) => Decision::Accept(events.into_vec()),
+            Decided::AlreadyDone => Decision::AlreadyDone,
+            Decided::Reject { rejection, record } => Decision::Reject { rejection, record },
+        }
+    }
+}
+
 impl Ledger {
     /// Decides `command` against the current state. Pure.
     pub fn decide(&self, command: &Command, ctx: &Context) -> Decision {
-        self.decide_with_changes(command, ctx).0
+        self.decide_with_changes(command, ctx).0.into()
     }
 
     /// [`Ledger::decide`], plus the balance-index changes of the first accepted event when
@@ -63,7 +90,7 @@ impl Ledger {
         &self,
         command: &Command,
         ctx: &Context,
-    ) -> (Decision, Option<Changes>) {
+    ) -> (Decided, Option<Changes>) {
         let fingerprint = command.fingerprint();
         if let Some(id) = command.entry_id() {
             if let Some(d) = self.check_entry_id(id, fingerprint, command) {
@@ -95,28 +122,23 @@ impl Ledger {
             Command::Correct(c) => self.decide_correct(c, ctx, fingerprint),
         };
         let decision = match result {
-            Ok(events) if events.is_empty() => Decision::AlreadyDone,
-            Ok(events) => Decision::Accept(events),
+            Ok(events) if events.is_empty() => Decided::AlreadyDone,
+            Ok(events) => Decided::Accept(events),
             Err(rejection) => {
                 let record = command.entry_id().map(|id| LedgerEvent::EntryRejected {
                     id: id.clone(),
                     fingerprint,
                     rejection: rejection.clone(),
                 });
-                return (Decision::Reject { rejection, record }, None);
+                return (Decided::Reject { rejection, record }, None);
             }
         };
         (decision, changes)
     }
 
     /// Idempotency: the id's earlier fate decides, if it has one.
-    fn check_entry_id(
-        &self,
-        id: &EntryId,
-        fingerprint: u64,
-        command: &Command,
-    ) -> Option<Decision> {
-        let conflict = || Decision::Reject {
+    fn check_entry_id(&self, id: &EntryId, fingerprint: u64, command: &Command) -> Option<Decided> {
+        let conflict = || Decided::Reject {
             rejection: Rejection::IdConflict { id: id.clone() },
             record: None,
         };
@@ -126,7 +148,7 @@ impl Ledger {
             .flatten();
         if let Some((fp, rejection)) = rejected {
             return Some(if *fp == fingerprint {
-                Decision::Reject {
+                Decided::Reject {
                     rejection: rejection.clone(),
                     record: None,
                 }
@@ -147,7 +169,7 @@ impl Ledger {
             (None, None) => None,
         };
         match same {
-            Some(true) => Some(Decision::AlreadyDone),
+            Some(true) => Some(Decided::AlreadyDone),
             Some(false) => Some(conflict()),
             None => None,
         }
@@ -182,11 +204,11 @@ impl Ledger {
         c: &OpenAccount,
         ctx: &Context,
         fingerprint: u64,
-    ) -> Result<Vec<LedgerEvent>, Rejection> {
+    ) -> Result<Events, Rejection> {
         if self.account_ix.contains_key(&c.id) {
             // Same request again: same answer. Anything else under this id is a conflict.
             return if self.open_fingerprint(&c.id) == Some(fingerprint) {
-                Ok(vec![])
+                Ok(smallvec::smallvec![])
             } else {
                 Err(Rejection::AccountExists {
                     account: c.id.clone(),
@@ -210,7 +232,7 @@ impl Ledger {
             }
         }
         let opened_at = self.effective(c.effective_at, ctx)?;
-        Ok(vec![LedgerEvent::AccountOpened {
+        Ok(smallvec::smallvec![LedgerEvent::AccountOpened {
             id: c.id.clone(),
             currency: c.currency,
             kind: c.kind,
@@ -244,26 +266,26 @@ impl Ledger {
         &self,
         id: &crate::ids::AccountId,
         to: AccountStatus,
-    ) -> Result<Vec<LedgerEvent>, Rejection> {
+    ) -> Result<Events, Rejection> {
         let st = self.account_state(id)?;
         match (st.account.status, to) {
             (AccountStatus::Closed, _) => Err(Rejection::AccountClosed {
                 account: id.clone(),
             }),
-            (from, to) if from == to => Ok(vec![]),
-            (_, AccountStatus::Frozen) => Ok(vec![LedgerEvent::AccountFrozen {
+            (from, to) if from == to => Ok(smallvec::smallvec![]),
+            (_, AccountStatus::Frozen) => Ok(smallvec::smallvec![LedgerEvent::AccountFrozen {
                 account: id.clone(),
             }]),
-            _ => Ok(vec![LedgerEvent::AccountUnfrozen {
+            _ => Ok(smallvec::smallvec![LedgerEvent::AccountUnfrozen {
                 account: id.clone(),
             }]),
         }
     }
 
-    fn decide_close(&self, id: &crate::ids::AccountId) -> Result<Vec<LedgerEvent>, Rejection> {
+    fn decide_close(&self, id: &crate::ids::AccountId) -> Result<Events, Rejection> {
         let st = self.account_state(id)?;
         if st.account.status == AccountStatus::Closed {
-            return Ok(vec![]);
+            return Ok(smallvec::smallvec![]);
         }
         let total = st.index.current().total();
         let reason = if st.account.open_holds > 0 {
@@ -278,7 +300,7 @@ impl Ledger {
                 account: id.clone(),
                 reason,
             }),
-            None => Ok(vec![LedgerEvent::AccountClosed {
+            None => Ok(smallvec::smallvec![LedgerEvent::AccountClosed {
                 account: id.clone(),
             }]),
         }
@@ -288,7 +310,7 @@ impl Ledger {
         &self,
         id: &crate::ids::AccountId,
         metadata: &Metadata,
-    ) -> Result<Vec<LedgerEvent>, Rejection> {
+    ) -> Result<Events, Rejection> {
         let st = self.account_state(id)?;
         if st.account.status == AccountStatus::Closed {
             return Err(Rejection::AccountClosed {
@@ -297,9 +319,9 @@ impl Ledger {
         }
         metadata.validate()?;
         if &st.account.metadata == metadata {
-            return Ok(vec![]);
+            return Ok(smallvec::smallvec![]);
         }
-        Ok(vec![LedgerEvent::AccountMetadataSet {
+        Ok(smallvec::smallvec![LedgerEvent::AccountMetadataSet {
             account: id.clone(),
             metadata: metadata.clone(),
         }])
@@ -449,7 +471,7 @@ impl Ledger {
         c: &PostEntry,
         ctx: &Context,
         fingerprint: u64,
-    ) -> Result<(Vec<LedgerEvent>, Option<Changes>), Rejection> {
+    ) -> Result<(Events, Option<Changes>), Rejection> {
         let effective_at = self.effective(c.effective_at, ctx)?;
         let ixs = self.validate_postings(&c.postings, effective_at)?;
         c.metadata.validate()?;
@@ -463,7 +485,7 @@ impl Ledger {
             reversal_of: None,
             fingerprint,
         };
-        Ok((vec![event], Some(changes)))
+        Ok((smallvec::smallvec![event], Some(changes)))
     }
 
     fn decide_hold(
@@ -471,7 +493,7 @@ impl Ledger {
         c: &PlaceHold,
         ctx: &Context,
         fingerprint: u64,
-    ) -> Result<Vec<LedgerEvent>, Rejection> {
+    ) -> Result<Events, Rejection> {
         let effective_at = self.effective(c.effective_at, ctx)?;
         if c.debit_account == c.credit_account {
             return Err(Rejection::SameAccount);
@@ -495,7 +517,7 @@ impl Ledger {
             ctx.next_position,
         );
         self.check_limits(&changes)?;
-        Ok(vec![LedgerEvent::HoldPlaced {
+        Ok(smallvec::smallvec![LedgerEvent::HoldPlaced {
             id: c.id.clone(),
             postings: share(&postings),
             amount: c.amount,
@@ -513,7 +535,7 @@ impl Ledger {
         void: Option<&VoidHold>,
         ctx: &Context,
         fingerprint: u64,
-    ) -> Result<Vec<LedgerEvent>, Rejection> {
+    ) -> Result<Events, Rejection> {
         let stored = self
             .stored_entry(hold)
             .ok_or_else(|| Rejection::UnknownEntry {
@@ -537,7 +559,7 @@ impl Ledger {
         };
         if resolution.is_some() {
             return if self.resolutions.get(hold) == Some(&fingerprint) {
-                Ok(vec![])
+                Ok(smallvec::smallvec![])
             } else {
                 Err(Rejection::HoldAlreadyResolved { hold: hold.clone() })
             };
@@ -599,7 +621,7 @@ impl Ledger {
             ctx.next_position,
         );
         self.check_limits(&changes)?;
-        Ok(vec![match posted {
+        Ok(smallvec::smallvec![match posted {
             Some(amount) => LedgerEvent::HoldPosted {
                 hold: hold.clone(),
                 amount,
@@ -614,7 +636,7 @@ impl Ledger {
         }])
     }
 
-    fn decide_expire(&self, ctx: &Context) -> Vec<LedgerEvent> {
+    fn decide_expire(&self, ctx: &Context) -> Events {
         self.hold_deadlines
             .iter()
             .take_while(|(deadline, _)| *deadline <= ctx.now)
@@ -655,7 +677,7 @@ impl Ledger {
         c: &Reverse,
         ctx: &Context,
         fingerprint: u64,
-    ) -> Result<Vec<LedgerEvent>, Rejection> {
+    ) -> Result<Events, Rejection> {
         let original = self.changeable(&c.entry, |k| matches!(k, EntryKind::Posted))?;
         let effective_at = self.effective(c.effective_at, ctx)?;
         if effective_at < original.current.effective_at {
@@ -677,7 +699,7 @@ impl Ledger {
         let ixs = self.validate_postings(&postings, effective_at)?;
         let changes = posting_changes_at(&postings, &ixs, effective_at, ctx.next_position, 1)?;
         self.check_limits(&changes)?;
-        Ok(vec![LedgerEvent::EntryPosted {
+        Ok(smallvec::smallvec![LedgerEvent::EntryPosted {
             id: c.id.clone(),
             postings: share(&postings),
             effective_at,
@@ -692,7 +714,7 @@ impl Ledger {
         c: &Correct,
         ctx: &Context,
         fingerprint: u64,
-    ) -> Result<Vec<LedgerEvent>, Rejection> {
+    ) -> Result<Events, Rejection> {
         let e = self.changeable(&c.entry, |k| matches!(k, EntryKind::Posted))?;
         let invalid = |reason: &str| Rejection::InvalidCorrection {
             reason: reason.to_string(),
@@ -752,7 +774,7 @@ impl Ledger {
             self.posting_changes(&cur.postings, cur.effective_at, cur.position, -1)?;
         changes.extend(self.posting_changes(&postings, effective_at, ctx.next_position, 1)?);
         self.check_limits(&changes)?;
-        Ok(vec![LedgerEvent::EntryCorrected {
+        Ok(smallvec::smallvec![LedgerEvent::EntryCorrected {
             entry: c.entry.clone(),
             correction_id: c.id.clone(),
             version,

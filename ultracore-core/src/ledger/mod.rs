@@ -12,6 +12,10 @@
 //!    log: rebuild the ledger from the log before deciding anything else.
 //! 4. Answer with `ledger.outcome(&command)` (or the rejection).
 //!
+//! Optional, for throughput: before deciding a window of commands, `ledger.warm(window)`
+//! reads the state they will touch, so their cache misses overlap (the engine does this for
+//! every [`WARM_WINDOW`] commands of a batch); it changes no answer.
+//!
 //! State layout (what a two-posting transfer costs in memory, beside its two balance-index
 //! changes): the entry itself, a `stored::StoredEntry` inline in a dense `Vec` in recording
 //! order (56 bytes: where its id lies, fingerprint, valid time, position, and the transfer as
@@ -55,6 +59,7 @@ pub use command::{
     PostEntry, PostHold, Postings, Reverse, VoidHold,
 };
 pub use decide::{Context, Decision};
+use decide::{Decided, Events};
 pub use event::LedgerEvent;
 pub use model::{
     Account, AccountKind, AccountStatus, BalanceView, Basis, Constraints, Direction, Entry,
@@ -440,9 +445,9 @@ impl Ledger {
         };
         let (decision, mut changes) = self.decide_with_changes(command, &ctx);
         let (payloads, rejection) = match decision {
-            Decision::Accept(events) => (events, None),
-            Decision::AlreadyDone => (Vec::new(), None),
-            Decision::Reject { rejection, record } => {
+            Decided::Accept(events) => (events, None),
+            Decided::AlreadyDone => (Events::new(), None),
+            Decided::Reject { rejection, record } => {
                 (record.into_iter().collect(), Some(rejection))
             }
         };
