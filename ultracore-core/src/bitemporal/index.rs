@@ -31,10 +31,11 @@
 //! With the defaults (B = 1024, F = 64) and 1,000,000 changes: L = 2, so at most 15 + 63
 //! binary searches and 1,023 raw changes.
 //!
-//! Memory ([`ChangeLog`] and the summaries' running sums store posted-only `i64` amounts narrowly, as nearly every
-//! change is): the log (32 bytes per change; 96 for one with hold amounts), the current timeline
-//! (~64 bytes per valid-time instant), and 24 bytes per (block, key) in each level (64 when the
-//! block's sums need hold amounts): about 32 + 64 + 24·L bytes per change when keys rarely
+//! Memory ([`ChangeLog`], the current timeline's and the summaries' running sums store
+//! posted-only `i64` amounts narrowly, as nearly every change is): the log (32 bytes per change;
+//! 96 for one with hold amounts), the current timeline (~24 bytes per valid-time instant; 64 in
+//! chunks that hold hold amounts), and 24 bytes per (block, key) in each level (64 when the
+//! block's sums need hold amounts): about 32 + 24 + 24·L bytes per change when keys rarely
 //! repeat, and 32 + 24·L when many changes share an instant (a batch's entries do).
 
 use super::log::{ChangeLog, Sums};
