@@ -399,6 +399,11 @@ impl BitemporalIndex {
     /// Builds the summary of every block that the last change completed.
     fn summarise_completed_blocks(&mut self) {
         let n = self.log.len();
+        // The common case, no block completed, without a division when the block length is
+        // a power of two (the default): this runs for every change.
+        if self.block_len.is_power_of_two() && n & (self.block_len - 1) != 0 {
+            return;
+        }
         let mut bl = self.block_len;
         let mut level = 0;
         while n.is_multiple_of(bl) {
