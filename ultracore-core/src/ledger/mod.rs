@@ -154,7 +154,7 @@ impl PositionMeta {
 pub struct Ledger {
     config: LedgerConfig,
     pub(crate) accounts: Vec<AccountState>,
-    pub(crate) account_ix: IdMap<AccountId, u32>,
+    pub(crate) account_ix: stored::AccountIndex,
     /// Fingerprint of each account's opening request (idempotent re-opening).
     pub(crate) open_fingerprints: IdMap<AccountId, u64>,
     /// Every entry, in recording order, in its compact stored form (56 bytes inline; a plain
@@ -220,7 +220,7 @@ impl Ledger {
         let h = foldhash::fast::FixedState::with_seed(config.hash_seed);
         Ledger {
             accounts: Vec::new(),
-            account_ix: HashMap::with_hasher(h.clone()),
+            account_ix: stored::AccountIndex::new(h.clone()),
             open_fingerprints: HashMap::with_hasher(h.clone()),
             entries: Vec::new(),
             entry_ix: stored::EntryIndex::new(h.clone()),
@@ -655,7 +655,7 @@ impl Ledger {
                     index: BitemporalIndex::new(),
                     position: pos,
                 });
-                self.account_ix.insert(id.clone(), ix);
+                self.account_ix.insert(id, ix);
                 self.open_fingerprints.insert(id.clone(), *fingerprint);
                 Ok(None)
             }
