@@ -79,37 +79,36 @@ fn transfers_growing(c: &mut Criterion) {
     const BATCH: usize = 10_000;
     let mut g = c.benchmark_group("decide_apply_transfer_growing");
     g.throughput(Throughput::Elements(BATCH as u64));
-    for (name, accounts) in [("uniform_10000_accounts", 10_000u64)] {
-        let mut ledger = warm_ledger(accounts as usize, 10);
-        let mut round = 0u64;
-        let mut clock = 0i64;
-        g.bench_function(name, |b| {
-            b.iter_custom(|iters| {
-                let mut busy = std::time::Duration::ZERO;
-                for _ in 0..iters {
-                    round += 1;
-                    let cmds = random_transfers(BATCH, accounts, round * BATCH as u64, round);
-                    ledger.reserve(BATCH);
-                    let mut out = Vec::with_capacity(BATCH);
-                    let t = std::time::Instant::now();
-                    for part in cmds.chunks(WARM_WINDOW) {
-                        ledger.warm(part);
-                        for cmd in part {
-                            clock += 1;
-                            let now = start().saturating_add_micros(clock);
-                            let r = ledger
-                                .execute(cmd, &Trace::default(), now, 0, &mut out)
-                                .expect("no invariant breaks");
-                            debug_assert!(r.is_ok());
-                        }
+    let accounts = 10_000u64;
+    let mut ledger = warm_ledger(accounts as usize, 10);
+    let mut round = 0u64;
+    let mut clock = 0i64;
+    g.bench_function("uniform_10000_accounts", |b| {
+        b.iter_custom(|iters| {
+            let mut busy = std::time::Duration::ZERO;
+            for _ in 0..iters {
+                round += 1;
+                let cmds = random_transfers(BATCH, accounts, round * BATCH as u64, round);
+                ledger.reserve(BATCH);
+                let mut out = Vec::with_capacity(BATCH);
+                let t = std::time::Instant::now();
+                for part in cmds.chunks(WARM_WINDOW) {
+                    ledger.warm(part);
+                    for cmd in part {
+                        clock += 1;
+                        let now = start().saturating_add_micros(clock);
+                        let r = ledger
+                            .execute(cmd, &Trace::default(), now, 0, &mut out)
+                            .expect("no invariant breaks");
+                        debug_assert!(r.is_ok());
                     }
-                    busy += t.elapsed();
-                    drop(out);
                 }
-                busy
-            })
-        });
-    }
+                busy += t.elapsed();
+                drop(out);
+            }
+            busy
+        })
+    });
     g.finish();
 }
 
