@@ -47,20 +47,7 @@ fn transfers(c: &mut Criterion) {
                 },
                 |(mut ledger, cmds): (Ledger, _)| {
                     let mut out = Vec::with_capacity(BATCH);
-                    for (w, part) in cmds.chunks(window.max(1)).enumerate() {
-                        if window > 0 {
-                            ledger.warm(part);
-                        }
-                        for (j, cmd) in part.iter().enumerate() {
-                            // The clock moves: one transfer per microsecond of valid time.
-                            let i = w * window.max(1) + j;
-                            let now = start().saturating_add_micros(1 + i as i64);
-                            let r = ledger
-                                .execute(cmd, &Trace::default(), now, 0, &mut out)
-                                .expect("no invariant breaks");
-                            debug_assert!(r.is_ok());
-                        }
-                    }
+                    execute_windows(&mut ledger, &cmds, window, 1, &mut out);
                     (ledger, out)
                 },
                 BatchSize::LargeInput,
@@ -92,18 +79,9 @@ fn transfers_growing(c: &mut Criterion) {
                 ledger.reserve(BATCH);
                 let mut out = Vec::with_capacity(BATCH);
                 let t = std::time::Instant::now();
-                for part in cmds.chunks(WARM_WINDOW) {
-                    ledger.warm(part);
-                    for cmd in part {
-                        clock += 1;
-                        let now = start().saturating_add_micros(clock);
-                        let r = ledger
-                            .execute(cmd, &Trace::default(), now, 0, &mut out)
-                            .expect("no invariant breaks");
-                        debug_assert!(r.is_ok());
-                    }
-                }
+                execute_windows(&mut ledger, &cmds, WARM_WINDOW, clock + 1, &mut out);
                 busy += t.elapsed();
+                clock += BATCH as i64;
                 drop(out);
             }
             busy

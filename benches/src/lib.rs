@@ -68,6 +68,32 @@ pub fn ledger_with_accounts(n: usize, constrained: bool) -> (Ledger, Vec<Envelop
     (ledger, log)
 }
 
+/// Executes `cmds` as the engine executes a batch: each window of `window` commands warmed
+/// first ([`Ledger::warm`]; `window == 0`: not warmed), command `i` at
+/// `start() + first_micros + i` (the clock moves one microsecond per command). Panics on a
+/// broken invariant; debug builds also on a refusal.
+pub fn execute_windows(
+    ledger: &mut Ledger,
+    cmds: &[Command],
+    window: usize,
+    first_micros: i64,
+    out: &mut Vec<Envelope<LedgerEvent>>,
+) {
+    for (w, part) in cmds.chunks(window.max(1)).enumerate() {
+        if window > 0 {
+            ledger.warm(part);
+        }
+        for (j, cmd) in part.iter().enumerate() {
+            let i = (w * window.max(1) + j) as i64;
+            let now = start().saturating_add_micros(first_micros + i);
+            let r = ledger
+                .execute(cmd, &Trace::default(), now, 0, out)
+                .expect("no invariant breaks");
+            debug_assert!(r.is_ok());
+        }
+    }
+}
+
 /// `ledger_with_accounts(n)` plus `per_account` warm-up transfers per account, so benches
 /// measure the steady state (accounts with history) rather than every account's first posting.
 pub fn warm_ledger(n: usize, per_account: usize) -> Ledger {

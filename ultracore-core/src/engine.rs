@@ -861,7 +861,8 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
             for (j, (cmd, trace)) in p.commands.iter().enumerate() {
                 if commands.is_multiple_of(WARM_WINDOW as u64) {
                     // The next window of the batch, across requests.
-                    let window = batch[i..].iter().flat_map(|p| &p.commands).skip(j);
+                    let rest = batch[i + 1..].iter().flat_map(|p| &p.commands);
+                    let window = p.commands[j..].iter().chain(rest);
                     state.warm(window.take(WARM_WINDOW).map(|(c, _)| c));
                 }
                 commands += 1;

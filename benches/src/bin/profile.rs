@@ -77,16 +77,7 @@ fn run_transfers(
     let mut logs = Vec::with_capacity(batches.len());
     for (r, cmds) in batches.iter().enumerate() {
         let mut out = Vec::with_capacity(cmds.len());
-        for (w, part) in cmds.chunks(window.max(1)).enumerate() {
-            if window > 0 {
-                ledger.warm(part);
-            }
-            for (j, cmd) in part.iter().enumerate() {
-                let i = w * window.max(1) + j;
-                let now = start().saturating_add_micros(1 + (r * cmds.len() + i) as i64);
-                let _ = ledger.execute(cmd, &Trace::default(), now, 0, &mut out);
-            }
-        }
+        execute_windows(ledger, cmds, window, 1 + (r * cmds.len()) as i64, &mut out);
         logs.push(out);
     }
     logs

@@ -31,7 +31,7 @@
 //! | `check` (k changes) | O(1) for one append; otherwise O(k (log k + log C + B)) |
 //!
 //! Memory: 24 bytes per entry (16 key + an 8-byte running sum) in full chunks whose running sums
-//! are posted money within `i64`, as nearly all are (`ChunkSums`); 64 (16 + 48) in a chunk
+//! are posted money within `i64`, as nearly all are (`Sums`); 64 (16 + 48) in a chunk
 //! where one is not (holds, sums beyond `i64`). Plus slack in chunks that were split (≥ half
 //! full) and ~1 byte per entry for the chunk index and tree.
 //!
@@ -45,6 +45,8 @@
 //! plain operators (which still panic in debug builds, should this reasoning ever be wrong).
 
 use std::cmp::Ordering;
+
+use super::log::Sums;
 
 /// A point on the valid-time axis: (effective_at in microseconds since the Unix epoch,
 /// tie-breaking sequence). Entries are ordered by this key.
@@ -310,186 +312,11 @@ impl Agg {
     }
 }
 
-/// The running sums of one chunk. Nearly every sum is of posted money only and fits an
-/// `i64` of minor units, so they are kept as `i64`s (8 bytes each instead of 48) until one
-/// does not (a hold's reservation, or a sum beyond `i64`); then the chunk's sums turn wide,
-/// for good. Either way `get(i)` is the same value.
-#[derive(Clone, Debug)]
-enum ChunkSums {
-    Narrow(Vec<i64>),
-    Wide(Vec<Deltas>),
-}
-
-/// `d` as a narrow sum, if it is one (posted money only, within `i64`).
-fn narrow_sum(d: &Deltas) -> Option<i64> {
-    if d.pending_debit != 0 || d.pending_credit != 0 {
-        return None;
-    }
-    i64::try_from(d.posted).ok()
-}
-
-fn wide_sum(v: i64) -> Deltas {
-    Deltas::new(i128::from(v), 0, 0)
-}
-
-impl ChunkSums {
-    fn with_capacity(capacity: usize) -> ChunkSums {
-        ChunkSums::Narrow(Vec::with_capacity(capacity))
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            ChunkSums::Narrow(v) => v.len(),
-            ChunkSums::Wide(v) => v.len(),
-        }
-    }
-
-    fn capacity(&self) -> usize {
-        match self {
-            ChunkSums::Narrow(v) => v.capacity(),
-            ChunkSums::Wide(v) => v.capacity(),
-        }
-    }
-
-    fn memory_bytes(&self) -> usize {
-        match self {
-            ChunkSums::Narrow(v) => v.capacity() * size_of::<i64>(),
-            ChunkSums::Wide(v) => v.capacity() * size_of::<Deltas>(),
-        }
-    }
-
-    fn get(&self, i: usize) -> Deltas {
-        match self {
-            ChunkSums::Narrow(v) => wide_sum(v[i]),
-            ChunkSums::Wide(v) => v[i],
-        }
-    }
-
-    fn last(&self) -> Option<Deltas> {
-        match self {
-            ChunkSums::Narrow(v) => v.last().map(|&x| wide_sum(x)),
-            ChunkSums::Wide(v) => v.last().copied(),
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = Deltas> + '_ {
-        (0..self.len()).map(|i| self.get(i))
-    }
-
-    /// The wide form of these sums (a no-op when already wide); keeps the capacity.
-    fn wide(&mut self) -> &mut Vec<Deltas> {
-        if let ChunkSums::Narrow(v) = self {
-            let mut w = Vec::with_capacity(v.capacity());
-            w.extend(v.iter().map(|&x| wide_sum(x)));
-            *self = ChunkSums::Wide(w);
-        }
-        match self {
-            ChunkSums::Wide(w) => w,
-            ChunkSums::Narrow(_) => unreachable!("just widened"),
-        }
-    }
-
-    fn push(&mut self, d: Deltas) {
-        match (&mut *self, narrow_sum(&d)) {
-            (ChunkSums::Narrow(v), Some(x)) => v.push(x),
-            _ => self.wide().push(d),
-        }
-    }
-
-    fn insert(&mut self, i: usize, d: Deltas) {
-        match (&mut *self, narrow_sum(&d)) {
-            (ChunkSums::Narrow(v), Some(x)) => v.insert(i, x),
-            _ => self.wide().insert(i, d),
-        }
-    }
-
-    fn remove(&mut self, i: usize) {
-        match self {
-            ChunkSums::Narrow(v) => {
-                v.remove(i);
-            }
-            ChunkSums::Wide(v) => {
-                v.remove(i);
-            }
-        }
-    }
-
-    /// Adds `d` to every sum from `pos` on.
-    fn shift_from(&mut self, pos: usize, d: Deltas) {
-        if let (ChunkSums::Narrow(v), Some(x)) = (&mut *self, narrow_sum(&d)) {
-            if v[pos..].iter().all(|c| c.checked_add(x).is_some()) {
-                for c in &mut v[pos..] {
-                    *c += x;
-                }
-                return;
-            }
-        }
-        for c in &mut self.wide()[pos..] {
-            *c = c.plus(d);
-        }
-    }
-
-    /// Splits off the sums from `at`, each less `base`.
-    fn split_off(&mut self, at: usize, base: Deltas) -> ChunkSums {
-        let mut right = match self {
-            ChunkSums::Narrow(v) => ChunkSums::Narrow(v.split_off(at)),
-            ChunkSums::Wide(v) => ChunkSums::Wide(v.split_off(at)),
-        };
-        right.shift_from(0, Deltas::ZERO.minus(base));
-        right
-    }
-
-    fn shrink_to_fit(&mut self) {
-        match self {
-            ChunkSums::Narrow(v) => v.shrink_to_fit(),
-            ChunkSums::Wide(v) => v.shrink_to_fit(),
-        }
-    }
-
-    fn reserve_exact(&mut self, extra: usize) {
-        match self {
-            ChunkSums::Narrow(v) => v.reserve_exact(extra),
-            ChunkSums::Wide(v) => v.reserve_exact(extra),
-        }
-    }
-
-    /// Appends `right`'s sums, each plus `base`.
-    fn extend_shifted(&mut self, right: &ChunkSums, base: Deltas) {
-        let from = self.len();
-        match (&mut *self, right) {
-            (ChunkSums::Narrow(v), ChunkSums::Narrow(r)) => v.extend_from_slice(r),
-            _ => {
-                let w = self.wide();
-                w.extend(right.iter());
-            }
-        }
-        self.shift_from(from, base);
-    }
-}
-
-impl serde::Serialize for ChunkSums {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.iter())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for ChunkSums {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let wide = Vec::<Deltas>::deserialize(d)?;
-        Ok(
-            match wide.iter().map(narrow_sum).collect::<Option<Vec<i64>>>() {
-                Some(v) => ChunkSums::Narrow(v),
-                None => ChunkSums::Wide(wide),
-            },
-        )
-    }
-}
-
 /// A sorted run of entries. `cums.get(i)` is the sum of the values of entries `0..=i`.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Chunk {
     keys: Vec<TimelineKey>,
-    cums: ChunkSums,
+    cums: Sums,
     min_lower: i128,
     max_upper: i128,
 }
@@ -498,7 +325,7 @@ impl Chunk {
     fn with_capacity(capacity: usize) -> Chunk {
         Chunk {
             keys: Vec::with_capacity(capacity),
-            cums: ChunkSums::with_capacity(capacity),
+            cums: Sums::with_capacity(capacity),
             min_lower: i128::MAX,
             max_upper: i128::MIN,
         }
