@@ -1129,6 +1129,7 @@ impl Ledger {
                     if self.account_ix.insert(&st.account.id, ix).is_some() {
                         return Err(inconsistent(&format!("account {} twice", st.account.id)));
                     }
+                    self.currencies.push(st.account.currency);
                     self.accounts.push(st.clone());
                 }
                 let first_new = first_entry;
@@ -1219,6 +1220,7 @@ impl Ledger {
                 return Err(inconsistent(&format!("account {} twice", st.account.id)));
             }
         }
+        ledger.currencies = rest.accounts.iter().map(|a| a.account.currency).collect();
         ledger.accounts = rest.accounts;
         if positions
             .iter()
@@ -1402,7 +1404,8 @@ fn parse_entry(
             // through a Vec into their shared postings.
             let postings = if n == 2 {
                 let legs = [leg()?, leg()?];
-                match compact_legs(legs, accounts).filter(|_| stream_version == 1) {
+                let currency_of = |ix: u32| accounts.get(ix as usize).map(|a| a.account.currency);
+                match compact_legs(legs, currency_of).filter(|_| stream_version == 1) {
                     Some(t) => PlainPostings::Transfer(t),
                     None => PlainPostings::Other(Arc::new(legs.map(posting))),
                 }

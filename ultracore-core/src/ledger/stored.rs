@@ -12,11 +12,11 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::ids::{AccountId, EntryId};
-use crate::money::Amount;
+use crate::money::{Amount, Currency};
 use crate::time::{EffectiveAt, RecordedAt, Timestamp};
 
 use super::model::{Direction, Entry, EntryKind, Metadata, Posting};
-use super::{AccountState, IdMap, Ledger};
+use super::{IdMap, Ledger};
 
 /// Longest account id kept inline in the account map's slots (nearly every id is shorter).
 const ACCOUNT_KEY_INLINE: usize = 22;
@@ -220,7 +220,7 @@ pub(crate) struct Transfer {
 pub(crate) fn compact_transfer(
     postings: &[Posting],
     ixs: [u32; 2],
-    accounts: &[AccountState],
+    currencies: &[Currency],
 ) -> Option<Transfer> {
     let [d, c] = postings else { return None };
     compact_legs(
@@ -228,7 +228,7 @@ pub(crate) fn compact_transfer(
             (ixs[0], d.direction, d.amount),
             (ixs[1], c.direction, c.amount),
         ],
-        accounts,
+        |ix| currencies.get(ix as usize).copied(),
     )
 }
 
@@ -236,9 +236,8 @@ pub(crate) fn compact_transfer(
 /// test of "plain transfer" that apply and snapshot decoding share.
 pub(crate) fn compact_legs(
     [(d, d_dir, d_amount), (c, c_dir, c_amount)]: [(u32, Direction, Amount); 2],
-    accounts: &[AccountState],
+    currency_of: impl Fn(u32) -> Option<Currency>,
 ) -> Option<Transfer> {
-    let currency_of = |ix: u32| accounts.get(ix as usize).map(|a| a.account.currency);
     let shape = d_dir == Direction::Debit
         && c_dir == Direction::Credit
         && d_amount == c_amount
