@@ -185,7 +185,7 @@ pub struct Ledger {
     /// During a bulk replay ([`Ledger::apply_all`]): balance-index changes not yet applied,
     /// applied account by account when the buffer fills or the replay ends.
     /// (buffer, flush threshold).
-    deferred: Option<(Vec<DeferredChange>, usize)>,
+    deferred: Option<Deferred>,
     /// The snapshots being taken in steps ([`Ledger::begin_snapshot`],
     /// [`Ledger::begin_delta`]): the entries changed since each one's cut, as they were at
     /// the cut.
@@ -195,12 +195,92 @@ pub struct Ledger {
     pub(crate) links: snapshot::Links,
 }
 
-/// A balance-index change held back during a bulk replay: (account, position, key, deltas).
-type DeferredChange = (u32, u64, TimelineKey, Deltas);
+/// A balance-index change held back during a bulk replay, in 40 bytes: its amounts are the
+/// posted amount alone (`posted`) when they fit (a posted-only change within `i64`, nearly
+/// every one), and otherwise [`Deferred::wide`]`[wide]`. The buffer is written, sorted and
+/// read once per change, and a replay waits on that memory traffic; the full form was 80.
+#[derive(Clone, Copy, Debug, Default)]
+struct DeferredChange {
+    account: u32,
+    /// Index in [`Deferred::wide`], or [`NARROW`].
+    wide: u32,
+    position: u64,
+    key: TimelineKey,
+    posted: i64,
+}
+
+const _: () = assert!(size_of::<DeferredChange>() == 40);
+
+/// [`DeferredChange::wide`] of a change whose amounts are its `posted` alone.
+const NARROW: u32 = u32::MAX;
+
+/// Index changes held back during a bulk replay ([`Ledger::apply_all`]), in log order.
+#[derive(Clone, Debug)]
+struct Deferred {
+    changes: Vec<DeferredChange>,
+    /// The amounts of changes that are not narrow, by [`DeferredChange::wide`].
+    wide: Vec<Deltas>,
+    /// Flush when `changes` holds this many.
+    max: usize,
+}
+
+impl Deferred {
+    fn new(max: usize) -> Deferred {
+        Deferred {
+            changes: Vec::new(),
+            wide: Vec::new(),
+            max,
+        }
+    }
+
+    fn push(
+        &mut self,
+        account: u32,
+        position: u64,
+        key: TimelineKey,
+        d: Deltas,
+    ) -> Result<(), InvariantViolated> {
+        let narrow = (d.pending_debit == 0 && d.pending_credit == 0)
+            .then(|| i64::try_from(d.posted).ok())
+            .flatten();
+        let (wide, posted) = match narrow {
+            Some(p) => (NARROW, p),
+            None => {
+                // The buffer flushes at fewer than u32::MAX changes, so this never fails.
+                let w = u32::try_from(self.wide.len())
+                    .ok()
+                    .filter(|&w| w != NARROW)
+                    .ok_or_else(|| InvariantViolated("replay buffer overflow".into()))?;
+                self.wide.push(d);
+                (w, 0)
+            }
+        };
+        self.changes.push(DeferredChange {
+            account,
+            wide,
+            position,
+            key,
+            posted,
+        });
+        Ok(())
+    }
+
+    /// The amounts of `c`, a change of this buffer.
+    fn deltas(wide: &[Deltas], c: &DeferredChange) -> Deltas {
+        match c.wide {
+            NARROW => Deltas {
+                posted: i128::from(c.posted),
+                ..Deltas::ZERO
+            },
+            w => wide[w as usize],
+        }
+    }
+}
 
 /// Index changes buffered by a bulk replay before they are applied account by account:
-/// large enough that each account gets several changes per flush, small enough (~20 MB)
-/// to stay a buffer.
+/// large enough that each account gets several changes per flush, small enough (~10 MB at
+/// 40 bytes a change, twice that while sorting) to stay a buffer. 2^17 and 2^19 replayed
+/// 210,001 events over 10,000 accounts within a few percent of it (docs/BENCHMARKS.md).
 const DEFERRED_CHANGES_MAX: usize = 1 << 18;
 
 /// Commands per [`Ledger::warm`] call when executing a batch: enough that the misses of one
@@ -373,7 +453,7 @@ impl Ledger {
         let events = events.into_iter();
         self.reserve(events.size_hint().0);
         self.deferred
-            .get_or_insert_with(|| (Vec::new(), buffer_max.clamp(1, u32::MAX as usize)));
+            .get_or_insert_with(|| Deferred::new(buffer_max.clamp(1, NARROW as usize - 1)));
         let applied = events.into_iter().try_for_each(|e| self.apply(e));
         let ended = self.bulk_end();
         applied.and(ended)
@@ -384,13 +464,13 @@ impl Ledger {
     /// code, which answers nothing meanwhile, uses this.
     pub(crate) fn bulk_begin(&mut self) {
         self.deferred
-            .get_or_insert_with(|| (Vec::new(), DEFERRED_CHANGES_MAX));
+            .get_or_insert_with(|| Deferred::new(DEFERRED_CHANGES_MAX));
     }
 
     /// Applies every buffered index change and stops buffering.
     pub(crate) fn bulk_end(&mut self) -> Result<(), InvariantViolated> {
         match self.deferred.take() {
-            Some((rest, _)) => self.apply_deferred(rest),
+            Some(rest) => self.apply_deferred(rest.changes, &rest.wide),
             None => Ok(()),
         }
     }
@@ -399,29 +479,36 @@ impl Ledger {
     ///
     /// The order comes from a counting sort (stable, O(changes + accounts), each change moved
     /// once), not a comparison sort, which spent most of a replay moving the ~90-byte changes.
-    fn apply_deferred(&mut self, changes: Vec<DeferredChange>) -> Result<(), InvariantViolated> {
+    fn apply_deferred(
+        &mut self,
+        changes: Vec<DeferredChange>,
+        wide: &[Deltas],
+    ) -> Result<(), InvariantViolated> {
         let mut next = vec![0u32; self.accounts.len() + 1];
         for c in &changes {
-            next[c.0 as usize + 1] += 1;
+            next[c.account as usize + 1] += 1;
         }
         for i in 1..next.len() {
             next[i] += next[i - 1];
         }
         // Scatter each change once into its place (sequential reads, independent writes), so
         // the apply loop below reads in order instead of waiting on a random read per change.
-        let mut sorted: Vec<DeferredChange> = vec![(0, 0, (0, 0), Deltas::ZERO); changes.len()];
+        let mut sorted: Vec<DeferredChange> = vec![DeferredChange::default(); changes.len()];
         for c in &changes {
-            let slot = &mut next[c.0 as usize];
+            let slot = &mut next[c.account as usize];
             sorted[*slot as usize] = *c;
             *slot += 1;
         }
         drop(changes);
         // Each account's changes in one call, so runs at one instant reach its timeline as
         // one sum (`BitemporalIndex::apply_many`).
-        for run in sorted.chunk_by(|a, b| a.0 == b.0) {
-            self.accounts[run[0].0 as usize]
+        for run in sorted.chunk_by(|a, b| a.account == b.account) {
+            self.accounts[run[0].account as usize]
                 .index
-                .apply_many(run.iter().map(|&(_, pos, key, d)| (pos, key, d)))
+                .apply_many(
+                    run.iter()
+                        .map(|c| (c.position, c.key, Deferred::deltas(wide, c))),
+                )
                 .map_err(|e| InvariantViolated(format!("balance index: {e:?}")))?;
         }
         Ok(())
@@ -599,11 +686,14 @@ impl Ledger {
         position: u64,
         changes: &[(u32, TimelineKey, Deltas)],
     ) -> Result<(), InvariantViolated> {
-        if let Some((buf, max)) = &mut self.deferred {
-            buf.extend(changes.iter().map(|&(acc, key, d)| (acc, position, key, d)));
-            if buf.len() >= *max {
-                let full = std::mem::take(buf);
-                self.apply_deferred(full)?;
+        if let Some(buf) = &mut self.deferred {
+            for &(acc, key, d) in changes {
+                buf.push(acc, position, key, d)?;
+            }
+            if buf.changes.len() >= buf.max {
+                let full = std::mem::take(&mut buf.changes);
+                let wide = std::mem::take(&mut buf.wide);
+                self.apply_deferred(full, &wide)?;
             }
             return Ok(());
         }
