@@ -222,14 +222,21 @@ struct Deferred {
     wide: Vec<Deltas>,
     /// Flush when `changes` holds this many.
     max: usize,
+    /// The entries from this index on were recorded during the bulk replay and are not yet
+    /// in the id index: they are indexed together ([`Ledger::index_deferred_ids`]) when the
+    /// buffer flushes, at the end, and before any event that looks an entry up. Indexing a
+    /// run of new ids in one loop keeps the index's tables in cache, where inserting one per
+    /// event found them evicted by the events in between.
+    unindexed_from: u32,
 }
 
 impl Deferred {
-    fn new(max: usize) -> Deferred {
+    fn new(max: usize, entries: u32) -> Deferred {
         Deferred {
             changes: Vec::new(),
             wide: Vec::new(),
             max,
+            unindexed_from: entries,
         }
     }
 
@@ -452,8 +459,10 @@ impl Ledger {
     ) -> Result<(), InvariantViolated> {
         let events = events.into_iter();
         self.reserve(events.size_hint().0);
-        self.deferred
-            .get_or_insert_with(|| Deferred::new(buffer_max.clamp(1, NARROW as usize - 1)));
+        let entries = self.entries_recorded();
+        self.deferred.get_or_insert_with(|| {
+            Deferred::new(buffer_max.clamp(1, NARROW as usize - 1), entries)
+        });
         let applied = events.into_iter().try_for_each(|e| self.apply(e));
         let ended = self.bulk_end();
         applied.and(ended)
@@ -463,12 +472,48 @@ impl Ledger {
     /// [`Ledger::bulk_end`], queries and decisions would see incomplete indexes: only replay
     /// code, which answers nothing meanwhile, uses this.
     pub(crate) fn bulk_begin(&mut self) {
+        let entries = self.entries_recorded();
         self.deferred
-            .get_or_insert_with(|| Deferred::new(DEFERRED_CHANGES_MAX));
+            .get_or_insert_with(|| Deferred::new(DEFERRED_CHANGES_MAX, entries));
     }
 
-    /// Applies every buffered index change and stops buffering.
+    /// Whether every entry recorded is in the id index (always, except within a bulk replay
+    /// between two [`Ledger::index_deferred_ids`]).
+    pub(crate) fn ids_indexed(&self) -> bool {
+        self.deferred
+            .as_ref()
+            .is_none_or(|d| d.unindexed_from == self.entries_recorded())
+    }
+
+    /// Entries recorded (`entries.len()`, which `insert_entry` keeps below `u32::MAX`).
+    fn entries_recorded(&self) -> u32 {
+        u32::try_from(self.entries.len()).unwrap_or(u32::MAX)
+    }
+
+    /// During a bulk replay, adds the entries recorded since the last call to the id index,
+    /// refusing an id recorded twice.
+    fn index_deferred_ids(&mut self) -> Result<(), InvariantViolated> {
+        let to = self.entries_recorded();
+        let Some(d) = &mut self.deferred else {
+            return Ok(());
+        };
+        let from = std::mem::replace(&mut d.unindexed_from, to);
+        let keys = stored::Keys {
+            entries: &self.entries,
+            ids: &self.ids,
+        };
+        self.entry_ix.insert_range(from, to, keys).map_err(|ix| {
+            InvariantViolated(format!(
+                "entry {} recorded twice",
+                self.ids.get(self.entries[ix as usize].id)
+            ))
+        })
+    }
+
+    /// Applies every buffered index change, indexes the ids recorded meanwhile and stops
+    /// buffering.
     pub(crate) fn bulk_end(&mut self) -> Result<(), InvariantViolated> {
+        self.index_deferred_ids()?;
         match self.deferred.take() {
             Some(rest) => self.apply_deferred(rest.changes, &rest.wide),
             None => Ok(()),
@@ -716,6 +761,7 @@ impl Ledger {
                 let full = std::mem::take(&mut buf.changes);
                 let wide = std::mem::take(&mut buf.wide);
                 self.apply_deferred(full, &wide)?;
+                self.index_deferred_ids()?;
             }
             return Ok(());
         }
@@ -736,6 +782,19 @@ impl Ledger {
         precomputed: Option<Changes>,
     ) -> Result<Option<u32>, InvariantViolated> {
         let pos = env.position;
+        // During a bulk replay, entries are indexed by id in runs; an event that may look one
+        // up has the run so far indexed first (plain entries and openings look none up).
+        if self.deferred.is_some()
+            && !matches!(
+                &env.payload,
+                LedgerEvent::EntryPosted {
+                    reversal_of: None,
+                    ..
+                } | LedgerEvent::AccountOpened { .. }
+            )
+        {
+            self.index_deferred_ids()?;
+        }
         match &env.payload {
             LedgerEvent::AccountOpened {
                 id,
@@ -1030,6 +1089,12 @@ impl Ledger {
             .ok()
             .filter(|&i| i < u32::MAX)
             .ok_or_else(|| InvariantViolated("too many entries".into()))?;
+        if self.deferred.is_some() {
+            // A bulk replay indexes the id later, refusing a duplicate then.
+            let r = self.ids.push(id.as_str());
+            self.entries.push(entry(r));
+            return Ok(ix);
+        }
         // One hash and one probe to refuse a duplicate, the same hash to insert.
         let hash = self.entry_ix.hash(id.as_str());
         if self

@@ -426,6 +426,24 @@ impl EntryIndex {
         })
     }
 
+    /// Adds the entries `from..to` (none indexed yet) on this thread, in order; on an id
+    /// already indexed (or twice in the range), stops and returns the index of the entry
+    /// that repeats it (the index is then unusable).
+    pub(crate) fn insert_range(&mut self, from: u32, to: u32, keys: Keys<'_>) -> Result<(), u32> {
+        let rehash = rehasher(&self.hasher, keys);
+        for ix in from..to {
+            let id = keys.id(ix);
+            let hash = self.hash(id);
+            match self.tables[shard(hash)].entry(hash, |&i| keys.id(i) == id, &rehash) {
+                hashbrown::hash_table::Entry::Occupied(_) => return Err(ix),
+                hashbrown::hash_table::Entry::Vacant(v) => {
+                    v.insert(ix);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Makes room for `additional` more entries.
     pub(crate) fn reserve(&mut self, additional: usize, keys: Keys<'_>) {
         // Hashes spread the entries evenly; a little more for the luck of the draw.
@@ -474,6 +492,10 @@ impl Ledger {
 
     /// The index in `entries` of the entry with id `id`.
     pub(crate) fn entry_position(&self, id: &EntryId) -> Option<u32> {
+        debug_assert!(
+            self.ids_indexed(),
+            "an entry looked up by id during a bulk replay before its ids were indexed"
+        );
         self.entry_ix.get(id.as_str(), self.keys())
     }
 

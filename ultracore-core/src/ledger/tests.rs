@@ -1003,6 +1003,34 @@ fn an_entry_recorded_twice_is_refused_by_apply() {
     assert_eq!(ledger.entry_count(), count);
 }
 
+/// A bulk replay indexes entry ids in runs, after recording them; an id recorded twice is
+/// still refused, whether the second comes before the first run is indexed, after it, or
+/// with buffers that flush after every change.
+#[test]
+fn an_entry_recorded_twice_is_refused_by_a_bulk_replay() {
+    let (s, _) = every_entry_shape();
+    let log = s.log();
+    let first = log
+        .iter()
+        .find(|e| matches!(e.payload, LedgerEvent::EntryPosted { .. }))
+        .unwrap();
+    let mut again = first.clone();
+    again.position = log.len() as u64 + 1;
+    again.recorded_at = crate::time::RecordedAt(s.now().saturating_add_micros(1_000_000));
+    let mut with_dup = log.to_vec();
+    with_dup.push(again);
+    for buffer in [1, 3, usize::MAX] {
+        let err = Ledger::default()
+            .apply_all_buffered(&with_dup, buffer)
+            .unwrap_err();
+        assert!(err.0.contains("recorded twice"), "{buffer}: {err}");
+        // Without the duplicate the same replay succeeds.
+        Ledger::default()
+            .apply_all_buffered(log, buffer)
+            .unwrap_or_else(|e| panic!("{buffer}: {e}"));
+    }
+}
+
 /// Whether `e` must be stored hot: the definition of a plain transfer, written out again from
 /// the full entry.
 fn is_plain_transfer(ledger: &Ledger, e: &Entry) -> bool {
