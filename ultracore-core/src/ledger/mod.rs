@@ -183,8 +183,8 @@ pub struct Ledger {
     pub(crate) hold_deadlines: BTreeSet<(Timestamp, EntryId)>,
     pub(crate) positions: Vec<PositionMeta>,
     /// During a bulk replay ([`Ledger::apply_all`]): balance-index changes not yet applied,
-    /// applied account by account when the buffer fills or the replay ends.
-    /// (buffer, flush threshold).
+    /// applied account by account when the buffer fills or the replay ends, and which of the
+    /// entries recorded are not yet in the id index.
     deferred: Option<Deferred>,
     /// The snapshots being taken in steps ([`Ledger::begin_snapshot`],
     /// [`Ledger::begin_delta`]): the entries changed since each one's cut, as they were at
