@@ -26,7 +26,7 @@ struct Packed {
 const _: () = assert!(size_of::<Packed>() == 32);
 
 /// The amounts of `d` as a narrow posted amount, if they have one.
-fn narrow(d: &Deltas) -> Option<i64> {
+pub(crate) fn narrow(d: &Deltas) -> Option<i64> {
     if d.pending_debit != 0 || d.pending_credit != 0 {
         return None;
     }

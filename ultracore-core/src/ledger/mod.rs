@@ -247,10 +247,7 @@ impl Deferred {
         key: TimelineKey,
         d: Deltas,
     ) -> Result<(), InvariantViolated> {
-        let narrow = (d.pending_debit == 0 && d.pending_credit == 0)
-            .then(|| i64::try_from(d.posted).ok())
-            .flatten();
-        let (wide, posted) = match narrow {
+        let (wide, posted) = match crate::bitemporal::log::narrow(&d) {
             Some(p) => (NARROW, p),
             None => {
                 // The buffer flushes at fewer than u32::MAX changes, so this never fails.
@@ -477,6 +474,18 @@ impl Ledger {
             .get_or_insert_with(|| Deferred::new(DEFERRED_CHANGES_MAX, entries));
     }
 
+    /// Adds an account at the next index (its currency to [`Ledger::currencies`] too).
+    pub(crate) fn push_account(&mut self, st: AccountState) {
+        self.currencies.push(st.account.currency);
+        self.accounts.push(st);
+    }
+
+    /// Replaces every account (and [`Ledger::currencies`] with theirs).
+    pub(crate) fn set_accounts(&mut self, accounts: Vec<AccountState>) {
+        self.currencies = accounts.iter().map(|a| a.account.currency).collect();
+        self.accounts = accounts;
+    }
+
     /// Whether every entry recorded is in the id index (always, except within a bulk replay
     /// between two [`Ledger::index_deferred_ids`]).
     pub(crate) fn ids_indexed(&self) -> bool {
@@ -582,15 +591,8 @@ impl Ledger {
             next_position: self.position() + 1,
         };
         let (decision, mut changes) = self.decide_with_changes(command, &ctx);
-        // A new entry's receipt is built from its event and the command's id (cloned here),
-        // not read back from the state just written. `perf` put a tenth of a transfer on the
-        // receipt's `Arc` clone after apply: a locked instruction waits for every earlier
-        // store, and apply's stores go to memory not in cache. Moved here, the wait moves with
-        // it (no change in wall clock, docs/BENCHMARKS.md); what remains saved is the read.
-        let receipt_id = match (command, &decision) {
-            (Command::PostEntry(c), Decided::Accept(_)) => Some(c.id.clone()),
-            _ => None,
-        };
+        // Where and when the last event was recorded: a new entry's receipt is built from it,
+        // not read back from the state just written.
         let mut recorded = None;
         let (payloads, rejection) = match decision {
             Decided::Accept(events) => (events, None),
@@ -622,7 +624,7 @@ impl Ledger {
                     )));
                 };
                 let receipt = Outcome::Entry(EntryReceipt {
-                    id: receipt_id.unwrap_or_else(|| c.id.clone()),
+                    id: c.id.clone(),
                     status: EntryStatus::Posted,
                     version: 1,
                     effective_at,
@@ -826,8 +828,7 @@ impl Ledger {
                 };
                 let ix = u32::try_from(self.accounts.len())
                     .map_err(|_| InvariantViolated("too many accounts".into()))?;
-                self.currencies.push(account.currency);
-                self.accounts.push(AccountState {
+                self.push_account(AccountState {
                     bounds: constraints.bounds(*kind),
                     account,
                     index: BitemporalIndex::new(),

@@ -1129,8 +1129,7 @@ impl Ledger {
                     if self.account_ix.insert(&st.account.id, ix).is_some() {
                         return Err(inconsistent(&format!("account {} twice", st.account.id)));
                     }
-                    self.currencies.push(st.account.currency);
-                    self.accounts.push(st.clone());
+                    self.push_account(st.clone());
                 }
                 let first_new = first_entry;
                 if u32::try_from(first_new + new_count).is_err() {
@@ -1220,8 +1219,7 @@ impl Ledger {
                 return Err(inconsistent(&format!("account {} twice", st.account.id)));
             }
         }
-        ledger.currencies = rest.accounts.iter().map(|a| a.account.currency).collect();
-        ledger.accounts = rest.accounts;
+        ledger.set_accounts(rest.accounts);
         if positions
             .iter()
             .filter_map(PositionMeta::entry_ix)

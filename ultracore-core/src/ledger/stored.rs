@@ -395,33 +395,14 @@ impl EntryIndex {
     /// `false` if an id is there twice (the index is then unusable).
     pub(crate) fn insert_all(&mut self, from: u32, to: u32, keys: Keys<'_>) -> bool {
         let (hasher, tables) = (&self.hasher, &mut self.tables[..]);
-        let fill = |tables: &mut [hashbrown::HashTable<u32>], first: usize| {
-            let rehash = rehasher(hasher, keys);
-            for ix in from..to {
-                let id = keys.id(ix);
-                let hash = std::hash::BuildHasher::hash_one(hasher, id);
-                let Some(table) = shard(hash)
-                    .checked_sub(first)
-                    .and_then(|s| tables.get_mut(s))
-                else {
-                    continue;
-                };
-                match table.entry(hash, |&i| keys.id(i) == id, &rehash) {
-                    hashbrown::hash_table::Entry::Occupied(_) => return false,
-                    hashbrown::hash_table::Entry::Vacant(v) => {
-                        v.insert(ix);
-                    }
-                }
-            }
-            true
-        };
         if to.saturating_sub(from) < 100_000 {
-            return fill(tables, 0);
+            return fill(hasher, tables, 0, from..to, keys).is_ok();
         }
         let (low, high) = tables.split_at_mut(ENTRY_INDEX_SHARDS / 2);
         std::thread::scope(|scope| {
-            let other = scope.spawn(|| fill(high, ENTRY_INDEX_SHARDS / 2));
-            let mine = fill(low, 0);
+            let other =
+                scope.spawn(|| fill(hasher, high, ENTRY_INDEX_SHARDS / 2, from..to, keys).is_ok());
+            let mine = fill(hasher, low, 0, from..to, keys).is_ok();
             other.join().unwrap_or(false) && mine
         })
     }
@@ -430,18 +411,7 @@ impl EntryIndex {
     /// already indexed (or twice in the range), stops and returns the index of the entry
     /// that repeats it (the index is then unusable).
     pub(crate) fn insert_range(&mut self, from: u32, to: u32, keys: Keys<'_>) -> Result<(), u32> {
-        let rehash = rehasher(&self.hasher, keys);
-        for ix in from..to {
-            let id = keys.id(ix);
-            let hash = self.hash(id);
-            match self.tables[shard(hash)].entry(hash, |&i| keys.id(i) == id, &rehash) {
-                hashbrown::hash_table::Entry::Occupied(_) => return Err(ix),
-                hashbrown::hash_table::Entry::Vacant(v) => {
-                    v.insert(ix);
-                }
-            }
-        }
-        Ok(())
+        fill(&self.hasher, &mut self.tables[..], 0, from..to, keys)
     }
 
     /// Makes room for `additional` more entries.
@@ -458,6 +428,36 @@ impl EntryIndex {
     pub(crate) fn len(&self) -> usize {
         self.tables.iter().map(|t| t.len()).sum()
     }
+}
+
+/// Adds the entries of `range` whose ids hash to the shards `first..first + tables.len()`
+/// to those `tables`, in order; on an id already there, stops and returns the index of the
+/// entry that repeats it.
+fn fill(
+    hasher: &foldhash::fast::FixedState,
+    tables: &mut [hashbrown::HashTable<u32>],
+    first: usize,
+    range: std::ops::Range<u32>,
+    keys: Keys<'_>,
+) -> Result<(), u32> {
+    let rehash = rehasher(hasher, keys);
+    for ix in range {
+        let id = keys.id(ix);
+        let hash = std::hash::BuildHasher::hash_one(hasher, id);
+        let Some(table) = shard(hash)
+            .checked_sub(first)
+            .and_then(|s| tables.get_mut(s))
+        else {
+            continue;
+        };
+        match table.entry(hash, |&i| keys.id(i) == id, &rehash) {
+            hashbrown::hash_table::Entry::Occupied(_) => return Err(ix),
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert(ix);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The hash of an indexed entry's id, for the table to move slots when it grows.
