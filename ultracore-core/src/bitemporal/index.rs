@@ -38,7 +38,7 @@
 //! block's sums need hold amounts): about 32 + 24 + 24·L bytes per change when keys rarely
 //! repeat, and 32 + 24·L when many changes share an instant (a batch's entries do).
 
-use super::log::{ChangeLog, Sums};
+use super::log::{ChangeLog, Packed, Sums};
 use super::timeline::{Deltas, Timeline, TimelineError, TimelineKey, Violation};
 use crate::varint::{Malformed, Reader, Writer};
 
@@ -263,6 +263,56 @@ impl BitemporalIndex {
         run.flush(&mut self.current)
     }
 
+    /// Appends `block[range]` (changes in log order, their wide amounts in `wide` as for
+    /// [`ChangeLog::push_run`]) as [`BitemporalIndex::apply_many`] would, but keeps the changes
+    /// where they are: the log takes the range as a run of the shared block (a bulk replay's
+    /// buffer, sorted by account), so no change is copied and the log does not grow. For
+    /// replay: on `Err` the index is half-applied, and the caller drops it.
+    pub(crate) fn apply_run(
+        &mut self,
+        block: &std::sync::Arc<[Packed]>,
+        range: std::ops::Range<usize>,
+        wide: &[(u32, Deltas)],
+    ) -> Result<(), TimelineError> {
+        let mut last = self.log.last_position();
+        let mut run = InstantRun::default();
+        let mut w = wide.iter().peekable();
+        for (at, p) in block[range.clone()].iter().enumerate() {
+            let position = p.position();
+            if let Some(last) = last {
+                if position < last {
+                    return Err(TimelineError::PositionOutOfOrder {
+                        last,
+                        given: position,
+                    });
+                }
+            }
+            last = Some(position);
+            let d = match p.posted() {
+                Some(posted) => Deltas::new(i128::from(posted), 0, 0),
+                None => {
+                    let &(o, d) = w.next().expect("the caller gives each wide change");
+                    debug_assert_eq!(o as usize, range.start + at);
+                    d
+                }
+            };
+            run.add(&mut self.current, p.key(), d)?;
+        }
+        run.flush(&mut self.current)?;
+        let before = self.log.len();
+        self.log
+            .push_run(block, range, wide)
+            .map_err(|_| TimelineError::Overflow)?;
+        // Every block boundary the run crossed, in order.
+        let bl = self.block_len;
+        let mut n = (before / bl + 1) * bl;
+        while n <= self.log.len() {
+            self.summarise_blocks_ending_at(n);
+            n += bl;
+        }
+        Ok(())
+    }
+
     /// Reads, for every index of `indexes`, the ends of the timeline and the change log that
     /// an append reads, stage by stage over all of them (see `Ledger::warm`); returns
     /// something derived from what it read.
@@ -404,6 +454,12 @@ impl BitemporalIndex {
         if self.block_len.is_power_of_two() && n & (self.block_len - 1) != 0 {
             return;
         }
+        self.summarise_blocks_ending_at(n);
+    }
+
+    /// Builds the summary of every block that ends with the log's `n`th change (every block
+    /// ending earlier already has its summary).
+    fn summarise_blocks_ending_at(&mut self, n: usize) {
         let mut bl = self.block_len;
         let mut level = 0;
         while n.is_multiple_of(bl) {
@@ -1056,6 +1112,52 @@ mod tests {
             }
             prop_assert_eq!(answers(&many, last), answers(&index, last));
             prop_assert_eq!(many.levels.len(), index.levels.len());
+        }
+
+        /// A bulk replay's path: the changes in parts, each either applied one by one or taken
+        /// as a run of a shared block (`apply_run`), whose summaries are built for every block
+        /// boundary a run crosses. The index answers as the one built change by change.
+        #[test]
+        fn runs_of_shared_blocks_answer_like_changes_applied_one_by_one(
+            ops in prop::collection::vec(clustered_op(), 0..120),
+            cuts in prop::collection::vec((0usize..120, any::<bool>()), 0..8),
+            sizes in (1usize..6, 2usize..4, 4usize..9),
+        ) {
+            let (index, last) = build(&ops, sizes);
+            let log = index.changes().to_vec();
+            let mut ends: Vec<usize> = cuts.iter().map(|c| c.0.min(log.len())).collect();
+            ends.push(log.len());
+            ends.sort_unstable();
+            let mut runs = BitemporalIndex::with_sizes(sizes.0, sizes.1, sizes.2);
+            let mut start = 0;
+            for (i, &end) in ends.iter().enumerate() {
+                let part = &log[start..end];
+                if cuts.get(i).is_some_and(|c| c.1) {
+                    // One padding change before the run: the block is shared.
+                    let mut block = vec![Packed::default()];
+                    let mut wide = Vec::new();
+                    for c in part {
+                        let n = super::super::log::narrow(&c.deltas);
+                        if n.is_none() {
+                            wide.push((block.len() as u32, c.deltas));
+                        }
+                        block.push(Packed::new(c.position, c.key, n));
+                    }
+                    let block: std::sync::Arc<[Packed]> = block.into();
+                    runs.apply_run(&block, 1..block.len(), &wide).unwrap();
+                } else {
+                    for c in part {
+                        runs.apply(c.position, c.key, c.deltas).unwrap();
+                    }
+                }
+                start = end;
+            }
+            prop_assert_eq!(runs.changes(), index.changes());
+            prop_assert_eq!(answers(&runs, last), answers(&index, last));
+            prop_assert_eq!(runs.levels.len(), index.levels.len());
+            for t in (0..=last + 1).map(Some).chain([None]) {
+                prop_assert_eq!(runs.entries(-1, 5, t), index.entries(-1, 5, t));
+            }
         }
     }
 

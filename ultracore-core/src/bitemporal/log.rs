@@ -7,6 +7,12 @@
 //! keep their full amounts in a side table. Likewise a summary's running sums are `i64`s when
 //! all of them fit (8 bytes each instead of 48). Both hand out the same values as the plain
 //! form would; only memory differs.
+//!
+//! A log's changes lie in runs of blocks shared with other logs (a bulk replay sorts its
+//! buffer of changes by account into one block, and each account's log takes its part), then
+//! in the log's own vector: see [`ChangeLog`].
+
+use std::sync::Arc;
 
 use super::index::Change;
 use super::timeline::{Deltas, TimelineKey};
@@ -15,8 +21,8 @@ use super::timeline::{Deltas, TimelineKey};
 const WIDE: i64 = i64::MIN;
 
 /// One change as stored: `posted` is the posted amount, or [`WIDE`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Packed {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Packed {
     position: u64,
     key: TimelineKey,
     posted: i64,
@@ -24,6 +30,31 @@ struct Packed {
 
 // The layout the module docs count on.
 const _: () = assert!(size_of::<Packed>() == 32);
+
+impl Packed {
+    /// A change whose amounts are `posted` alone if `posted` is given (see [`narrow`]), and
+    /// otherwise kept apart (the log it goes to is told them, see [`ChangeLog::push_run`]).
+    pub(crate) fn new(position: u64, key: TimelineKey, posted: Option<i64>) -> Packed {
+        Packed {
+            position,
+            key,
+            posted: posted.unwrap_or(WIDE),
+        }
+    }
+
+    pub(crate) fn position(&self) -> u64 {
+        self.position
+    }
+
+    pub(crate) fn key(&self) -> TimelineKey {
+        self.key
+    }
+
+    /// The posted amount, if the change's amounts are that alone.
+    pub(crate) fn posted(&self) -> Option<i64> {
+        (self.posted != WIDE).then_some(self.posted)
+    }
+}
 
 /// The amounts of `d` as a narrow posted amount, if they have one.
 pub(crate) fn narrow(d: &Deltas) -> Option<i64> {
@@ -33,29 +64,82 @@ pub(crate) fn narrow(d: &Deltas) -> Option<i64> {
     i64::try_from(d.posted).ok().filter(|&p| p != WIDE)
 }
 
+/// A run of consecutive changes of one log that lies in a block shared with other logs: a
+/// bulk replay sorts each buffer of changes by account into one block, and every account's
+/// log takes its part of that block as a run instead of copying it (see
+/// [`ChangeLog::push_run`]).
+#[derive(Clone)]
+struct Run {
+    block: Arc<[Packed]>,
+    /// `block[start..end]` are the run's changes.
+    start: u32,
+    end: u32,
+    /// Index in the log of the run's first change.
+    first: u32,
+}
+
+impl Run {
+    fn changes(&self) -> &[Packed] {
+        &self.block[self.start as usize..self.end as usize]
+    }
+}
+
 /// Every change of one balance index, in log order, 32 bytes each (plus 64 for a change with
 /// hold amounts or a posted amount beyond `i64`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// The changes are `runs` (parts of blocks shared with other accounts' logs, from bulk
+/// replays), then `tail` (the log's own vector, which live appends grow). A replay thus
+/// stores each change once, in the block its buffer was sorted into, instead of copying it
+/// into each account's vector and growing that vector (a `realloc`, a copy and a `free` of
+/// memory out of cache, per account per buffer).
+#[derive(Clone, Default)]
 pub struct ChangeLog {
-    packed: Vec<Packed>,
-    /// (index in `packed`, amounts) of each wide change, in index order.
+    runs: Vec<Run>,
+    /// Number of changes in `runs`.
+    in_runs: usize,
+    tail: Vec<Packed>,
+    /// (index in the log, amounts) of each wide change, in index order.
     wide: Vec<(u32, Deltas)>,
+}
+
+impl PartialEq for ChangeLog {
+    /// Equal changes in equal order, however they are stored.
+    fn eq(&self, other: &ChangeLog) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for ChangeLog {}
+
+impl std::fmt::Debug for ChangeLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
 }
 
 impl ChangeLog {
     /// Number of changes.
     pub fn len(&self) -> usize {
-        self.packed.len()
+        self.in_runs + self.tail.len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.packed.is_empty()
+        self.len() == 0
+    }
+
+    /// The stored form of the `i`th change. Panics if `i >= len()`.
+    fn packed(&self, i: usize) -> Packed {
+        if i >= self.in_runs {
+            return self.tail[i - self.in_runs];
+        }
+        let r = &self.runs[self.runs.partition_point(|r| r.first as usize <= i) - 1];
+        r.changes()[i - r.first as usize]
     }
 
     /// The `i`th change. Panics if `i >= len()`, like indexing a slice.
     pub fn get(&self, i: usize) -> Change {
-        let p = self.packed[i];
+        let p = self.packed(i);
         Change {
             position: p.position,
             key: p.key,
@@ -74,12 +158,26 @@ impl ChangeLog {
 
     /// Position of the last change, if any (no amounts looked up).
     pub fn last_position(&self) -> Option<u64> {
-        self.packed.last().map(|p| p.position)
+        match self.tail.last() {
+            Some(p) => Some(p.position),
+            None => self
+                .runs
+                .last()
+                .and_then(|r| r.changes().last())
+                .map(|p| p.position),
+        }
     }
 
     /// Number of changes with `position <= t` (positions are non-decreasing).
     pub fn known_len(&self, t: u64) -> usize {
-        self.packed.partition_point(|p| p.position <= t)
+        // The runs whose every change is known at `t`, then the first one that is not.
+        let k = self
+            .runs
+            .partition_point(|r| r.changes().last().is_some_and(|p| p.position <= t));
+        match self.runs.get(k) {
+            Some(r) => r.first as usize + r.changes().partition_point(|p| p.position <= t),
+            None => self.in_runs + self.tail.partition_point(|p| p.position <= t),
+        }
     }
 
     /// Appends a change. Fails (changing nothing) only if the log already holds `u32::MAX`
@@ -88,12 +186,12 @@ impl ChangeLog {
         let posted = match narrow(&c.deltas) {
             Some(p) => p,
             None => {
-                let i = u32::try_from(self.packed.len()).map_err(|_| TooLong)?;
+                let i = u32::try_from(self.len()).map_err(|_| TooLong)?;
                 self.wide.push((i, c.deltas));
                 WIDE
             }
         };
-        self.packed.push(Packed {
+        self.tail.push(Packed {
             position: c.position,
             key: c.key,
             posted,
@@ -101,14 +199,69 @@ impl ChangeLog {
         Ok(())
     }
 
+    /// Appends `block[range]` without copying it, `wide` giving the amounts of its wide
+    /// changes (offset in `block`, amounts; in offset order, within `range`). The caller
+    /// checks the positions' order. Fails (changing nothing) if the log would hold more than
+    /// `u32::MAX` changes.
+    pub(crate) fn push_run(
+        &mut self,
+        block: &Arc<[Packed]>,
+        range: std::ops::Range<usize>,
+        wide: &[(u32, Deltas)],
+    ) -> Result<(), TooLong> {
+        let n = self.len();
+        let first = u32::try_from(n).map_err(|_| TooLong)?;
+        let fits = |x: usize| u32::try_from(x).map_err(|_| TooLong);
+        let (start, end) = (fits(range.start)?, fits(range.end)?);
+        fits(n + (end - start) as usize)?;
+        debug_assert!(start <= end && range.end <= block.len());
+        if start == end {
+            return Ok(());
+        }
+        if !self.tail.is_empty() {
+            // The runs come before the tail: the tail (changes appended live since the last
+            // bulk replay, rare) becomes a run of its own block first.
+            let own: Arc<[Packed]> = Arc::from(std::mem::take(&mut self.tail));
+            self.runs.push(Run {
+                start: 0,
+                end: own.len() as u32,
+                first: self.in_runs as u32,
+                block: own,
+            });
+            self.in_runs = n;
+        }
+        self.wide
+            .extend(wide.iter().map(|&(at, d)| (first + (at - start), d)));
+        self.runs.push(Run {
+            block: Arc::clone(block),
+            start,
+            end,
+            first,
+        });
+        self.in_runs = n + (end - start) as usize;
+        Ok(())
+    }
+
     /// The changes in `range` (indexes), in order.
     pub fn range(&self, range: std::ops::Range<usize>) -> Changes<'_> {
         let start = range.start.min(range.end);
         let end = range.end.min(self.len());
+        let (cur, piece): (&[Packed], usize) = if start >= self.in_runs {
+            (
+                self.tail.get(start - self.in_runs..).unwrap_or(&[]),
+                self.runs.len() + 1,
+            )
+        } else {
+            let k = self.runs.partition_point(|r| r.first as usize <= start) - 1;
+            let r = &self.runs[k];
+            (&r.changes()[start - r.first as usize..], k + 1)
+        };
         Changes {
             log: self,
             next: start,
             end,
+            cur,
+            piece,
             wide: self.wide.partition_point(|(i, _)| (*i as usize) < start),
         }
     }
@@ -123,15 +276,32 @@ impl ChangeLog {
         self.iter().collect()
     }
 
-    /// Reserves room for `additional` more changes.
+    /// Reserves room for `additional` more changes appended one by one.
     pub fn reserve(&mut self, additional: usize) {
-        self.packed.reserve(additional);
+        self.tail.reserve(additional);
     }
 
-    /// Approximate heap bytes held.
+    /// Approximate heap bytes held: a run counts the part of its block that it holds.
     pub fn memory_bytes(&self) -> usize {
-        self.packed.capacity() * size_of::<Packed>()
+        self.in_runs * size_of::<Packed>()
+            + self.runs.capacity() * size_of::<Run>()
+            + self.tail.capacity() * size_of::<Packed>()
             + self.wide.capacity() * size_of::<(u32, Deltas)>()
+    }
+
+    /// The changes of piece `k`: run `k`, or the tail for `k == runs.len()`.
+    fn piece(&self, k: usize) -> &[Packed] {
+        match self.runs.get(k) {
+            Some(r) => r.changes(),
+            None => {
+                assert_eq!(
+                    k,
+                    self.runs.len(),
+                    "a change log's pieces end with its tail"
+                );
+                &self.tail
+            }
+        }
     }
 
     fn wide_at(&self, i: usize) -> Deltas {
@@ -164,6 +334,10 @@ pub struct Changes<'a> {
     log: &'a ChangeLog,
     next: usize,
     end: usize,
+    /// The rest of the piece (run or tail) that holds change `next`.
+    cur: &'a [Packed],
+    /// The piece after the one `cur` is in.
+    piece: usize,
     /// Index in `log.wide` of the first wide change at or after `next`.
     wide: usize,
 }
@@ -175,7 +349,12 @@ impl Iterator for Changes<'_> {
         if self.next >= self.end {
             return None;
         }
-        let p = self.log.packed[self.next];
+        while self.cur.is_empty() {
+            self.cur = self.log.piece(self.piece);
+            self.piece += 1;
+        }
+        let p = self.cur[0];
+        self.cur = &self.cur[1..];
         let deltas = if p.posted == WIDE {
             let d = self.log.wide[self.wide].1;
             self.wide += 1;
@@ -422,6 +601,68 @@ mod tests {
             for (i, c) in plain.iter().enumerate() {
                 prop_assert_eq!(sums.get(i), c.deltas);
             }
+        }
+    }
+
+    proptest! {
+        /// Changes appended one by one and as runs of shared blocks, in any mix, read back
+        /// as the plain list of them would.
+        #[test]
+        fn runs_and_the_tail_read_as_one_log(
+            parts in prop::collection::vec(
+                (any::<bool>(), prop::collection::vec((0u64..3, -50i64..50, deltas()), 0..12), 0usize..4),
+                0..12,
+            ),
+            from in 0usize..150,
+            to in 0usize..150,
+        ) {
+            let mut position = 0;
+            let mut plain: Vec<Change> = Vec::new();
+            let mut log = ChangeLog::default();
+            for (as_run, ds, pad) in parts {
+                let changes: Vec<Change> = ds
+                    .iter()
+                    .map(|&(step, valid, deltas)| {
+                        position += step;
+                        Change { position, key: (valid, position), deltas }
+                    })
+                    .collect();
+                if as_run {
+                    // The run sits in the middle of a block that other logs share.
+                    let mut block = vec![Packed::default(); pad];
+                    let mut wide = Vec::new();
+                    for c in &changes {
+                        let n = narrow(&c.deltas);
+                        if n.is_none() {
+                            wide.push((block.len() as u32, c.deltas));
+                        }
+                        block.push(Packed::new(c.position, c.key, n));
+                    }
+                    block.extend(std::iter::repeat_n(Packed::default(), pad));
+                    let block: Arc<[Packed]> = block.into();
+                    log.push_run(&block, pad..pad + changes.len(), &wide).unwrap();
+                } else {
+                    for c in &changes {
+                        log.push(*c).unwrap();
+                    }
+                }
+                plain.extend(changes);
+            }
+            prop_assert_eq!(log.len(), plain.len());
+            prop_assert_eq!(log.to_vec(), plain.clone());
+            prop_assert_eq!(log.last(), plain.last().copied());
+            prop_assert_eq!(log.last_position(), plain.last().map(|c| c.position));
+            for (i, c) in plain.iter().enumerate() {
+                prop_assert_eq!(log.get(i), *c);
+            }
+            let (a, b) = (from.min(plain.len()), to.min(plain.len()));
+            let want: Vec<Change> = if a <= b { plain[a..b].to_vec() } else { Vec::new() };
+            prop_assert_eq!(log.range(from..to).collect::<Vec<_>>(), want);
+            for t in 0..=position + 1 {
+                prop_assert_eq!(log.known_len(t), plain.partition_point(|c| c.position <= t));
+            }
+            let copy: ChangeLog = plain.iter().copied().collect();
+            prop_assert_eq!(&log, &copy);
         }
     }
 

@@ -74,6 +74,7 @@ pub use snapshot::{
 };
 
 use crate::bitemporal::index::BitemporalIndex;
+use crate::bitemporal::log::Packed;
 use crate::bitemporal::timeline::{Deltas, TimelineKey};
 use crate::event::{DomainEvent, Envelope, Trace};
 use crate::ids::{AccountId, EntryId, EventId};
@@ -547,23 +548,38 @@ impl Ledger {
         }
         // Scatter each change once into its place (sequential reads, independent writes), so
         // the apply loop below reads in order instead of waiting on a random read per change.
-        let mut sorted: Vec<DeferredChange> = vec![DeferredChange::default(); changes.len()];
-        for c in &changes {
-            let slot = &mut next[c.account as usize];
-            sorted[*slot as usize] = *c;
-            *slot += 1;
+        // The sorted block is where the changes stay: each account's log takes its part as a
+        // run (`ChangeLog::push_run`), so no change is copied again and no log grows.
+        let mut block: Arc<[Packed]> = (0..changes.len()).map(|_| Packed::default()).collect();
+        let mut wides: Vec<(u32, Deltas)> = Vec::new();
+        {
+            let sorted = Arc::get_mut(&mut block).expect("just made, not shared");
+            for c in &changes {
+                let slot = &mut next[c.account as usize];
+                let narrow = (c.wide == NARROW).then_some(c.posted);
+                sorted[*slot as usize] = Packed::new(c.position, c.key, narrow);
+                if narrow.is_none() {
+                    wides.push((*slot, Deferred::deltas(wide, c)));
+                }
+                *slot += 1;
+            }
         }
         drop(changes);
-        // Each account's changes in one call, so runs at one instant reach its timeline as
-        // one sum (`BitemporalIndex::apply_many`).
-        for run in sorted.chunk_by(|a, b| a.account == b.account) {
-            self.accounts[run[0].account as usize]
+        wides.sort_unstable_by_key(|w| w.0);
+        // After the scatter, `next[a]` is where account `a`'s changes end (and `a + 1`'s start).
+        let mut start = 0usize;
+        let mut w = 0usize;
+        for (account, &end) in next.iter().enumerate().take(self.accounts.len()) {
+            let end = end as usize;
+            if end == start {
+                continue;
+            }
+            let w_end = w + wides[w..].partition_point(|x| (x.0 as usize) < end);
+            self.accounts[account]
                 .index
-                .apply_many(
-                    run.iter()
-                        .map(|c| (c.position, c.key, Deferred::deltas(wide, c))),
-                )
+                .apply_run(&block, start..end, &wides[w..w_end])
                 .map_err(|e| InvariantViolated(format!("balance index: {e:?}")))?;
+            (start, w) = (end, w_end);
         }
         Ok(())
     }
