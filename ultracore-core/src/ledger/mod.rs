@@ -288,6 +288,14 @@ impl Deferred {
 /// 210,001 events over 10,000 accounts within a few percent of it (docs/BENCHMARKS.md).
 const DEFERRED_CHANGES_MAX: usize = 1 << 18;
 
+/// Changes per block that a bulk replay's flush sorts its buffer into (more when one account
+/// has more; 64 KB at 32 bytes a change). Accounts' logs keep their runs of these blocks, so
+/// the blocks are the replayed state: blocks this small come from the allocator's heap, where
+/// a ledger dropped before (a rebuild after a failure) left memory that is already mapped,
+/// while one block per flush (8 MB) was fresh memory from the system every time, a page fault
+/// per 4 KB.
+const RUN_BLOCK_CHANGES: usize = 2048;
+
 /// Commands per [`Ledger::warm`] call when executing a batch: enough that the misses of one
 /// window overlap, few enough that what it brings into cache (~8 lines per account, two
 /// accounts per transfer) is still there when the window is executed. 32 was the best of
@@ -525,7 +533,7 @@ impl Ledger {
     pub(crate) fn bulk_end(&mut self) -> Result<(), InvariantViolated> {
         self.index_deferred_ids()?;
         match self.deferred.take() {
-            Some(rest) => self.apply_deferred(rest.changes, &rest.wide),
+            Some(rest) => self.apply_deferred(&rest.changes, &rest.wide),
             None => Ok(()),
         }
     }
@@ -534,52 +542,74 @@ impl Ledger {
     ///
     /// The order comes from a counting sort (stable, O(changes + accounts), each change moved
     /// once), not a comparison sort, which spent most of a replay moving the ~90-byte changes.
+    /// The sorted blocks are where the changes stay: each account's log takes its part as a
+    /// run (`ChangeLog::push_run`), so no change is copied again and no log grows.
     fn apply_deferred(
         &mut self,
-        changes: Vec<DeferredChange>,
+        changes: &[DeferredChange],
         wide: &[Deltas],
     ) -> Result<(), InvariantViolated> {
-        let mut next = vec![0u32; self.accounts.len() + 1];
-        for c in &changes {
-            next[c.account as usize + 1] += 1;
+        let mut count = vec![0u32; self.accounts.len()];
+        for c in changes {
+            count[c.account as usize] += 1;
         }
-        for i in 1..next.len() {
-            next[i] += next[i - 1];
-        }
-        // Scatter each change once into its place (sequential reads, independent writes), so
-        // the apply loop below reads in order instead of waiting on a random read per change.
-        // The sorted block is where the changes stay: each account's log takes its part as a
-        // run (`ChangeLog::push_run`), so no change is copied again and no log grows.
-        let mut block: Arc<[Packed]> = (0..changes.len()).map(|_| Packed::default()).collect();
-        let mut wides: Vec<(u32, Deltas)> = Vec::new();
-        {
-            let sorted = Arc::get_mut(&mut block).expect("just made, not shared");
-            for c in &changes {
-                let slot = &mut next[c.account as usize];
-                let narrow = (c.wide == NARROW).then_some(c.posted);
-                sorted[*slot as usize] = Packed::new(c.position, c.key, narrow);
-                if narrow.is_none() {
-                    wides.push((*slot, Deferred::deltas(wide, c)));
-                }
-                *slot += 1;
-            }
-        }
-        drop(changes);
-        wides.sort_unstable_by_key(|w| w.0);
-        // After the scatter, `next[a]` is where account `a`'s changes end (and `a + 1`'s start).
-        let mut start = 0usize;
-        let mut w = 0usize;
-        for (account, &end) in next.iter().enumerate().take(self.accounts.len()) {
-            let end = end as usize;
-            if end == start {
+        // Blocks of about `RUN_BLOCK_CHANGES`, each holding whole accounts' runs, and where
+        // each account's run starts: (block, offset).
+        let mut place = vec![(0u32, 0u32); count.len()];
+        let mut sizes: Vec<u32> = Vec::new();
+        let mut fill = 0u32;
+        for (a, &n) in count.iter().enumerate() {
+            if n == 0 {
                 continue;
             }
-            let w_end = w + wides[w..].partition_point(|x| (x.0 as usize) < end);
+            if fill > 0 && (fill + n) as usize > RUN_BLOCK_CHANGES {
+                sizes.push(fill);
+                fill = 0;
+            }
+            place[a] = (sizes.len() as u32, fill);
+            fill += n;
+        }
+        if fill > 0 {
+            sizes.push(fill);
+        }
+        let mut blocks: Vec<Arc<[Packed]>> = sizes
+            .iter()
+            .map(|&n| (0..n).map(|_| Packed::default()).collect())
+            .collect();
+        // (block, offset, amounts) of the changes that are not narrow.
+        let mut wides: Vec<(u32, u32, Deltas)> = Vec::new();
+        {
+            // Scatter each change once into its place (sequential reads, independent
+            // writes), so the apply loop below reads in order instead of waiting on a random
+            // read per change.
+            let mut out: Vec<&mut [Packed]> = blocks
+                .iter_mut()
+                .map(|b| Arc::get_mut(b).expect("just made, not shared"))
+                .collect();
+            for c in changes {
+                let (b, o) = &mut place[c.account as usize];
+                let narrow = (c.wide == NARROW).then_some(c.posted);
+                out[*b as usize][*o as usize] = Packed::new(c.position, c.key, narrow);
+                if narrow.is_none() {
+                    wides.push((*b, *o, Deferred::deltas(wide, c)));
+                }
+                *o += 1;
+            }
+        }
+        wides.sort_unstable_by_key(|w| (w.0, w.1));
+        // After the scatter, `place[a]` is where account `a`'s run ends.
+        let mut w = 0usize;
+        for (account, (&n, &(b, end))) in count.iter().zip(&place).enumerate() {
+            if n == 0 {
+                continue;
+            }
+            let w_end = w + wides[w..].partition_point(|x| (x.0, x.1) < (b, end));
+            let mine: Vec<(u32, Deltas)> = wides[w..w_end].iter().map(|x| (x.1, x.2)).collect();
             self.accounts[account]
                 .index
-                .apply_run(&block, start..end, &wides[w..w_end])
+                .apply_run(&blocks[b as usize], (end - n) as usize..end as usize, &mine)
                 .map_err(|e| InvariantViolated(format!("balance index: {e:?}")))?;
-            (start, w) = (end, w_end);
+            w = w_end;
         }
         Ok(())
     }
@@ -776,9 +806,17 @@ impl Ledger {
                 buf.push(acc, position, key, d)?;
             }
             if buf.changes.len() >= buf.max {
-                let full = std::mem::take(&mut buf.changes);
-                let wide = std::mem::take(&mut buf.wide);
-                self.apply_deferred(full, &wide)?;
+                let mut full = std::mem::take(&mut buf.changes);
+                let mut wide = std::mem::take(&mut buf.wide);
+                self.apply_deferred(&full, &wide)?;
+                // The buffers go back emptied: their pages stay mapped for the next ones
+                // (allocated anew, a buffer of this size is fresh memory from the system,
+                // a page fault per 4 KB, at every flush).
+                full.clear();
+                wide.clear();
+                if let Some(buf) = &mut self.deferred {
+                    (buf.changes, buf.wide) = (full, wide);
+                }
                 self.index_deferred_ids()?;
             }
             return Ok(());

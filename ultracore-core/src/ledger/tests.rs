@@ -1132,3 +1132,48 @@ fn warming_windows_changes_nothing() {
         assert_eq!(warmed_log, plain_log, "seed {seed}");
     }
 }
+
+/// A bulk replay's flush sorts its buffer into blocks of about `RUN_BLOCK_CHANGES` changes;
+/// a workload with several blocks' worth of changes (holds among them, whose amounts are kept
+/// apart) replays to the live state, and past bases answer alike.
+#[test]
+fn a_bulk_replay_over_several_run_blocks_gives_the_live_state() {
+    use crate::testing::{same_state, workload::Workload};
+    let mut workload = Workload::new(11);
+    let mut live = Ledger::default();
+    let mut log = Vec::new();
+    let mut now = Workload::start();
+    while live
+        .accounts
+        .iter()
+        .map(|a| a.index.changes().len())
+        .sum::<usize>()
+        < 3 * RUN_BLOCK_CHANGES
+    {
+        let cmd = workload.next(&live, now);
+        // Rejections are part of the workload; only a broken invariant fails the test.
+        let _answer = live
+            .execute(&cmd, &crate::event::Trace::default(), now, 0, &mut log)
+            .expect("no invariant breaks");
+        now = now.saturating_add_micros(workload.advance_micros());
+    }
+    let wide = live
+        .accounts
+        .iter()
+        .flat_map(|a| a.index.changes().iter())
+        .filter(|c| c.deltas.pending_debit != 0 || c.deltas.pending_credit != 0)
+        .count();
+    assert!(wide > 0, "the workload places holds");
+    let mut bulk = Ledger::default();
+    bulk.apply_all(&log).expect("replays");
+    same_state(&live, &bulk).unwrap();
+    let position = live.position();
+    for a in live.accounts() {
+        for known in [position / 3, position / 2, position] {
+            assert_eq!(
+                live.balance(&a.id, now, KnownAt::Position(known)),
+                bulk.balance(&a.id, now, KnownAt::Position(known)),
+            );
+        }
+    }
+}
