@@ -569,6 +569,34 @@ mod tests {
         ]
     }
 
+    /// Every accessor of `log` answers as the plain list `plain` would; `range` is asked for
+    /// `range`, and `known_len` for every position up to one past the last.
+    fn reads_as(
+        log: &ChangeLog,
+        plain: &[Change],
+        range: std::ops::Range<usize>,
+    ) -> Result<(), TestCaseError> {
+        prop_assert_eq!(log.len(), plain.len());
+        prop_assert_eq!(log.to_vec(), plain.to_vec());
+        prop_assert_eq!(log.last(), plain.last().copied());
+        prop_assert_eq!(log.last_position(), plain.last().map(|c| c.position));
+        for (i, c) in plain.iter().enumerate() {
+            prop_assert_eq!(log.get(i), *c);
+        }
+        let (a, b) = (range.start.min(plain.len()), range.end.min(plain.len()));
+        let want: Vec<Change> = if a <= b {
+            plain[a..b].to_vec()
+        } else {
+            Vec::new()
+        };
+        prop_assert_eq!(log.range(range).collect::<Vec<_>>(), want);
+        let last = plain.last().map_or(0, |c| c.position);
+        for t in 0..=last + 1 {
+            prop_assert_eq!(log.known_len(t), plain.partition_point(|c| c.position <= t));
+        }
+        Ok(())
+    }
+
     proptest! {
         #[test]
         fn hands_back_exactly_what_was_pushed(
@@ -585,18 +613,7 @@ mod tests {
                 })
                 .collect();
             let log: ChangeLog = plain.iter().copied().collect();
-            prop_assert_eq!(log.len(), plain.len());
-            prop_assert_eq!(log.to_vec(), plain.clone());
-            prop_assert_eq!(log.last(), plain.last().copied());
-            for (i, c) in plain.iter().enumerate() {
-                prop_assert_eq!(log.get(i), *c);
-            }
-            let (a, b) = (from.min(plain.len()), to.min(plain.len()));
-            let want: Vec<Change> = if a <= b { plain[a..b].to_vec() } else { Vec::new() };
-            prop_assert_eq!(log.range(from..to).collect::<Vec<_>>(), want);
-            for t in 0..=position + 1 {
-                prop_assert_eq!(log.known_len(t), plain.partition_point(|c| c.position <= t));
-            }
+            reads_as(&log, &plain, from..to)?;
             let sums = Sums::new(plain.iter().map(|c| c.deltas).collect());
             for (i, c) in plain.iter().enumerate() {
                 prop_assert_eq!(sums.get(i), c.deltas);
@@ -648,19 +665,7 @@ mod tests {
                 }
                 plain.extend(changes);
             }
-            prop_assert_eq!(log.len(), plain.len());
-            prop_assert_eq!(log.to_vec(), plain.clone());
-            prop_assert_eq!(log.last(), plain.last().copied());
-            prop_assert_eq!(log.last_position(), plain.last().map(|c| c.position));
-            for (i, c) in plain.iter().enumerate() {
-                prop_assert_eq!(log.get(i), *c);
-            }
-            let (a, b) = (from.min(plain.len()), to.min(plain.len()));
-            let want: Vec<Change> = if a <= b { plain[a..b].to_vec() } else { Vec::new() };
-            prop_assert_eq!(log.range(from..to).collect::<Vec<_>>(), want);
-            for t in 0..=position + 1 {
-                prop_assert_eq!(log.known_len(t), plain.partition_point(|c| c.position <= t));
-            }
+            reads_as(&log, &plain, from..to)?;
             let copy: ChangeLog = plain.iter().copied().collect();
             prop_assert_eq!(&log, &copy);
         }
