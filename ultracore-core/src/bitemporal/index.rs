@@ -276,7 +276,7 @@ impl BitemporalIndex {
     ) -> Result<(), TimelineError> {
         let mut last = self.log.last_position();
         let mut run = InstantRun::default();
-        let mut w = wide.iter().peekable();
+        let mut w = wide.iter();
         for (at, p) in block[range.clone()].iter().enumerate() {
             let position = p.position();
             if let Some(last) = last {

@@ -284,8 +284,9 @@ impl Deferred {
 
 /// Index changes buffered by a bulk replay before they are applied account by account:
 /// large enough that each account gets several changes per flush, small enough (~10 MB at
-/// 40 bytes a change, twice that while sorting) to stay a buffer. 2^17 and 2^19 replayed
-/// 210,001 events over 10,000 accounts within a few percent of it (docs/BENCHMARKS.md).
+/// 40 bytes a change, kept from one flush to the next; the blocks it is sorted into are the
+/// state itself) to stay a buffer. 2^17 and 2^19 replayed 210,001 events over 10,000
+/// accounts within a few percent of it (docs/BENCHMARKS.md).
 const DEFERRED_CHANGES_MAX: usize = 1 << 18;
 
 /// Changes per block that a bulk replay's flush sorts its buffer into (more when one account
@@ -562,7 +563,7 @@ impl Ledger {
             if n == 0 {
                 continue;
             }
-            if fill > 0 && (fill + n) as usize > RUN_BLOCK_CHANGES {
+            if fill > 0 && fill as usize + n as usize > RUN_BLOCK_CHANGES {
                 sizes.push(fill);
                 fill = 0;
             }
