@@ -240,17 +240,8 @@ impl BitemporalIndex {
         let changes = changes.into_iter();
         // Room for all of them at once (replay hands over one account's changes in one call).
         self.log.reserve(changes.size_hint().0);
-        let mut run = InstantRun::default();
+        let (before, last) = (self.log.len(), self.log.last_position());
         for (position, key, d) in changes {
-            if let Some(last) = self.log.last_position() {
-                if position < last {
-                    return Err(TimelineError::PositionOutOfOrder {
-                        last,
-                        given: position,
-                    });
-                }
-            }
-            run.add(&mut self.current, key, d)?;
             self.log
                 .push(Change {
                     position,
@@ -258,9 +249,8 @@ impl BitemporalIndex {
                     deltas: d,
                 })
                 .map_err(|_| TimelineError::Overflow)?;
-            self.summarise_completed_blocks();
         }
-        run.flush(&mut self.current)
+        self.appended(before, last)
     }
 
     /// Appends `block[range]` (changes in log order, their wide amounts in `wide` as for
@@ -274,36 +264,34 @@ impl BitemporalIndex {
         range: std::ops::Range<usize>,
         wide: &[(u32, Deltas)],
     ) -> Result<(), TimelineError> {
-        let mut last = self.log.last_position();
-        let mut run = InstantRun::default();
-        let mut w = wide.iter();
-        for (at, p) in block[range.clone()].iter().enumerate() {
-            let position = p.position();
-            if let Some(last) = last {
-                if position < last {
-                    return Err(TimelineError::PositionOutOfOrder {
-                        last,
-                        given: position,
-                    });
-                }
-            }
-            last = Some(position);
-            let d = match p.posted() {
-                Some(posted) => Deltas::new(i128::from(posted), 0, 0),
-                None => {
-                    let &(o, d) = w.next().expect("the caller gives each wide change");
-                    debug_assert_eq!(o as usize, range.start + at);
-                    d
-                }
-            };
-            run.add(&mut self.current, p.key(), d)?;
-        }
-        run.flush(&mut self.current)?;
-        let before = self.log.len();
+        let (before, last) = (self.log.len(), self.log.last_position());
         self.log
             .push_run(block, range, wide)
             .map_err(|_| TimelineError::Overflow)?;
-        // Every block boundary the run crossed, in order.
+        self.appended(before, last)
+    }
+
+    /// Brings the rest of the index up to the log after changes `before..` were appended to
+    /// it in one go (`last`: the position of the last change before them): checks their
+    /// positions' order, adds each run of them at one instant to the current timeline as
+    /// its sum, once, and builds the summary of every block they completed.
+    fn appended(&mut self, before: usize, last: Option<u64>) -> Result<(), TimelineError> {
+        let mut last = last;
+        let mut run = InstantRun::default();
+        for c in self.log.range(before..self.log.len()) {
+            if let Some(last) = last {
+                if c.position < last {
+                    return Err(TimelineError::PositionOutOfOrder {
+                        last,
+                        given: c.position,
+                    });
+                }
+            }
+            last = Some(c.position);
+            run.add(&mut self.current, c.key, c.deltas)?;
+        }
+        run.flush(&mut self.current)?;
+        // Every block boundary the new changes crossed, in order.
         let bl = self.block_len;
         let mut n = (before / bl + 1) * bl;
         while n <= self.log.len() {
@@ -1133,18 +1121,9 @@ mod tests {
             for (i, &end) in ends.iter().enumerate() {
                 let part = &log[start..end];
                 if cuts.get(i).is_some_and(|c| c.1) {
-                    // One padding change before the run: the block is shared.
-                    let mut block = vec![Packed::default()];
-                    let mut wide = Vec::new();
-                    for c in part {
-                        let n = super::super::log::narrow(&c.deltas);
-                        if n.is_none() {
-                            wide.push((block.len() as u32, c.deltas));
-                        }
-                        block.push(Packed::new(c.position, c.key, n));
-                    }
-                    let block: std::sync::Arc<[Packed]> = block.into();
-                    runs.apply_run(&block, 1..block.len(), &wide).unwrap();
+                    // One padding change before and after the run: the block is shared.
+                    let (block, wide) = super::super::log::tests::shared_block(1, part);
+                    runs.apply_run(&block, 1..1 + part.len(), &wide).unwrap();
                 } else {
                     for c in part {
                         runs.apply(c.position, c.key, c.deltas).unwrap();

@@ -41,19 +41,6 @@ impl Packed {
             posted: posted.unwrap_or(WIDE),
         }
     }
-
-    pub(crate) fn position(&self) -> u64 {
-        self.position
-    }
-
-    pub(crate) fn key(&self) -> TimelineKey {
-        self.key
-    }
-
-    /// The posted amount, if the change's amounts are that alone.
-    pub(crate) fn posted(&self) -> Option<i64> {
-        (self.posted != WIDE).then_some(self.posted)
-    }
 }
 
 /// The amounts of `d` as a narrow posted amount, if they have one.
@@ -183,19 +170,12 @@ impl ChangeLog {
     /// Appends a change. Fails (changing nothing) only if the log already holds `u32::MAX`
     /// changes with wide amounts before it, which no account reaches.
     pub(crate) fn push(&mut self, c: Change) -> Result<(), TooLong> {
-        let posted = match narrow(&c.deltas) {
-            Some(p) => p,
-            None => {
-                let i = u32::try_from(self.len()).map_err(|_| TooLong)?;
-                self.wide.push((i, c.deltas));
-                WIDE
-            }
-        };
-        self.tail.push(Packed {
-            position: c.position,
-            key: c.key,
-            posted,
-        });
+        let posted = narrow(&c.deltas);
+        if posted.is_none() {
+            let i = u32::try_from(self.len()).map_err(|_| TooLong)?;
+            self.wide.push((i, c.deltas));
+        }
+        self.tail.push(Packed::new(c.position, c.key, posted));
         Ok(())
     }
 
@@ -555,7 +535,7 @@ impl<'de> serde::Deserialize<'de> for Sums {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -567,6 +547,26 @@ mod tests {
             1 => Just(Deltas::new(i128::from(i64::MAX) + 1, 0, 0)),
             1 => (-5i128..5, -5i128..5, -5i128..5).prop_map(|(a, b, c)| Deltas::new(a, b, c)),
         ]
+    }
+
+    /// `changes` in a block shared with other logs, `pad` unrelated changes before and after
+    /// them, and their wide amounts (offset in the block, amounts), as a bulk replay's flush
+    /// makes them for [`ChangeLog::push_run`].
+    pub(crate) fn shared_block(
+        pad: usize,
+        changes: &[Change],
+    ) -> (Arc<[Packed]>, Vec<(u32, Deltas)>) {
+        let mut block = vec![Packed::default(); pad];
+        let mut wide = Vec::new();
+        for c in changes {
+            let n = narrow(&c.deltas);
+            if n.is_none() {
+                wide.push((block.len() as u32, c.deltas));
+            }
+            block.push(Packed::new(c.position, c.key, n));
+        }
+        block.extend(std::iter::repeat_n(Packed::default(), pad));
+        (block.into(), wide)
     }
 
     /// Every accessor of `log` answers as the plain list `plain` would; `range` is asked for
@@ -646,17 +646,7 @@ mod tests {
                     .collect();
                 if as_run {
                     // The run sits in the middle of a block that other logs share.
-                    let mut block = vec![Packed::default(); pad];
-                    let mut wide = Vec::new();
-                    for c in &changes {
-                        let n = narrow(&c.deltas);
-                        if n.is_none() {
-                            wide.push((block.len() as u32, c.deltas));
-                        }
-                        block.push(Packed::new(c.position, c.key, n));
-                    }
-                    block.extend(std::iter::repeat_n(Packed::default(), pad));
-                    let block: Arc<[Packed]> = block.into();
+                    let (block, wide) = shared_block(pad, &changes);
                     log.push_run(&block, pad..pad + changes.len(), &wide).unwrap();
                 } else {
                     for c in &changes {
