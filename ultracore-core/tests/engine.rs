@@ -264,6 +264,10 @@ struct QueueState {
     fail_append: Option<usize>,
     /// Whether the thread is syncing an append it took.
     syncing: bool,
+    /// The next append taken is held until another is queued behind it (or 5 s have
+    /// passed): whether the engine pipelines then shows whatever the scheduling, instead of
+    /// depending on the test's thread deciding the next batch within one sync's time.
+    hold_next: bool,
     stop: bool,
 }
 
@@ -294,6 +298,12 @@ impl QueuedStore {
                 continue;
             };
             std::thread::sleep(std::time::Duration::from_millis(2)); // the "sync"
+            if std::mem::take(&mut q.lock().unwrap().hold_next) {
+                let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                while q.lock().unwrap().waiting.is_empty() && std::time::Instant::now() < until {
+                    std::thread::sleep(std::time::Duration::from_micros(50));
+                }
+            }
             let r = if fail {
                 Err(StoreError::Unavailable("injected: the disk said no".into()))
             } else {
@@ -375,6 +385,9 @@ async fn alice_now(e: &Engine<QueuedStore>) -> (i128, i128) {
 fn the_next_batch_is_decided_while_one_is_being_made_durable_and_answers_wait_for_it() {
     futures_executor::block_on(async {
         let e = &queued_engine(None).await;
+        // The first deposit's append waits until the next batch is queued behind it: an
+        // engine that does not pipeline never queues one and fails below, after 5 s.
+        e.store().queue.lock().unwrap().hold_next = true;
         // 50 callers with 12 deposits each, one after the other: while a batch syncs, the
         // callers answered by the one before send their next deposits, which are decided and
         // queued behind it.
