@@ -55,6 +55,13 @@ macro_rules! string_id {
             }
         }
 
+        // Hash and equality are those of the text, so maps keyed by ids are searched by `&str`.
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                self.0.as_str()
+            }
+        }
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(self.0.as_str())

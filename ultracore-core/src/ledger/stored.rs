@@ -18,68 +18,12 @@ use crate::time::{EffectiveAt, RecordedAt, Timestamp};
 use super::model::{Direction, Entry, EntryKind, Metadata, Posting};
 use super::{IdMap, Ledger};
 
-/// Longest account id kept inline in the account map's slots (nearly every id is shorter).
-const ACCOUNT_KEY_INLINE: usize = 22;
-
-/// An account id as the account map's key. An id of at most [`ACCOUNT_KEY_INLINE`] bytes is
-/// kept in the table's own slot, so a lookup compares the bytes there instead of following
-/// the id's pointer to its allocation: with many accounts that pointer is a cache miss on
-/// every lookup (a tenth of a transfer's time was that compare). Longer ids stay shared.
+/// Account id → index in [`Ledger::accounts`]. An id of up to 23 bytes (nearly every one)
+/// lies in the table's own slot (an [`AccountId`] keeps it inline), so a lookup compares the
+/// bytes there instead of following a pointer: with many accounts that pointer was a cache
+/// miss on every lookup (a tenth of a transfer's time). A longer id is shared.
 #[derive(Clone, Debug)]
-enum AccountKey {
-    Inline {
-        len: u8,
-        bytes: [u8; ACCOUNT_KEY_INLINE],
-    },
-    Shared(AccountId),
-}
-
-impl AccountKey {
-    fn new(id: &AccountId) -> AccountKey {
-        let s = id.as_str().as_bytes();
-        match u8::try_from(s.len()) {
-            Ok(len) if s.len() <= ACCOUNT_KEY_INLINE => {
-                let mut bytes = [0u8; ACCOUNT_KEY_INLINE];
-                bytes[..s.len()].copy_from_slice(s);
-                AccountKey::Inline { len, bytes }
-            }
-            _ => AccountKey::Shared(id.clone()),
-        }
-    }
-
-    fn bytes(&self) -> &[u8] {
-        match self {
-            AccountKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            AccountKey::Shared(id) => id.as_str().as_bytes(),
-        }
-    }
-}
-
-// Hash and equality are those of the id's bytes, so the map is searched with a `&[u8]`.
-impl std::hash::Hash for AccountKey {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.bytes().hash(state)
-    }
-}
-
-impl PartialEq for AccountKey {
-    fn eq(&self, other: &AccountKey) -> bool {
-        self.bytes() == other.bytes()
-    }
-}
-
-impl Eq for AccountKey {}
-
-impl std::borrow::Borrow<[u8]> for AccountKey {
-    fn borrow(&self) -> &[u8] {
-        self.bytes()
-    }
-}
-
-/// Account id → index in [`Ledger::accounts`], with the ids inline in the slots
-/// ([`AccountKey`]).
-#[derive(Clone, Debug)]
-pub(crate) struct AccountIndex(IdMap<AccountKey, u32>);
+pub(crate) struct AccountIndex(IdMap<AccountId, u32>);
 
 impl AccountIndex {
     pub(crate) fn new(hasher: foldhash::fast::FixedState) -> AccountIndex {
@@ -87,16 +31,16 @@ impl AccountIndex {
     }
 
     pub(crate) fn get(&self, id: &AccountId) -> Option<&u32> {
-        self.0.get(id.as_str().as_bytes())
+        self.0.get(id.as_str())
     }
 
     pub(crate) fn contains_key(&self, id: &AccountId) -> bool {
-        self.0.contains_key(id.as_str().as_bytes())
+        self.0.contains_key(id.as_str())
     }
 
     /// Files `id` at `ix`; returns the index it had, if it had one (and keeps that one).
     pub(crate) fn insert(&mut self, id: &AccountId, ix: u32) -> Option<u32> {
-        match self.0.entry(AccountKey::new(id)) {
+        match self.0.entry(id.clone()) {
             std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
             std::collections::hash_map::Entry::Vacant(e) => {
                 e.insert(ix);
@@ -573,17 +517,20 @@ mod tests {
     use super::*;
     use crate::time::{EffectiveAt, Timestamp};
 
-    /// Ids inline and shared (longer than `ACCOUNT_KEY_INLINE`), at the boundary and with a
+    /// Ids inline and shared (longer than `ACCOUNT_ID_INLINE`), at the boundary and with a
     /// common prefix, are each found under their own index and only there.
+    /// The longest id an [`AccountId`] keeps inline.
+    const ACCOUNT_ID_INLINE: usize = smol_str::SmolStr::INLINE_CAP;
+
     #[test]
     fn the_account_index_finds_inline_and_shared_ids() {
         let ids: Vec<AccountId> = [
             "a".to_string(),
-            "x".repeat(ACCOUNT_KEY_INLINE - 1),
-            "x".repeat(ACCOUNT_KEY_INLINE),
-            "x".repeat(ACCOUNT_KEY_INLINE + 1),
+            "x".repeat(ACCOUNT_ID_INLINE - 1),
+            "x".repeat(ACCOUNT_ID_INLINE),
+            "x".repeat(ACCOUNT_ID_INLINE + 1),
             "y".repeat(crate::limits::ID_LEN_MAX),
-            format!("{}z", "y".repeat(ACCOUNT_KEY_INLINE)),
+            format!("{}z", "y".repeat(ACCOUNT_ID_INLINE)),
         ]
         .iter()
         .map(|s| s.parse().unwrap())
@@ -600,7 +547,7 @@ mod tests {
             assert_eq!(index.insert(id, 99), Some(i as u32));
             assert_eq!(index.get(id), Some(&(i as u32)));
         }
-        for absent in ["b", "x", &"x".repeat(ACCOUNT_KEY_INLINE + 2)] {
+        for absent in ["b", "x", &"x".repeat(ACCOUNT_ID_INLINE + 2)] {
             assert_eq!(index.get(&absent.parse().unwrap()), None, "{absent}");
         }
     }
