@@ -913,6 +913,38 @@ impl Ledger {
                 reversal_of,
                 fingerprint,
             } => {
+                // A plain transfer between two accounts (a replay's events, nearly all): its
+                // two index changes come straight from its compact form, with no list of
+                // changes built and merged per account and no second test of its shape.
+                let plain = match (&precomputed, reversal_of) {
+                    (None, None) if metadata.is_empty() => self
+                        .posting_ixs(postings)
+                        .filter(|[d, c]| d != c)
+                        .and_then(|ixs| stored::compact_transfer(postings, ixs, &self.currencies)),
+                    _ => None,
+                };
+                if let Some(t) = plain {
+                    let key = (effective_at.0.as_micros(), pos);
+                    let posted = |minor: i64| Deltas {
+                        posted: i128::from(minor),
+                        ..Deltas::ZERO
+                    };
+                    // `minor` fits an i64, so its negation fits an i128.
+                    let changes = [
+                        (t.debit, key, Deltas::ZERO.minus(posted(t.minor))),
+                        (t.credit, key, posted(t.minor)),
+                    ];
+                    debug_assert_eq!(
+                        Ok(&changes[..]),
+                        self.posting_changes(postings, *effective_at, pos, 1)
+                            .as_deref()
+                    );
+                    self.apply_changes(pos, &changes)?;
+                    let ix = self.insert_entry(id, |r| {
+                        StoredEntry::transfer(r, *fingerprint, *effective_at, pos, t)
+                    })?;
+                    return Ok(Some(ix));
+                }
                 let changes = match precomputed {
                     Some(c) => {
                         debug_assert_eq!(
