@@ -85,8 +85,16 @@ fn run_transfers(
 
 fn replay(rounds: usize) {
     let (mut ledger, mut events) = ledger_with_accounts(10_000, false);
-    for cmd in random_transfers(200_000, 10_000, 1, 7) {
-        let _ = ledger.execute(&cmd, &Trace::default(), start(), 0, &mut events);
+    // `UC_SPREAD=1`: each transfer effective 1 µs after the one before (its own instant in
+    // every timeline) instead of all at one instant.
+    let spread = std::env::var("UC_SPREAD").is_ok_and(|v| v == "1");
+    for (i, cmd) in random_transfers(200_000, 10_000, 1, 7).iter().enumerate() {
+        let now = if spread {
+            start().saturating_add_micros(i as i64)
+        } else {
+            start()
+        };
+        let _ = ledger.execute(cmd, &Trace::default(), now, 0, &mut events);
     }
     let bulk = std::env::var("UC_REPLAY").map_or(true, |v| v != "one-by-one");
     let mut busy = std::time::Duration::ZERO;
