@@ -517,11 +517,11 @@ mod tests {
     use super::*;
     use crate::time::{EffectiveAt, Timestamp};
 
-    /// Ids inline and shared (longer than `ACCOUNT_ID_INLINE`), at the boundary and with a
-    /// common prefix, are each found under their own index and only there.
     /// The longest id an [`AccountId`] keeps inline.
     const ACCOUNT_ID_INLINE: usize = smol_str::SmolStr::INLINE_CAP;
 
+    /// Ids inline and shared (longer than `ACCOUNT_ID_INLINE`), at the boundary and with a
+    /// common prefix, are each found under their own index and only there.
     #[test]
     fn the_account_index_finds_inline_and_shared_ids() {
         let ids: Vec<AccountId> = [
