@@ -74,12 +74,24 @@ fn run_transfers(
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(ultracore_core::ledger::WARM_WINDOW);
+    // `UC_REUSE_OUT=1`: one output vector for every batch, its envelopes dropped (inside the
+    // timing) before the next batch, as the engine's store consumes each batch's events;
+    // otherwise every batch writes its envelopes into fresh memory, kept until the end.
+    let reuse = std::env::var("UC_REUSE_OUT").is_ok_and(|v| v == "1");
     let mut logs = Vec::with_capacity(batches.len());
+    let mut shared = Vec::new();
     for (r, cmds) in batches.iter().enumerate() {
-        let mut out = Vec::with_capacity(cmds.len());
-        execute_windows(ledger, cmds, window, 1 + (r * cmds.len()) as i64, &mut out);
-        logs.push(out);
+        let start = 1 + (r * cmds.len()) as i64;
+        if reuse {
+            shared.clear();
+            execute_windows(ledger, cmds, window, start, &mut shared);
+        } else {
+            let mut out = Vec::with_capacity(cmds.len());
+            execute_windows(ledger, cmds, window, start, &mut out);
+            logs.push(out);
+        }
     }
+    logs.push(shared);
     logs
 }
 
