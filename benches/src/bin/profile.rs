@@ -91,7 +91,9 @@ fn run_transfers(
             logs.push(out);
         }
     }
-    logs.push(shared);
+    if reuse {
+        logs.push(shared);
+    }
     logs
 }
 

@@ -913,68 +913,39 @@ impl Ledger {
                 reversal_of,
                 fingerprint,
             } => {
-                // A plain transfer between two accounts (a replay's events, nearly all): its
-                // two index changes come straight from its compact form, with no list of
-                // changes built and merged per account and no second test of its shape.
-                let plain = match (&precomputed, reversal_of) {
-                    (None, None) if metadata.is_empty() => self
-                        .posting_ixs(postings)
-                        .filter(|[d, c]| d != c)
-                        .and_then(|ixs| stored::compact_transfer(postings, ixs, &self.currencies)),
-                    _ => None,
+                // A plain transfer is stored compact. It is recognised from its postings'
+                // account indexes: those of its two index changes when the decision handed
+                // them over (one change per account, in posting order, when the accounts
+                // differ), otherwise looked up.
+                let ixs = match precomputed.as_deref() {
+                    _ if reversal_of.is_some() || !metadata.is_empty() => None,
+                    Some([(d, ..), (c, ..)]) => Some([*d, *c]),
+                    _ => self.posting_ixs(postings),
                 };
-                if let Some(t) = plain {
-                    let key = (effective_at.0.as_micros(), pos);
-                    let posted = |minor: i64| Deltas {
-                        posted: i128::from(minor),
-                        ..Deltas::ZERO
-                    };
-                    // `minor` fits an i64, so its negation fits an i128.
-                    let changes = [
-                        (t.debit, key, Deltas::ZERO.minus(posted(t.minor))),
-                        (t.credit, key, posted(t.minor)),
-                    ];
-                    debug_assert_eq!(
-                        Ok(&changes[..]),
-                        self.posting_changes(postings, *effective_at, pos, 1)
-                            .as_deref()
-                    );
-                    self.apply_changes(pos, &changes)?;
-                    let ix = self.insert_entry(id, |r| {
-                        StoredEntry::transfer(r, *fingerprint, *effective_at, pos, t)
-                    })?;
-                    return Ok(Some(ix));
-                }
-                let changes = match precomputed {
-                    Some(c) => {
-                        debug_assert_eq!(
-                            Ok(&c),
-                            self.posting_changes(postings, *effective_at, pos, 1)
-                                .as_ref()
-                        );
-                        c
+                let transfer =
+                    ixs.and_then(|ixs| stored::compact_transfer(postings, ixs, &self.currencies));
+                let changes = match (precomputed, transfer) {
+                    (Some(c), _) => c,
+                    // Between two accounts (a replay's events, nearly all), its two index
+                    // changes come straight from its compact form: no list of changes built
+                    // and merged per account.
+                    (None, Some(t)) if t.debit != t.credit => {
+                        t.changes((effective_at.0.as_micros(), pos))
                     }
-                    None => self
+                    (None, _) => self
                         .posting_changes(postings, *effective_at, pos, 1)
                         .map_err(|r| InvariantViolated(format!("entry {id}: {r}")))?,
                 };
+                debug_assert_eq!(
+                    Ok(&changes),
+                    self.posting_changes(postings, *effective_at, pos, 1)
+                        .as_ref()
+                );
                 self.apply_changes(pos, &changes)?;
                 if let Some(of) = reversal_of {
                     self.entry_mut(of)?.reversed_by = Some(id.clone());
                 }
                 debug_assert_eq!(self.currencies.len(), self.accounts.len());
-                // A plain transfer is stored compact. Its account indexes are those of its
-                // two index changes when the accounts differ (one change per account, in
-                // posting order).
-                let transfer = match (reversal_of, &changes[..]) {
-                    (None, [(d, ..), (c, ..)]) if metadata.is_empty() => {
-                        stored::compact_transfer(postings, [*d, *c], &self.currencies)
-                    }
-                    (None, _) if metadata.is_empty() && postings.len() == 2 => self
-                        .posting_ixs(postings)
-                        .and_then(|ixs| stored::compact_transfer(postings, ixs, &self.currencies)),
-                    _ => None,
-                };
                 let kind = match reversal_of {
                     Some(of) => EntryKind::Reversal { of: of.clone() },
                     None => EntryKind::Posted,

@@ -11,6 +11,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use crate::bitemporal::timeline::{Deltas, TimelineKey};
 use crate::ids::{AccountId, EntryId};
 use crate::money::{Amount, Currency};
 use crate::time::{EffectiveAt, RecordedAt, Timestamp};
@@ -155,6 +156,20 @@ pub(crate) struct Transfer {
     pub(crate) debit: u32,
     pub(crate) credit: u32,
     pub(crate) minor: i64,
+}
+
+impl Transfer {
+    /// Its two balance-index changes at `key`, debit then credit: what
+    /// `Ledger::posting_changes` computes for its postings when the accounts differ.
+    pub(crate) fn changes(&self, key: TimelineKey) -> super::Changes {
+        // `minor` fits an i64, so its negation fits an i128.
+        let posted = |p: i128| Deltas {
+            posted: p,
+            ..Deltas::ZERO
+        };
+        let m = i128::from(self.minor);
+        super::Changes::from_buf([(self.debit, key, posted(-m)), (self.credit, key, posted(m))])
+    }
 }
 
 /// The compact form of a plain posted entry's postings, if it has one: exactly two postings,
