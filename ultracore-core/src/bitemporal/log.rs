@@ -322,10 +322,18 @@ pub struct Changes<'a> {
     wide: usize,
 }
 
-impl Iterator for Changes<'_> {
-    type Item = Change;
+/// A change's amounts as stored: a posted amount alone (nearly always), or all of them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Stored {
+    Narrow(i64),
+    Wide(Deltas),
+}
 
-    fn next(&mut self) -> Option<Change> {
+impl Changes<'_> {
+    /// The next change as stored: its position, its key and its amounts, without building
+    /// the [`Change`] (and its three `i128` amounts) that `next` hands out.
+    #[inline]
+    pub(crate) fn next_stored(&mut self) -> Option<(u64, TimelineKey, Stored)> {
         if self.next >= self.end {
             return None;
         }
@@ -335,18 +343,30 @@ impl Iterator for Changes<'_> {
         }
         let p = self.cur[0];
         self.cur = &self.cur[1..];
-        let deltas = if p.posted == WIDE {
+        let amounts = if p.posted == WIDE {
             let d = self.log.wide[self.wide].1;
             self.wide += 1;
-            d
+            Stored::Wide(d)
         } else {
-            Deltas::new(i128::from(p.posted), 0, 0)
+            Stored::Narrow(p.posted)
         };
         self.next += 1;
+        Some((p.position, p.key, amounts))
+    }
+}
+
+impl Iterator for Changes<'_> {
+    type Item = Change;
+
+    fn next(&mut self) -> Option<Change> {
+        let (position, key, amounts) = self.next_stored()?;
         Some(Change {
-            position: p.position,
-            key: p.key,
-            deltas,
+            position,
+            key,
+            deltas: match amounts {
+                Stored::Narrow(p) => Deltas::new(i128::from(p), 0, 0),
+                Stored::Wide(d) => d,
+            },
         })
     }
 
