@@ -637,7 +637,7 @@ impl Ledger {
             now,
             next_position: self.position() + 1,
         };
-        let (decision, mut changes) = self.decide_with_changes(command, &ctx);
+        let (decision, changes) = self.decide_with_changes(command, &ctx);
         // Where and when the last event was recorded: a new entry's receipt is built from it,
         // not read back from the state just written.
         let mut recorded = None;
@@ -650,10 +650,11 @@ impl Ledger {
         };
         let count = payloads.len();
         let mut entry = None;
-        for payload in payloads {
+        for (i, payload) in payloads.into_iter().enumerate() {
             let env = self.envelope(payload, trace, now, log_id);
             // Only the first event can use changes computed by the decision (at its position).
-            entry = self.apply_with(&env, changes.take())?;
+            let decided = if i == 0 { changes.as_ref() } else { None };
+            entry = self.apply_with(&env, decided)?;
             recorded = Some((env.position, env.recorded_at, env.effective_at));
             out.push(env);
         }
@@ -752,7 +753,7 @@ impl Ledger {
     fn apply_with(
         &mut self,
         env: &Envelope<LedgerEvent>,
-        changes: Option<Changes>,
+        changes: Option<&Changes>,
     ) -> Result<Option<u32>, InvariantViolated> {
         let expected = self.position() + 1;
         if env.position != expected {
@@ -836,7 +837,7 @@ impl Ledger {
     fn apply_payload(
         &mut self,
         env: &Envelope<LedgerEvent>,
-        precomputed: Option<Changes>,
+        precomputed: Option<&Changes>,
     ) -> Result<Option<u32>, InvariantViolated> {
         let pos = env.position;
         // During a bulk replay, entries are indexed by id in runs; an event that may look one
@@ -917,31 +918,38 @@ impl Ledger {
                 // account indexes: those of its two index changes when the decision handed
                 // them over (one change per account, in posting order, when the accounts
                 // differ), otherwise looked up.
-                let ixs = match precomputed.as_deref() {
+                let ixs = match precomputed.map(|c| &c[..]) {
                     _ if reversal_of.is_some() || !metadata.is_empty() => None,
                     Some([(d, ..), (c, ..)]) => Some([*d, *c]),
                     _ => self.posting_ixs(postings),
                 };
                 let transfer =
                     ixs.and_then(|ixs| stored::compact_transfer(postings, ixs, &self.currencies));
-                let changes = match (precomputed, transfer) {
+                // Each source of changes is borrowed where it lies (the match would move a
+                // `Changes` into one variable, a `memcpy` per event).
+                let (pair, computed);
+                let changes: &[(u32, TimelineKey, Deltas)] = match (precomputed, transfer) {
                     (Some(c), _) => c,
                     // Between two accounts (a replay's events, nearly all), its two index
                     // changes come straight from its compact form: no list of changes built
                     // and merged per account.
                     (None, Some(t)) if t.debit != t.credit => {
-                        t.changes((effective_at.0.as_micros(), pos))
+                        pair = t.changes((effective_at.0.as_micros(), pos));
+                        &pair
                     }
-                    (None, _) => self
-                        .posting_changes(postings, *effective_at, pos, 1)
-                        .map_err(|r| InvariantViolated(format!("entry {id}: {r}")))?,
+                    (None, _) => {
+                        computed = self
+                            .posting_changes(postings, *effective_at, pos, 1)
+                            .map_err(|r| InvariantViolated(format!("entry {id}: {r}")))?;
+                        &computed
+                    }
                 };
                 debug_assert_eq!(
-                    Ok(&changes),
+                    Ok(changes),
                     self.posting_changes(postings, *effective_at, pos, 1)
-                        .as_ref()
+                        .as_deref()
                 );
-                self.apply_changes(pos, &changes)?;
+                self.apply_changes(pos, changes)?;
                 if let Some(of) = reversal_of {
                     self.entry_mut(of)?.reversed_by = Some(id.clone());
                 }
