@@ -54,11 +54,11 @@ fn samples() -> Vec<LedgerEvent> {
             kind: AccountKind::Liability,
             owner: Some("cust-1".into()),
             branch: Some("br-9".into()),
-            constraints: Constraints {
+            constraints: Box::new(Constraints {
                 debits_must_not_exceed_credits: true,
                 credits_must_not_exceed_debits: false,
                 overdraft_limit: Some(usd("50.00")),
-            },
+            }),
             metadata: metadata.clone(),
             opened_at: EffectiveAt(ts("2026-01-01T00:00:00Z")),
             fingerprint: 42,

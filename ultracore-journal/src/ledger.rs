@@ -36,7 +36,7 @@ enum LedgerEventV1 {
         kind: AccountKind,
         owner: Option<String>,
         branch: Option<String>,
-        constraints: Constraints,
+        constraints: Box<Constraints>,
         metadata: Metadata,
         opened_at: EffectiveAt,
         fingerprint: u64,

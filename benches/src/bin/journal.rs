@@ -34,7 +34,7 @@ use ultracore_core::engine::{Engine, EngineConfig, OpenedFrom};
 use ultracore_core::event::{DomainEvent, Envelope, Trace};
 use ultracore_core::ids::{AccountId, EntryId, EventId};
 use ultracore_core::ledger::{
-    AccountKind, Constraints, Direction, Ledger, LedgerConfig, LedgerEvent, Metadata, Posting,
+    AccountKind, Direction, Ledger, LedgerConfig, LedgerEvent, Metadata, Posting,
 };
 use ultracore_core::money::{Amount, Currency};
 use ultracore_core::store::SnapshotStore;
@@ -344,7 +344,7 @@ fn ledger_event_at(position: u64) -> Envelope<LedgerEvent> {
         kind: AccountKind::Asset,
         owner: None,
         branch: None,
-        constraints: Constraints::default(),
+        constraints: Box::default(),
         metadata: Metadata::new(),
         opened_at: EffectiveAt(time_at(0)),
         fingerprint: position,

@@ -238,7 +238,7 @@ impl Ledger {
             kind: c.kind,
             owner: c.owner.clone(),
             branch: c.branch.clone(),
-            constraints: c.constraints,
+            constraints: Box::new(c.constraints),
             metadata: c.metadata.clone(),
             opened_at,
             fingerprint,

@@ -874,7 +874,7 @@ impl Ledger {
                     kind: *kind,
                     owner: owner.clone(),
                     branch: branch.clone(),
-                    constraints: *constraints,
+                    constraints: **constraints,
                     metadata: metadata.clone(),
                     status: AccountStatus::Open,
                     opened_at: *opened_at,

@@ -91,7 +91,7 @@ impl Book {
                 let a = OpenedAccount {
                     currency: *currency,
                     kind: *kind,
-                    constraints: *constraints,
+                    constraints: **constraints,
                 };
                 self.accounts.insert(id.clone(), a);
             }
