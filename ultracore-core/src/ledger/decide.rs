@@ -473,17 +473,10 @@ impl Ledger {
         fingerprint: u64,
     ) -> Result<(Events, Option<Changes>), Rejection> {
         let effective_at = self.effective(c.effective_at, ctx)?;
-        let seq = ctx.next_position;
-        let changes = match self.plain_transfer(c, effective_at, seq) {
-            Some(changes) => {
-                debug_assert_eq!(
-                    Ok(&changes),
-                    self.post_changes(c, effective_at, seq).as_ref()
-                );
-                changes
-            }
-            None => self.post_changes(c, effective_at, seq)?,
-        };
+        let ixs = self.validate_postings(&c.postings, effective_at)?;
+        c.metadata.validate()?;
+        let changes = posting_changes_at(&c.postings, &ixs, effective_at, ctx.next_position, 1)?;
+        self.check_limits(&changes)?;
         let event = LedgerEvent::EntryPosted {
             id: c.id.clone(),
             postings: c.postings.clone(),
@@ -493,89 +486,6 @@ impl Ledger {
             fingerprint,
         };
         Ok((smallvec::smallvec![event], Some(changes)))
-    }
-
-    /// The checks of a posting and its index changes: every posting valid against its
-    /// account, balanced per currency, the metadata, and every constrained account's limits
-    /// along its whole timeline.
-    fn post_changes(
-        &self,
-        c: &PostEntry,
-        effective_at: EffectiveAt,
-        seq: u64,
-    ) -> Result<Changes, Rejection> {
-        let ixs = self.validate_postings(&c.postings, effective_at)?;
-        c.metadata.validate()?;
-        let changes = posting_changes_at(&c.postings, &ixs, effective_at, seq, 1)?;
-        self.check_limits(&changes)?;
-        Ok(changes)
-    }
-
-    /// The index changes of `c` if it is a plain transfer that [`Ledger::post_changes`]
-    /// accepts: one amount debited from one usable account and credited to another, both of
-    /// its currency, that neither account's range nor limits refuse. `None` for anything
-    /// else, valid or not, which `post_changes` then decides: this path only accepts, and
-    /// accepts exactly what `post_changes` would, with the same changes (asserted in debug
-    /// builds). It is the same checks without the general case's lists: per-currency sums,
-    /// merged changes per account, and each account's changes gathered for its limit check.
-    fn plain_transfer(
-        &self,
-        c: &PostEntry,
-        effective_at: EffectiveAt,
-        seq: u64,
-    ) -> Option<Changes> {
-        let [a, b] = &c.postings[..] else {
-            return None;
-        };
-        let m = a.amount.minor();
-        if a.direction == b.direction
-            || a.amount != b.amount
-            || m <= 0
-            || m > POSTING_AMOUNT_MINOR_MAX
-        {
-            return None;
-        }
-        let (ia, ib) = (
-            *self.account_ix.get(&a.account)?,
-            *self.account_ix.get(&b.account)?,
-        );
-        if ia == ib {
-            return None;
-        }
-        let key = (effective_at.0.as_micros(), seq);
-        let change = |ix: u32, p: &Posting| {
-            let posted = match p.direction {
-                Direction::Credit => m,
-                Direction::Debit => -m,
-            };
-            (
-                ix,
-                key,
-                Deltas {
-                    posted,
-                    ..Deltas::ZERO
-                },
-            )
-        };
-        let changes: Changes = smallvec::smallvec![change(ia, a), change(ib, b)];
-        for &(ix, k, d) in &changes {
-            let st = &self.accounts[ix as usize];
-            if st.account.currency != a.amount.currency()
-                || self.check_usable(st, effective_at).is_err()
-            {
-                return None;
-            }
-            let one = [(k, d)];
-            if !st.index.can_apply(&one) {
-                return None;
-            }
-            let (lower, upper) = st.bounds;
-            if (lower.is_some() || upper.is_some()) && st.index.check(&one, lower, upper).is_err() {
-                return None;
-            }
-        }
-        c.metadata.validate().ok()?;
-        Some(changes)
     }
 
     fn decide_hold(
