@@ -146,9 +146,8 @@ pub enum LedgerEvent {
     },
 }
 
-// The size the boxed `constraints` of `AccountOpened` buys: an event is as large as its
-// largest variant, and events are moved several times between decision and log (192 bytes
-// with the constraints inline).
+// An event is as large as its largest variant: 192 bytes with `AccountOpened`'s constraints
+// inline (see that field).
 const _: () = assert!(size_of::<LedgerEvent>() == 144);
 
 /// The event type names (what [`DomainEvent::event_type`] answers), indexed by

@@ -918,7 +918,7 @@ impl Ledger {
                 // account indexes: those of its two index changes when the decision handed
                 // them over (one change per account, in posting order, when the accounts
                 // differ), otherwise looked up.
-                let ixs = match precomputed.map(|c| &c[..]) {
+                let ixs = match precomputed.map(|c| c.as_slice()) {
                     _ if reversal_of.is_some() || !metadata.is_empty() => None,
                     Some([(d, ..), (c, ..)]) => Some([*d, *c]),
                     _ => self.posting_ixs(postings),

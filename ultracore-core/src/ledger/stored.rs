@@ -161,8 +161,8 @@ pub(crate) struct Transfer {
 impl Transfer {
     /// Its two balance-index changes at `key`, debit then credit: what
     /// `Ledger::posting_changes` computes for its postings when the accounts differ.
-    /// An array, not a [`super::Changes`]: the caller borrows it where it is built, where
-    /// a `Changes` (176 bytes) was moved twice on the way, by calls to `memcpy`.
+    /// An array, which the caller borrows where it is built (a 176-byte [`super::Changes`]
+    /// would be moved to it by `memcpy`).
     pub(crate) fn changes(&self, key: TimelineKey) -> [(u32, TimelineKey, Deltas); 2] {
         // `minor` fits an i64, so its negation fits an i128.
         let posted = |p: i128| Deltas {
