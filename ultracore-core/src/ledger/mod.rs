@@ -157,8 +157,9 @@ pub struct Ledger {
     config: LedgerConfig,
     pub(crate) accounts: Vec<AccountState>,
     /// Each account's currency, by index (`accounts[i].account.currency`), apart from the
-    /// 464-byte records: replay's test of "plain transfer" reads this dense array (10 bytes
-    /// per account, in cache) instead of a cache miss on each posted account's record.
+    /// 464-byte records: the test of "plain transfer" of a decided entry reads this dense
+    /// array (10 bytes per account, in cache) instead of a cache miss on each posted
+    /// account's record. (A replay reads them from the id index's slots instead.)
     pub(crate) currencies: Vec<crate::money::Currency>,
     pub(crate) account_ix: stored::AccountIndex,
     /// Fingerprint of each account's opening request (idempotent re-opening).
@@ -890,7 +891,7 @@ impl Ledger {
                     index: BitemporalIndex::new(),
                     position: pos,
                 });
-                self.account_ix.insert(id, ix);
+                self.account_ix.insert(id, ix, *currency);
                 self.open_fingerprints.insert(id.clone(), *fingerprint);
                 Ok(None)
             }
@@ -917,14 +918,17 @@ impl Ledger {
                 // A plain transfer is stored compact. It is recognised from its postings'
                 // account indexes: those of its two index changes when the decision handed
                 // them over (one change per account, in posting order, when the accounts
-                // differ), otherwise looked up.
-                let ixs = match precomputed.map(|c| c.as_slice()) {
+                // differ), otherwise looked up, with the accounts' currencies from the same
+                // slots (a replay, see `stored::AccountIndex`).
+                let transfer = match precomputed.map(|c| c.as_slice()) {
                     _ if reversal_of.is_some() || !metadata.is_empty() => None,
-                    Some([(d, ..), (c, ..)]) => Some([*d, *c]),
-                    _ => self.posting_ixs(postings),
+                    Some([(d, ..), (c, ..)]) => {
+                        stored::compact_transfer(postings, [*d, *c], &self.currencies)
+                    }
+                    _ => self
+                        .posting_accounts(postings)
+                        .and_then(|a| stored::compact_transfer_in(postings, a)),
                 };
-                let transfer =
-                    ixs.and_then(|ixs| stored::compact_transfer(postings, ixs, &self.currencies));
                 // Each source of changes is borrowed where it lies (the match would move a
                 // `Changes` into one variable, a `memcpy` per event).
                 let (pair, computed);
@@ -1252,13 +1256,12 @@ impl Ledger {
         Ok(ix)
     }
 
-    /// The account indexes of a two-posting entry's postings, if both accounts exist.
-    fn posting_ixs(&self, postings: &[Posting]) -> Option<[u32; 2]> {
+    /// The account indexes and currencies of a two-posting entry's postings, if both
+    /// accounts exist.
+    fn posting_accounts(&self, postings: &[Posting]) -> Option<[(u32, crate::money::Currency); 2]> {
+        let find = |p: &Posting| self.account_ix.get_with_currency(&p.account);
         match postings {
-            [a, b] => Some([
-                *self.account_ix.get(&a.account)?,
-                *self.account_ix.get(&b.account)?,
-            ]),
+            [a, b] => Some([find(a)?, find(b)?]),
             _ => None,
         }
     }

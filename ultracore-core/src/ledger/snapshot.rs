@@ -1126,7 +1126,11 @@ impl Ledger {
                 for st in added {
                     let ix = u32::try_from(self.accounts.len())
                         .map_err(|_| inconsistent("too many accounts"))?;
-                    if self.account_ix.insert(&st.account.id, ix).is_some() {
+                    if self
+                        .account_ix
+                        .insert(&st.account.id, ix, st.account.currency)
+                        .is_some()
+                    {
                         return Err(inconsistent(&format!("account {} twice", st.account.id)));
                     }
                     self.push_account(st.clone());
@@ -1215,7 +1219,11 @@ impl Ledger {
         let mut ledger = Ledger::new(config);
         for (i, st) in rest.accounts.iter().enumerate() {
             let ix = u32::try_from(i).map_err(|_| inconsistent("too many accounts"))?;
-            if ledger.account_ix.insert(&st.account.id, ix).is_some() {
+            if ledger
+                .account_ix
+                .insert(&st.account.id, ix, st.account.currency)
+                .is_some()
+            {
                 return Err(inconsistent(&format!("account {} twice", st.account.id)));
             }
         }
