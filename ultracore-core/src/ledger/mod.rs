@@ -1259,7 +1259,10 @@ impl Ledger {
     /// The account indexes and currencies of a two-posting entry's postings, if both
     /// accounts exist.
     fn posting_accounts(&self, postings: &[Posting]) -> Option<[(u32, crate::money::Currency); 2]> {
-        let find = |p: &Posting| self.account_ix.get_with_currency(&p.account);
+        let find = |p: &Posting| match self.account_ix.get_with_currency(&p.account)? {
+            (ix, Some(currency)) => Some((ix, currency)),
+            (ix, None) => Some((ix, *self.currencies.get(ix as usize)?)),
+        };
         match postings {
             [a, b] => Some([find(a)?, find(b)?]),
             _ => None,
