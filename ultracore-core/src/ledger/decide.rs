@@ -18,8 +18,8 @@ use super::command::{
 use super::event::LedgerEvent;
 use super::model::{validate_text, AccountStatus, Direction, EntryKind, Metadata, Posting};
 use super::{
-    hold_place_changes, hold_resolve_changes, posting_changes_at, share, AccountIxs, Changes,
-    Ledger, Rejection,
+    hold_place_changes, hold_resolve_changes, posting_changes_at, posting_changes_into, share,
+    AccountIxs, Changes, Ledger, Rejection,
 };
 
 /// What `decide` needs from outside the state.
@@ -80,24 +80,27 @@ impl From<Decided> for Decision {
 impl Ledger {
     /// Decides `command` against the current state. Pure.
     pub fn decide(&self, command: &Command, ctx: &Context) -> Decision {
-        self.decide_with_changes(command, ctx).0.into()
+        self.decide_with_changes(command, ctx, &mut None).into()
     }
 
     /// [`Ledger::decide`], plus the balance-index changes of the first accepted event when
     /// deciding computed them (plain postings), so applying that event at
-    /// `ctx.next_position` need not look its accounts up again.
+    /// `ctx.next_position` need not look its accounts up again. The changes are written to
+    /// `changes` (set to `None` unless the decision accepts and computed them), where the
+    /// caller keeps them, rather than returned.
     pub(crate) fn decide_with_changes(
         &self,
         command: &Command,
         ctx: &Context,
-    ) -> (Decided, Option<Changes>) {
+        changes: &mut Option<Changes>,
+    ) -> Decided {
+        *changes = None;
         let fingerprint = command.fingerprint();
         if let Some(id) = command.entry_id() {
             if let Some(d) = self.check_entry_id(id, fingerprint, command) {
-                return (d, None);
+                return d;
             }
         }
-        let mut changes = None;
         let result = match command {
             Command::OpenAccount(c) => self.decide_open(c, ctx, fingerprint),
             Command::FreezeAccount { account } => {
@@ -110,10 +113,7 @@ impl Ledger {
             Command::SetAccountMetadata { account, metadata } => {
                 self.decide_metadata(account, metadata)
             }
-            Command::PostEntry(c) => self.decide_post(c, ctx, fingerprint).map(|(e, ch)| {
-                changes = ch;
-                e
-            }),
+            Command::PostEntry(c) => self.decide_post(c, ctx, fingerprint, changes),
             Command::PlaceHold(c) => self.decide_hold(c, ctx, fingerprint),
             Command::PostHold(c) => self.decide_resolve(&c.hold, Some(c), None, ctx, fingerprint),
             Command::VoidHold(c) => self.decide_resolve(&c.hold, None, Some(c), ctx, fingerprint),
@@ -121,19 +121,20 @@ impl Ledger {
             Command::Reverse(c) => self.decide_reverse(c, ctx, fingerprint),
             Command::Correct(c) => self.decide_correct(c, ctx, fingerprint),
         };
-        let decision = match result {
+        match result {
             Ok(events) if events.is_empty() => Decided::AlreadyDone,
             Ok(events) => Decided::Accept(events),
             Err(rejection) => {
+                // A rejected decision's changes (if it got that far) apply to nothing.
+                *changes = None;
                 let record = command.entry_id().map(|id| LedgerEvent::EntryRejected {
                     id: id.clone(),
                     fingerprint,
                     rejection: rejection.clone(),
                 });
-                return (Decided::Reject { rejection, record }, None);
+                Decided::Reject { rejection, record }
             }
-        };
-        (decision, changes)
+        }
     }
 
     /// Idempotency: the id's earlier fate decides, if it has one.
@@ -471,12 +472,21 @@ impl Ledger {
         c: &PostEntry,
         ctx: &Context,
         fingerprint: u64,
-    ) -> Result<(Events, Option<Changes>), Rejection> {
+        changes: &mut Option<Changes>,
+    ) -> Result<Events, Rejection> {
         let effective_at = self.effective(c.effective_at, ctx)?;
         let ixs = self.validate_postings(&c.postings, effective_at)?;
         c.metadata.validate()?;
-        let changes = posting_changes_at(&c.postings, &ixs, effective_at, ctx.next_position, 1)?;
-        self.check_limits(&changes)?;
+        let changes = changes.insert(Changes::new());
+        posting_changes_into(
+            &c.postings,
+            &ixs,
+            effective_at,
+            ctx.next_position,
+            1,
+            changes,
+        )?;
+        self.check_limits(changes)?;
         let event = LedgerEvent::EntryPosted {
             id: c.id.clone(),
             postings: c.postings.clone(),
@@ -485,7 +495,7 @@ impl Ledger {
             reversal_of: None,
             fingerprint,
         };
-        Ok((smallvec::smallvec![event], Some(changes)))
+        Ok(smallvec::smallvec![event])
     }
 
     fn decide_hold(

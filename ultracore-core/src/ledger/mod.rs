@@ -638,7 +638,8 @@ impl Ledger {
             now,
             next_position: self.position() + 1,
         };
-        let (decision, changes) = self.decide_with_changes(command, &ctx);
+        let mut changes = None;
+        let decision = self.decide_with_changes(command, &ctx, &mut changes);
         // Where and when the last event was recorded: a new entry's receipt is built from it,
         // not read back from the state just written.
         let mut recorded = None;
@@ -652,12 +653,21 @@ impl Ledger {
         let count = payloads.len();
         let mut entry = None;
         for (i, payload) in payloads.into_iter().enumerate() {
-            let env = self.envelope(payload, trace, now, log_id);
+            // Built where the caller keeps it, and applied from there: an envelope is 288
+            // bytes, and moving it into `out` after applying it was a `memcpy` per event.
+            out.push(self.envelope(payload, trace, now, log_id));
+            let env = out.last().expect("just pushed");
             // Only the first event can use changes computed by the decision (at its position).
             let decided = if i == 0 { changes.as_ref() } else { None };
-            entry = self.apply_with(&env, decided)?;
+            entry = match self.apply_with(env, decided) {
+                Ok(entry) => entry,
+                Err(e) => {
+                    // Not applied, so not the caller's to append.
+                    out.pop();
+                    return Err(e);
+                }
+            };
             recorded = Some((env.position, env.recorded_at, env.effective_at));
-            out.push(env);
         }
         Ok(match (rejection, command) {
             (Some(r), _) => Err(r),
@@ -1302,9 +1312,25 @@ pub(crate) fn posting_changes_at(
     seq: u64,
     sign: i128,
 ) -> Result<Changes, Rejection> {
+    let mut out = Changes::new();
+    posting_changes_into(postings, ixs, effective_at, seq, sign, &mut out)?;
+    Ok(out)
+}
+
+/// [`posting_changes_at`] into `out` (emptied first), where the caller keeps them: the hot
+/// path's changes are built where they are used instead of being moved (176 bytes, a
+/// `memcpy` each time) from one function's result to the next.
+pub(crate) fn posting_changes_into(
+    postings: &[Posting],
+    ixs: &[u32],
+    effective_at: EffectiveAt,
+    seq: u64,
+    sign: i128,
+    out: &mut Changes,
+) -> Result<(), Rejection> {
     debug_assert_eq!(postings.len(), ixs.len());
     let key = (effective_at.0.as_micros(), seq);
-    let mut out = Changes::new();
+    out.clear();
     for (p, &acc) in postings.iter().zip(ixs) {
         let signed = match p.direction {
             Direction::Credit => p.amount.minor(),
@@ -1324,7 +1350,7 @@ pub(crate) fn posting_changes_at(
             )),
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Index changes of placing a hold: the reservation starts at `effective_at` and, if there is
