@@ -110,6 +110,8 @@ fn replay(rounds: usize) {
         };
         let _ = ledger.execute(cmd, &Trace::default(), now, 0, &mut events);
     }
+    // `UC_REPLAY=one-by-one`: `Ledger::apply` per event instead of `apply_all`; `UC_BUF=N`:
+    // `apply_all_buffered` with a buffer of N index changes instead of the default.
     let bulk = std::env::var("UC_REPLAY").map_or(true, |v| v != "one-by-one");
     let mut busy = std::time::Duration::ZERO;
     let mut dropping = std::time::Duration::ZERO;
@@ -117,7 +119,10 @@ fn replay(rounds: usize) {
         let t = Instant::now();
         let mut l = Ledger::new(config());
         if bulk {
-            l.apply_all(&events).expect("replays");
+            match std::env::var("UC_BUF").ok().and_then(|v| v.parse().ok()) {
+                Some(max) => l.apply_all_buffered(&events, max).expect("replays"),
+                None => l.apply_all(&events).expect("replays"),
+            }
         } else {
             for e in &events {
                 l.apply(e).expect("replays");
