@@ -332,7 +332,7 @@ pub(crate) enum Stored {
 impl Changes<'_> {
     /// The next change as stored: its position, its key and its amounts, without building
     /// the [`Change`] (and its three `i128` amounts) that `next` hands out.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn next_stored(&mut self) -> Option<(u64, TimelineKey, Stored)> {
         if self.next >= self.end {
             return None;
