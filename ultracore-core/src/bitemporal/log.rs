@@ -378,9 +378,10 @@ impl Iterator for Changes<'_> {
 
 impl ExactSizeIterator for Changes<'_> {}
 
-/// Running sums (of a summary, or of a timeline chunk): `i64` posted amounts while every sum
-/// is posted money within `i64` (nearly always), 8 bytes each instead of 48; otherwise full
-/// [`Deltas`], for good once one is not. Either way `get(i)` is the same value.
+/// A summary's running sums: `i64` posted amounts while every sum is posted money within
+/// `i64` (nearly always), 8 bytes each instead of 48; otherwise full [`Deltas`]. Either way
+/// `get(i)` is the same value. (A timeline chunk keeps its sums beside its keys, in
+/// `points::Points`, which follows the same rule.)
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Sums {
     Narrow(Vec<i64>),
@@ -418,119 +419,8 @@ impl Sums {
         }
     }
 
-    pub(crate) fn with_capacity(capacity: usize) -> Sums {
-        Sums::Narrow(Vec::with_capacity(capacity))
-    }
-
-    pub(crate) fn capacity(&self) -> usize {
-        match self {
-            Sums::Narrow(v) => v.capacity(),
-            Sums::Wide(v) => v.capacity(),
-        }
-    }
-
-    pub(crate) fn last(&self) -> Option<Deltas> {
-        match self {
-            Sums::Narrow(v) => v.last().map(|&x| Deltas::new(i128::from(x), 0, 0)),
-            Sums::Wide(v) => v.last().copied(),
-        }
-    }
-
     pub(crate) fn iter(&self) -> impl Iterator<Item = Deltas> + '_ {
         (0..self.len()).map(|i| self.get(i))
-    }
-
-    /// The wide form of these sums (a no-op when already wide); keeps the capacity.
-    fn wide(&mut self) -> &mut Vec<Deltas> {
-        if let Sums::Narrow(v) = self {
-            let mut w = Vec::with_capacity(v.capacity());
-            w.extend(v.iter().map(|&x| Deltas::new(i128::from(x), 0, 0)));
-            *self = Sums::Wide(w);
-        }
-        match self {
-            Sums::Wide(w) => w,
-            Sums::Narrow(_) => unreachable!("just widened"),
-        }
-    }
-
-    pub(crate) fn push(&mut self, d: Deltas) {
-        match (&mut *self, narrow(&d)) {
-            (Sums::Narrow(v), Some(x)) => v.push(x),
-            _ => self.wide().push(d),
-        }
-    }
-
-    pub(crate) fn insert(&mut self, i: usize, d: Deltas) {
-        match (&mut *self, narrow(&d)) {
-            (Sums::Narrow(v), Some(x)) => v.insert(i, x),
-            _ => self.wide().insert(i, d),
-        }
-    }
-
-    pub(crate) fn remove(&mut self, i: usize) {
-        match self {
-            Sums::Narrow(v) => {
-                v.remove(i);
-            }
-            Sums::Wide(v) => {
-                v.remove(i);
-            }
-        }
-    }
-
-    /// Adds `d` to every sum from `pos` on.
-    pub(crate) fn shift_from(&mut self, pos: usize, d: Deltas) {
-        if let (Sums::Narrow(v), Some(x)) = (&mut *self, narrow(&d)) {
-            if v[pos..]
-                .iter()
-                .all(|c| c.checked_add(x).is_some_and(|s| s != WIDE))
-            {
-                for c in &mut v[pos..] {
-                    *c += x;
-                }
-                return;
-            }
-        }
-        for c in &mut self.wide()[pos..] {
-            *c = c.plus(d);
-        }
-    }
-
-    /// Splits off the sums from `at`, each less `base`.
-    pub(crate) fn split_off(&mut self, at: usize, base: Deltas) -> Sums {
-        let mut right = match self {
-            Sums::Narrow(v) => Sums::Narrow(v.split_off(at)),
-            Sums::Wide(v) => Sums::Wide(v.split_off(at)),
-        };
-        right.shift_from(0, Deltas::ZERO.minus(base));
-        right
-    }
-
-    pub(crate) fn shrink_to_fit(&mut self) {
-        match self {
-            Sums::Narrow(v) => v.shrink_to_fit(),
-            Sums::Wide(v) => v.shrink_to_fit(),
-        }
-    }
-
-    pub(crate) fn reserve_exact(&mut self, extra: usize) {
-        match self {
-            Sums::Narrow(v) => v.reserve_exact(extra),
-            Sums::Wide(v) => v.reserve_exact(extra),
-        }
-    }
-
-    /// Appends `right`'s sums, each plus `base`.
-    pub(crate) fn extend_shifted(&mut self, right: &Sums, base: Deltas) {
-        let from = self.len();
-        match (&mut *self, right) {
-            (Sums::Narrow(v), Sums::Narrow(r)) => v.extend_from_slice(r),
-            _ => {
-                let w = self.wide();
-                w.extend(right.iter());
-            }
-        }
-        self.shift_from(from, base);
     }
 }
 

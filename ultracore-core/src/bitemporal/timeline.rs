@@ -4,8 +4,9 @@
 //! # Structure
 //!
 //! Entries live in sorted *chunks* of at most `chunk_len_max` entries (default
-//! [`CHUNK_LEN_MAX_DEFAULT`]). A chunk stores its keys and, instead of the values, the running sum
-//! of its values from the chunk's start (`cums`), plus the minimum of `lower_series` and the maximum
+//! [`CHUNK_LEN_MAX_DEFAULT`]). A chunk stores each key side by side with, instead of its value,
+//! the running sum of the chunk's values from its start through that key (one vector of pairs,
+//! `points::Points`, so an append writes and grows one heap block, not two), plus the minimum of `lower_series` and the maximum
 //! of `upper_series` over those running sums. A segment tree over the aggregates of every chunk
 //! *except the last* (the "tail") combines them with the monoid
 //!
@@ -16,10 +17,10 @@
 //! ```
 //!
 //! Keeping the tail out of the tree is what makes appending cheap: an append touches only the
-//! tail's vectors and three numbers; the tree changes once every `chunk_len_max` appends. The
-//! tail is also kept inline in the [`Timeline`], apart from the vector of the other chunks, so an
-//! append reaches its vectors without first reading that vector's buffer: with many accounts,
-//! each one a heap block (and a page) fewer per posting to wait on.
+//! tail's vector of points and three numbers; the tree changes once every `chunk_len_max`
+//! appends. The tail is also kept inline in the [`Timeline`], apart from the vector of the other
+//! chunks, so an append reaches its points without first reading that vector's buffer: with many
+//! accounts, each one a heap block (and a page) fewer per posting to wait on.
 //!
 //! # Complexity (n entries, C ≈ n / chunk_len chunks, B = chunk_len_max)
 //!
@@ -34,7 +35,7 @@
 //! | `check` (k changes) | O(1) for one append; otherwise O(k (log k + log C + B)) |
 //!
 //! Memory: 24 bytes per entry (16 key + an 8-byte running sum) in full chunks whose running sums
-//! are posted money within `i64`, as nearly all are (`Sums`); 64 (16 + 48) in a chunk
+//! are posted money within `i64`, as nearly all are (`Points`); 64 (16 + 48) in a chunk
 //! where one is not (holds, sums beyond `i64`). Plus slack in chunks that were split (≥ half
 //! full) and ~1 byte per entry for the chunk index and tree.
 //!
@@ -49,7 +50,7 @@
 
 use std::cmp::Ordering;
 
-use super::log::Sums;
+use super::points::Points;
 
 /// A point on the valid-time axis: (effective_at in microseconds since the Unix epoch,
 /// tie-breaking sequence). Entries are ordered by this key.
@@ -315,11 +316,10 @@ impl Agg {
     }
 }
 
-/// A sorted run of entries. `cums.get(i)` is the sum of the values of entries `0..=i`.
+/// A sorted run of entries. `points.cum(i)` is the sum of the values of entries `0..=i`.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Chunk {
-    keys: Vec<TimelineKey>,
-    cums: Sums,
+    points: Points,
     min_lower: i128,
     max_upper: i128,
 }
@@ -327,19 +327,26 @@ struct Chunk {
 impl Chunk {
     fn with_capacity(capacity: usize) -> Chunk {
         Chunk {
-            keys: Vec::with_capacity(capacity),
-            cums: Sums::with_capacity(capacity),
+            points: Points::with_capacity(capacity),
             min_lower: i128::MAX,
             max_upper: i128::MIN,
         }
     }
 
     fn len(&self) -> usize {
-        self.keys.len()
+        self.points.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+
+    fn key(&self, pos: usize) -> TimelineKey {
+        self.points.key(pos)
     }
 
     fn sum(&self) -> Deltas {
-        self.cums.last().unwrap_or(Deltas::ZERO)
+        self.points.last_cum().unwrap_or(Deltas::ZERO)
     }
 
     /// Running sum of the entries before position `pos`.
@@ -347,12 +354,12 @@ impl Chunk {
         if pos == 0 {
             Deltas::ZERO
         } else {
-            self.cums.get(pos - 1)
+            self.points.cum(pos - 1)
         }
     }
 
     fn value_at(&self, pos: usize) -> Deltas {
-        self.cums.get(pos).minus(self.before(pos))
+        self.points.cum(pos).minus(self.before(pos))
     }
 
     fn agg(&self) -> Agg {
@@ -366,20 +373,33 @@ impl Chunk {
 
     fn push(&mut self, key: TimelineKey, d: Deltas) {
         let cum = self.sum().plus(d);
-        self.keys.push(key);
-        self.cums.push(cum);
+        self.points.push(key, cum);
         self.min_lower = self.min_lower.min(cum.lower_series());
         self.max_upper = self.max_upper.max(cum.upper_series());
     }
 
+    /// Inserts a new entry at `pos` with value `d` (every later running sum moves by `d`).
+    fn insert(&mut self, pos: usize, key: TimelineKey, d: Deltas) {
+        let before = self.before(pos);
+        self.reserve_one();
+        self.points.insert(pos, key, before);
+        self.points.shift_from(pos, d);
+    }
+
+    /// Removes the entry at `pos`, whose value is `old` (every later running sum moves back).
+    fn remove(&mut self, pos: usize, old: Deltas) {
+        self.points.remove(pos);
+        self.points.shift_from(pos, Deltas::ZERO.minus(old));
+    }
+
     fn shift_from(&mut self, pos: usize, d: Deltas) {
-        self.cums.shift_from(pos, d);
+        self.points.shift_from(pos, d);
     }
 
     fn recompute_extrema(&mut self) {
         self.min_lower = i128::MAX;
         self.max_upper = i128::MIN;
-        for c in self.cums.iter() {
+        for (_, c) in self.points.iter() {
             self.min_lower = self.min_lower.min(c.lower_series());
             self.max_upper = self.max_upper.max(c.upper_series());
         }
@@ -389,7 +409,7 @@ impl Chunk {
     /// running sum unchanged): the same result as [`Chunk::recompute_extrema`], which it falls back
     /// to only when `before` may have been the sole extreme and the new sum moved inward.
     fn update_extrema_at_last(&mut self, before: Deltas) {
-        let Some(now) = self.cums.last() else {
+        let Some(now) = self.points.last_cum() else {
             return;
         };
         let (lower, upper) = (now.lower_series(), now.upper_series());
@@ -406,17 +426,14 @@ impl Chunk {
     /// Splits off the entries from `at` into a new chunk, rebasing their running sums.
     fn split_off(&mut self, at: usize) -> Chunk {
         let base = self.before(at);
-        let keys = self.keys.split_off(at);
-        let cums = self.cums.split_off(at, base);
+        let points = self.points.split_off(at, base);
         let mut right = Chunk {
-            keys,
-            cums,
+            points,
             min_lower: 0,
             max_upper: 0,
         };
         right.recompute_extrema();
-        self.keys.shrink_to_fit();
-        self.cums.shrink_to_fit();
+        self.points.shrink_to_fit();
         self.recompute_extrema();
         right
     }
@@ -425,18 +442,15 @@ impl Chunk {
     /// more than `chunk_len_max + 1` entries, so doubling would mostly buy unused memory.
     fn reserve_one(&mut self) {
         let len = self.len();
-        if len == self.keys.capacity() || len == self.cums.capacity() {
-            let extra = (len / 8).max(4);
-            self.keys.reserve_exact(extra);
-            self.cums.reserve_exact(extra);
+        if len == self.points.capacity() {
+            self.points.reserve_exact((len / 8).max(4));
         }
     }
 
     /// Appends every entry of `right` (all keys greater than ours).
     fn absorb(&mut self, right: Chunk) {
         let base = self.sum();
-        self.keys.extend_from_slice(&right.keys);
-        self.cums.extend_shifted(&right.cums, base);
+        self.points.extend_shifted(&right.points, base);
         self.recompute_extrema();
     }
 }
@@ -645,7 +659,7 @@ impl Timeline {
 
     /// The greatest key, if any.
     pub fn last_key(&self) -> Option<TimelineKey> {
-        self.tail.keys.last().copied()
+        self.tail.points.last_key()
     }
 
     /// Reads the last chunk's last key and running sum of each timeline (what an append
@@ -655,7 +669,7 @@ impl Timeline {
         let tails: smallvec::SmallVec<[&Chunk; 128]> =
             timelines.iter().filter_map(|t| t.last_chunk()).collect();
         tails.iter().fold(0u64, |acc, c| {
-            let key = c.keys.last().map_or(0, |k| k.0 as u64);
+            let key = c.points.last_key().map_or(0, |k| k.0 as u64);
             acc.wrapping_add(key).wrapping_add(c.sum().posted as u64)
         })
     }
@@ -664,7 +678,7 @@ impl Timeline {
     pub fn get(&self, key: TimelineKey) -> Option<Deltas> {
         let (ci, pi) = self.lower_bound(key);
         let chunk = self.chunk_get(ci)?;
-        (chunk.keys[pi] == key).then(|| chunk.value_at(pi))
+        (chunk.key(pi) == key).then(|| chunk.value_at(pi))
     }
 
     /// Sum of all values.
@@ -709,10 +723,7 @@ impl Timeline {
 
     /// Approximate heap bytes held.
     pub fn memory_bytes(&self) -> usize {
-        let per_chunk: usize = self
-            .chunks()
-            .map(|c| c.keys.capacity() * size_of::<TimelineKey>() + c.cums.memory_bytes())
-            .sum();
+        let per_chunk: usize = self.chunks().map(|c| c.points.memory_bytes()).sum();
         per_chunk
             + self.body.capacity() * size_of::<Chunk>()
             + self.firsts.capacity() * size_of::<TimelineKey>()
@@ -858,7 +869,7 @@ impl Timeline {
         let chunk = self.chunk(ci);
         let shift = base.plus(offset);
         for i in p..q {
-            bounds.check_point(chunk.keys[i], shift.plus(chunk.cums.get(i)))?;
+            bounds.check_point(chunk.key(i), shift.plus(chunk.points.cum(i)))?;
         }
         Ok(())
     }
@@ -893,23 +904,21 @@ impl Timeline {
         } else {
             &mut self.tail
         };
-        let pi = chunk.keys.partition_point(|k| *k < key);
-        if pi < chunk.len() && chunk.keys[pi] == key {
+        let pi = chunk.points.partition_point(|k| *k < key);
+        if pi < chunk.len() && chunk.key(pi) == key {
             let old = chunk.value_at(pi);
             let new = old
                 .checked_add(&d)
                 .filter(Deltas::is_within_value_max)
                 .ok_or(TimelineError::Overflow)?;
             if new.is_zero() {
-                chunk.keys.remove(pi);
-                chunk.cums.remove(pi);
-                chunk.shift_from(pi, Deltas::ZERO.minus(old));
+                chunk.remove(pi, old);
                 self.len -= 1;
             } else if pi + 1 == chunk.len() {
                 // The chunk's last entry (the common case: another change at the newest
                 // instant): only its running sum moves, so the extrema follow without a scan
                 // unless it held one of them and moved away from it.
-                let before = chunk.cums.get(pi);
+                let before = chunk.points.cum(pi);
                 chunk.shift_from(pi, d);
                 chunk.update_extrema_at_last(before);
                 self.after_chunk_change(ci);
@@ -922,11 +931,7 @@ impl Timeline {
             if !d.is_within_value_max() || self.len as u64 >= TIMELINE_LEN_MAX {
                 return Err(TimelineError::Overflow);
             }
-            let before = chunk.before(pi);
-            chunk.reserve_one();
-            chunk.keys.insert(pi, key);
-            chunk.cums.insert(pi, before);
-            chunk.shift_from(pi, d);
+            chunk.insert(pi, key, d);
             self.len += 1;
         }
         chunk.recompute_extrema();
@@ -946,11 +951,11 @@ impl Timeline {
             }
             return;
         }
-        self.firsts[ci] = self.chunk(ci).keys[0];
+        self.firsts[ci] = self.chunk(ci).key(0);
         if len > self.chunk_len_max {
             let right = self.chunk_mut(ci).split_off(len / 2);
             let right_agg = right.agg();
-            self.firsts.insert(ci + 1, right.keys[0]);
+            self.firsts.insert(ci + 1, right.key(0));
             self.insert_chunk(ci + 1, right);
             let left_agg = self.chunk(ci).agg();
             if ci < self.tree.leaves {
@@ -995,7 +1000,7 @@ impl Timeline {
 
     /// Number of chunks: the body's, and the tail unless the timeline is empty.
     fn chunk_count(&self) -> usize {
-        self.body.len() + usize::from(!self.tail.keys.is_empty())
+        self.body.len() + usize::from(!self.tail.is_empty())
     }
 
     /// Chunk `ci`, which must exist (the tail is chunk `body.len()`; while a change is being
@@ -1021,7 +1026,7 @@ impl Timeline {
 
     /// The tail, unless the timeline is empty.
     fn last_chunk(&self) -> Option<&Chunk> {
-        (!self.tail.keys.is_empty()).then_some(&self.tail)
+        (!self.tail.is_empty()).then_some(&self.tail)
     }
 
     /// Every chunk, in key order.
@@ -1033,7 +1038,7 @@ impl Timeline {
     fn insert_chunk(&mut self, at: usize, c: Chunk) {
         if at == self.chunk_count() {
             let former = std::mem::replace(&mut self.tail, c);
-            if !former.keys.is_empty() {
+            if !former.is_empty() {
                 self.body.push(former);
             }
         } else {
@@ -1070,7 +1075,7 @@ impl Timeline {
             return (0, 0);
         }
         let ci = self.chunk_for(key);
-        self.normalise((ci, self.chunk(ci).keys.partition_point(|k| *k < key)))
+        self.normalise((ci, self.chunk(ci).points.partition_point(|k| *k < key)))
     }
 
     /// Position of the first entry with key `> key`.
@@ -1079,7 +1084,7 @@ impl Timeline {
             return (0, 0);
         }
         let ci = self.chunk_for(key);
-        self.normalise((ci, self.chunk(ci).keys.partition_point(|k| *k <= key)))
+        self.normalise((ci, self.chunk(ci).points.partition_point(|k| *k <= key)))
     }
 
     fn next_pos(&self, (ci, pi): Pos) -> Pos {
@@ -1089,7 +1094,7 @@ impl Timeline {
     /// The value at `pos` if the entry there has key `key`.
     fn value_at_pos(&self, (ci, pi): Pos, key: TimelineKey) -> Option<Deltas> {
         let chunk = self.chunk_get(ci)?;
-        (chunk.keys[pi] == key).then(|| chunk.value_at(pi))
+        (chunk.key(pi) == key).then(|| chunk.value_at(pi))
     }
 
     /// Sum of the values of all entries before chunk `ci`.
@@ -1114,18 +1119,14 @@ impl Timeline {
     fn assert_consistent(&self) {
         let mut len = 0;
         let mut prev: Option<TimelineKey> = None;
-        assert_eq!(
-            self.tail.keys.is_empty(),
-            self.body.is_empty() && self.len == 0
-        );
+        assert_eq!(self.tail.is_empty(), self.body.is_empty() && self.len == 0);
         for (i, c) in self.chunks().enumerate() {
-            assert!(!c.keys.is_empty() && c.len() <= self.chunk_len_max);
-            assert_eq!(c.keys.len(), c.cums.len());
-            assert_eq!(self.firsts[i], c.keys[0]);
-            for (j, k) in c.keys.iter().enumerate() {
-                assert!(prev.is_none_or(|p| p < *k));
+            assert!(!c.is_empty() && c.len() <= self.chunk_len_max);
+            assert_eq!(self.firsts[i], c.key(0));
+            for (j, (k, _)) in c.points.iter().enumerate() {
+                assert!(prev.is_none_or(|p| p < k));
                 assert!(!c.value_at(j).is_zero());
-                prev = Some(*k);
+                prev = Some(k);
             }
             let mut fresh = c.clone();
             fresh.recompute_extrema();
@@ -1197,7 +1198,7 @@ impl Iterator for Entries<'_> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let chunk = self.timeline.chunk_get(self.ci)?;
-        let key = chunk.keys[self.pi];
+        let key = chunk.key(self.pi);
         if key.0 > self.to {
             self.ci = self.timeline.chunk_count();
             return None;
