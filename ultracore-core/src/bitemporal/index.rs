@@ -362,6 +362,16 @@ impl BitemporalIndex {
         })
     }
 
+    /// [`BitemporalIndex::can_apply`] of the one change `(key, d)`, without a list: after the
+    /// last instant (the common append) only `d` itself must be in range.
+    #[inline]
+    pub fn can_apply_one(&self, key: TimelineKey, d: &Deltas) -> bool {
+        match self.current.last_key() {
+            Some(last) if last >= instant(key) => self.can_apply(&[(key, *d)]),
+            _ => d.is_within_value_max(),
+        }
+    }
+
     /// Sum of the changes with `position <= known_at` (`None`: all) and `key.0 <= valid_at`.
     pub fn balance(&self, valid_at: i64, known_at: Option<u64>) -> Deltas {
         let p = self.known_len(known_at);

@@ -343,8 +343,6 @@ impl Ledger {
                 max: POSTINGS_PER_ENTRY_MAX,
             });
         }
-        // (currency, debits, credits); entries rarely hold more than one or two currencies.
-        let mut sums: smallvec::SmallVec<[(Currency, i128, i128); 4]> = smallvec::SmallVec::new();
         let mut ixs = AccountIxs::new();
         for p in postings {
             if p.amount.is_zero() {
@@ -364,6 +362,27 @@ impl Ledger {
                     found: p.amount.currency(),
                 });
             }
+        }
+        if ixs.iter().all(|&ix| ix == ixs[0]) {
+            return Err(Rejection::SameAccount);
+        }
+        if let [a, b] = postings {
+            // A transfer (the common case): balanced when one leg debits what the other
+            // credits, in one currency; otherwise the general sums below name the imbalance.
+            if a.direction != b.direction && a.amount == b.amount {
+                return Ok(ixs);
+            }
+        }
+        Self::check_balanced(postings)?;
+        Ok(ixs)
+    }
+
+    /// Debits equal credits in every currency of `postings` (each within
+    /// `POSTING_AMOUNT_MINOR_MAX`, so no sum can overflow; checked all the same).
+    fn check_balanced(postings: &[Posting]) -> Result<(), Rejection> {
+        // (currency, debits, credits); entries rarely hold more than one or two currencies.
+        let mut sums: smallvec::SmallVec<[(Currency, i128, i128); 4]> = smallvec::SmallVec::new();
+        for p in postings {
             let cur = p.amount.currency();
             let slot = match sums.iter().position(|s| s.0 == cur) {
                 Some(i) => i,
@@ -386,9 +405,6 @@ impl Ledger {
                 }
             }
         }
-        if ixs.iter().all(|&ix| ix == ixs[0]) {
-            return Err(Rejection::SameAccount);
-        }
         for (currency, debits, credits) in sums {
             if debits != credits {
                 return Err(Rejection::Unbalanced {
@@ -398,7 +414,7 @@ impl Ledger {
                 });
             }
         }
-        Ok(ixs)
+        Ok(())
     }
 
     fn check_usable(
@@ -437,21 +453,29 @@ impl Ledger {
                 continue; // this account was checked with its first change
             }
             let st = &self.accounts[acc as usize];
-            let mine: smallvec::SmallVec<[(TimelineKey, Deltas); 4]> =
-                if changes[i + 1..].iter().all(|c| c.0 != acc) {
-                    // The common case (one change per account): no filtering pass.
-                    smallvec::smallvec![(changes[i].1, changes[i].2)]
-                } else {
-                    changes[i..]
-                        .iter()
-                        .filter(|c| c.0 == acc)
-                        .map(|c| (c.1, c.2))
-                        .collect()
-                };
+            let alone = changes[i + 1..].iter().all(|c| c.0 != acc);
+            let (lower, upper) = st.bounds;
+            if alone && lower.is_none() && upper.is_none() {
+                // The common case (one change to an account without limits): only whether the
+                // index can store it, without building a list.
+                if !st.index.can_apply_one(changes[i].1, &changes[i].2) {
+                    return Err(Rejection::Overflow);
+                }
+                continue;
+            }
+            let mine: smallvec::SmallVec<[(TimelineKey, Deltas); 4]> = if alone {
+                // The common case (one change per account): no filtering pass.
+                smallvec::smallvec![(changes[i].1, changes[i].2)]
+            } else {
+                changes[i..]
+                    .iter()
+                    .filter(|c| c.0 == acc)
+                    .map(|c| (c.1, c.2))
+                    .collect()
+            };
             if !st.index.can_apply(&mine) {
                 return Err(Rejection::Overflow);
             }
-            let (lower, upper) = st.bounds;
             if lower.is_none() && upper.is_none() {
                 continue;
             }

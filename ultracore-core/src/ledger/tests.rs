@@ -109,6 +109,26 @@ fn malformed_entries_are_refused_with_typed_errors() {
         metadata: Metadata::new(),
     });
     s.when(unbalanced).rejected("unbalanced_entry");
+    // Two legs of one amount on the same side: the two-posting shortcut must not take them.
+    let two_debits = Command::PostEntry(PostEntry {
+        id: eid("u2"),
+        postings: vec![
+            Posting {
+                account: acc("cash"),
+                direction: Direction::Debit,
+                amount: usd("10.00"),
+            },
+            Posting {
+                account: acc("alice"),
+                direction: Direction::Debit,
+                amount: usd("10.00"),
+            },
+        ]
+        .into(),
+        effective_at: None,
+        metadata: Metadata::new(),
+    });
+    s.when(two_debits).rejected("unbalanced_entry");
     s.when(transfer("z1", "cash", "alice", "0.00", None))
         .rejected("zero_amount");
     s.when(transfer("n1", "cash", "nobody", "1.00", None))
