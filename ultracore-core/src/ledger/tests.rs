@@ -1197,3 +1197,76 @@ fn a_bulk_replay_over_several_run_blocks_gives_the_live_state() {
         }
     }
 }
+
+proptest::proptest! {
+    /// Every two-posting entry (any two of four accounts in USD and EUR, either side, a few
+    /// amounts) is decided as the per-currency rule says: refused when both legs hit one
+    /// account; otherwise accepted exactly when debits equal credits in every currency, and
+    /// else refused as unbalanced in the first currency whose sums differ, with those sums.
+    /// The shortcut for the common transfer in `validate_postings` must agree with it.
+    #[test]
+    fn two_posting_entries_balance_per_currency(
+        legs in proptest::collection::vec((0usize..4, proptest::bool::ANY, 1i128..4), 2)
+    ) {
+        let accounts = [
+            ("u1", Currency::USD),
+            ("u2", Currency::USD),
+            ("e1", Currency::EUR),
+            ("e2", Currency::EUR),
+        ];
+        let s = Scenario::new(day(10)).given(accounts.iter().map(|&(id, currency)| {
+            Command::OpenAccount(OpenAccount {
+                id: acc(id),
+                currency,
+                kind: AccountKind::Asset,
+                owner: None,
+                branch: None,
+                constraints: Constraints::default(),
+                metadata: Metadata::new(),
+                effective_at: Some(EffectiveAt(day(1))),
+            })
+        }));
+        let postings: Vec<Posting> = legs
+            .iter()
+            .map(|&(a, debit, units)| Posting {
+                account: acc(accounts[a].0),
+                direction: if debit { Direction::Debit } else { Direction::Credit },
+                amount: Amount::from_minor(units * 100, accounts[a].1).unwrap(),
+            })
+            .collect();
+        let cmd = Command::PostEntry(PostEntry {
+            id: eid("p"),
+            postings: postings.clone().into(),
+            effective_at: None,
+            metadata: Metadata::new(),
+        });
+        let ledger = s.ledger();
+        let ctx = Context { now: day(10), next_position: ledger.position() + 1 };
+        let decision = ledger.decide(&cmd, &ctx);
+        // The rule, naively.
+        let mut sums: Vec<(Currency, i128, i128)> = Vec::new();
+        for p in &postings {
+            let c = p.amount.currency();
+            if !sums.iter().any(|s| s.0 == c) {
+                sums.push((c, 0, 0));
+            }
+            let s = sums.iter_mut().find(|s| s.0 == c).unwrap();
+            match p.direction {
+                Direction::Debit => s.1 += p.amount.minor(),
+                Direction::Credit => s.2 += p.amount.minor(),
+            }
+        }
+        let expected = if legs[0].0 == legs[1].0 {
+            Some(Rejection::SameAccount)
+        } else {
+            sums.iter().find(|s| s.1 != s.2).map(|&(currency, debits, credits)| {
+                Rejection::Unbalanced { currency, debits, credits }
+            })
+        };
+        match (decision, expected) {
+            (Decision::Accept(_), None) => {}
+            (Decision::Reject { rejection, .. }, Some(e)) => proptest::prop_assert_eq!(rejection, e),
+            (d, e) => proptest::prop_assert!(false, "decided {d:?}, expected refusal {e:?}"),
+        }
+    }
+}
