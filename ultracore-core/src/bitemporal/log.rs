@@ -449,7 +449,8 @@ pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn deltas() -> impl Strategy<Value = Deltas> {
+    /// Amounts around the narrow/wide boundary, and a few with hold amounts.
+    pub(crate) fn deltas() -> impl Strategy<Value = Deltas> {
         prop_oneof![
             4 => (-1000i128..1000).prop_map(|p| Deltas::new(p, 0, 0)),
             1 => Just(Deltas::new(i128::from(i64::MIN), 0, 0)),

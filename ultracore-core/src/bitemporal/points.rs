@@ -203,12 +203,6 @@ impl Points {
     }
 }
 
-impl Default for Points {
-    fn default() -> Self {
-        Points::Narrow(Vec::new())
-    }
-}
-
 /// Serialised as the sequence of (key, full [`Deltas`]) pairs, so the storage choice never
 /// shows on the wire.
 impl serde::Serialize for Points {
@@ -226,17 +220,8 @@ impl<'de> serde::Deserialize<'de> for Points {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bitemporal::log::tests::deltas;
     use proptest::prelude::*;
-
-    fn deltas() -> impl Strategy<Value = Deltas> {
-        prop_oneof![
-            4 => (-1000i128..1000).prop_map(|p| Deltas::new(p, 0, 0)),
-            1 => Just(Deltas::new(i128::from(i64::MIN), 0, 0)),
-            1 => Just(Deltas::new(i128::from(i64::MAX), 0, 0)),
-            1 => Just(Deltas::new(i128::from(i64::MAX) + 1, 0, 0)),
-            1 => (-5i128..5, -5i128..5, -5i128..5).prop_map(|(a, b, c)| Deltas::new(a, b, c)),
-        ]
-    }
 
     #[derive(Clone, Debug)]
     enum Op {

@@ -90,45 +90,31 @@ fn opening_twice_is_idempotent_but_different_attributes_conflict() {
 #[test]
 fn malformed_entries_are_refused_with_typed_errors() {
     let mut s = bank(day(10));
-    let unbalanced = Command::PostEntry(PostEntry {
-        id: eid("u1"),
-        postings: vec![
-            Posting {
-                account: acc("cash"),
-                direction: Direction::Debit,
-                amount: usd("10.00"),
-            },
-            Posting {
-                account: acc("alice"),
-                direction: Direction::Credit,
-                amount: usd("9.99"),
-            },
-        ]
-        .into(),
-        effective_at: None,
-        metadata: Metadata::new(),
-    });
-    s.when(unbalanced).rejected("unbalanced_entry");
+    let two_legs = |id: &str, second: Direction, amount: &str| {
+        Command::PostEntry(PostEntry {
+            id: eid(id),
+            postings: vec![
+                Posting {
+                    account: acc("cash"),
+                    direction: Direction::Debit,
+                    amount: usd("10.00"),
+                },
+                Posting {
+                    account: acc("alice"),
+                    direction: second,
+                    amount: usd(amount),
+                },
+            ]
+            .into(),
+            effective_at: None,
+            metadata: Metadata::new(),
+        })
+    };
+    s.when(two_legs("u1", Direction::Credit, "9.99"))
+        .rejected("unbalanced_entry");
     // Two legs of one amount on the same side: the two-posting shortcut must not take them.
-    let two_debits = Command::PostEntry(PostEntry {
-        id: eid("u2"),
-        postings: vec![
-            Posting {
-                account: acc("cash"),
-                direction: Direction::Debit,
-                amount: usd("10.00"),
-            },
-            Posting {
-                account: acc("alice"),
-                direction: Direction::Debit,
-                amount: usd("10.00"),
-            },
-        ]
-        .into(),
-        effective_at: None,
-        metadata: Metadata::new(),
-    });
-    s.when(two_debits).rejected("unbalanced_entry");
+    s.when(two_legs("u2", Direction::Debit, "10.00"))
+        .rejected("unbalanced_entry");
     s.when(transfer("z1", "cash", "alice", "0.00", None))
         .rejected("zero_amount");
     s.when(transfer("n1", "cash", "nobody", "1.00", None))
