@@ -343,8 +343,19 @@ impl BitemporalIndex {
 
     /// Whether `apply` would accept every change (no value would leave its representable
     /// range), so a decision can refuse what its application could not store.
+    #[inline]
     pub fn can_apply(&self, changes: &[(TimelineKey, Deltas)]) -> bool {
         let last = self.current.last_key();
+        match changes {
+            // One change past the last instant (the common append): only it must be in range.
+            [(key, d)] if last.is_none_or(|l| l < instant(*key)) => d.is_within_value_max(),
+            _ => self.can_apply_all(changes, last),
+        }
+    }
+
+    /// [`BitemporalIndex::can_apply`] in general: each change's instant summed with what is
+    /// stored there.
+    fn can_apply_all(&self, changes: &[(TimelineKey, Deltas)], last: Option<TimelineKey>) -> bool {
         changes.iter().all(|&(k, _)| {
             let at = instant(k);
             let same = changes
@@ -360,16 +371,6 @@ impl BitemporalIndex {
             same.and_then(|d| stored.checked_add(&d))
                 .is_some_and(|v| v.is_within_value_max())
         })
-    }
-
-    /// [`BitemporalIndex::can_apply`] of the one change `(key, d)`, without a list: after the
-    /// last instant (the common append) only `d` itself must be in range.
-    #[inline]
-    pub fn can_apply_one(&self, key: TimelineKey, d: &Deltas) -> bool {
-        match self.current.last_key() {
-            Some(last) if last >= instant(key) => self.can_apply(&[(key, *d)]),
-            _ => d.is_within_value_max(),
-        }
     }
 
     /// Sum of the changes with `position <= known_at` (`None`: all) and `key.0 <= valid_at`.

@@ -453,33 +453,27 @@ impl Ledger {
                 continue; // this account was checked with its first change
             }
             let st = &self.accounts[acc as usize];
-            let alone = changes[i + 1..].iter().all(|c| c.0 != acc);
-            let (lower, upper) = st.bounds;
-            if alone && lower.is_none() && upper.is_none() {
-                // The common case (one change to an account without limits): only whether the
-                // index can store it, without building a list.
-                if !st.index.can_apply_one(changes[i].1, &changes[i].2) {
-                    return Err(Rejection::Overflow);
-                }
-                continue;
-            }
-            let mine: smallvec::SmallVec<[(TimelineKey, Deltas); 4]> = if alone {
-                // The common case (one change per account): no filtering pass.
-                smallvec::smallvec![(changes[i].1, changes[i].2)]
+            // The common case (one change per account) borrows that change, with no list built.
+            let one = [(changes[i].1, changes[i].2)];
+            let many: smallvec::SmallVec<[(TimelineKey, Deltas); 4]>;
+            let mine: &[(TimelineKey, Deltas)] = if changes[i + 1..].iter().all(|c| c.0 != acc) {
+                &one
             } else {
-                changes[i..]
+                many = changes[i..]
                     .iter()
                     .filter(|c| c.0 == acc)
                     .map(|c| (c.1, c.2))
-                    .collect()
+                    .collect();
+                &many
             };
-            if !st.index.can_apply(&mine) {
+            if !st.index.can_apply(mine) {
                 return Err(Rejection::Overflow);
             }
+            let (lower, upper) = st.bounds;
             if lower.is_none() && upper.is_none() {
                 continue;
             }
-            if let Err(v) = st.index.check(&mine, lower, upper) {
+            if let Err(v) = st.index.check(mine, lower, upper) {
                 return Err(Rejection::LimitExceeded {
                     account: st.account.id.clone(),
                     at: Timestamp::from_micros(v.at.0).unwrap_or(Timestamp::MIN),
