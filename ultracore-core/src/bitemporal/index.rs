@@ -310,6 +310,13 @@ impl BitemporalIndex {
     /// Reads, for every index of `indexes`, the ends of the timeline and the change log that
     /// an append reads, stage by stage over all of them (see `Ledger::warm`); returns
     /// something derived from what it read.
+    /// Reserves room for `additional` more changes appended live (the change log's tail and
+    /// the timeline's last chunk), so that they do not reallocate either. Changes no answer.
+    pub fn reserve(&mut self, additional: usize) {
+        self.current.reserve(additional);
+        self.log.reserve(additional);
+    }
+
     pub(crate) fn warm(indexes: &[&BitemporalIndex]) -> u64 {
         let timelines: smallvec::SmallVec<[&Timeline; 128]> =
             indexes.iter().map(|i| &i.current).collect();
@@ -906,6 +913,33 @@ mod tests {
 
     fn d(posted: i128) -> Deltas {
         Deltas::new(posted, 0, 0)
+    }
+
+    /// Room reserved after a clone (whose vectors have none) takes that many appends without
+    /// growing anything, and the result is the index the appends give without it.
+    #[test]
+    fn reserved_room_takes_appends_without_growing() {
+        let mut plain = BitemporalIndex::new();
+        for p in 1..=10u64 {
+            plain.apply(p, (p as i64 * 10, p), d(5)).unwrap();
+        }
+        let mut roomy = plain.clone();
+        roomy.reserve(3);
+        let reserved = roomy.memory_bytes();
+        for p in 11..=13u64 {
+            plain.apply(p, (p as i64 * 10, p), d(-2)).unwrap();
+            roomy.apply(p, (p as i64 * 10, p), d(-2)).unwrap();
+        }
+        assert_eq!(roomy.memory_bytes(), reserved, "the appends used the room");
+        assert_eq!(roomy.changes(), plain.changes());
+        let points =
+            |i: &BitemporalIndex| i.current().range(i64::MIN, i64::MAX).collect::<Vec<_>>();
+        assert_eq!(points(&roomy), points(&plain));
+        // Without the room the clone's first append grows it.
+        let mut tight = roomy.clone();
+        let before = tight.memory_bytes();
+        tight.apply(14, (140, 14), d(1)).unwrap();
+        assert!(tight.memory_bytes() > before);
     }
 
     /// The oracle: fold every change known at `known_at` into a map, from scratch.

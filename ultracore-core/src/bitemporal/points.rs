@@ -62,6 +62,11 @@ impl Points {
         Points::Narrow(Vec::with_capacity(capacity))
     }
 
+    /// Reserves room for at least `additional` more points (as [`Vec::reserve`]).
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        each!(self, v => v.reserve(additional));
+    }
+
     #[inline]
     pub(crate) fn len(&self) -> usize {
         each!(self, v => v.len())

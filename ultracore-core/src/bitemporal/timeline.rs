@@ -874,6 +874,14 @@ impl Timeline {
         Ok(())
     }
 
+    /// Reserves room for `additional` more points appended after the last key, as far as the
+    /// last chunk holds them (a full chunk starts a new one, sized for a whole chunk). Changes
+    /// no value.
+    pub fn reserve(&mut self, additional: usize) {
+        let room = self.chunk_len_max.saturating_sub(self.tail.len());
+        self.tail.points.reserve(additional.min(room));
+    }
+
     fn append(&mut self, key: TimelineKey, d: Deltas) -> Result<(), TimelineError> {
         if !d.is_within_value_max() || self.len as u64 >= TIMELINE_LEN_MAX {
             return Err(TimelineError::Overflow);

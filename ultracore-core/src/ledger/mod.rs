@@ -443,6 +443,19 @@ impl Ledger {
             .reserve(entries.saturating_mul(IDS_RESERVED_BYTES_PER_ENTRY));
     }
 
+    /// Reserves room in every account's balance index for `changes` more changes appended
+    /// live (as [`Vec::reserve`]: the room may grow by doubling), so the next postings to each
+    /// account do not reallocate its index's vectors. What [`Ledger::reserve`] does for the
+    /// entry maps, per account: a ledger that has run for a while has such room from its
+    /// vectors' amortised growth, while a clone (or a state built to exact size) has none, and
+    /// its first posting to each account would move that account's vectors. Touches every
+    /// account, so it costs time in proportion to their number; changes no answer.
+    pub fn reserve_per_account(&mut self, changes: usize) {
+        for st in &mut self.accounts {
+            st.index.reserve(changes);
+        }
+    }
+
     /// Applies recorded events in log order, like calling [`Ledger::apply`] on each, but faster
     /// for long runs (replay, catch-up): balance-index changes are buffered and applied
     /// account by account, so each account's index is touched once per few hundred thousand
