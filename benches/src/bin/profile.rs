@@ -1,5 +1,5 @@
 //! A plain loop over one workload, for profilers (`perf record`, `valgrind --tool=callgrind`):
-//! `cargo run --release -p ultracore-benches --bin profile -- transfers|replay|decide|snapshot|delta|floor [rounds]`.
+//! `cargo run --release -p ultracore-benches --bin profile -- transfers|clone|replay|decide|snapshot|delta|floor [rounds]`.
 
 use std::time::Instant;
 
@@ -13,6 +13,7 @@ fn main() {
     let rounds: usize = args.next().and_then(|r| r.parse().ok()).unwrap_or(20);
     match mode.as_str() {
         "transfers" => transfers(rounds),
+        "clone" => clone_batches(rounds),
         "replay" => replay(rounds),
         "decide" => decide_only(rounds),
         "snapshot" => snapshot(rounds),
@@ -95,6 +96,49 @@ fn run_transfers(
         logs.push(shared);
     }
     logs
+}
+
+/// The criterion bench `decide_apply_transfer/uniform_10000_accounts` as a plain loop: each
+/// batch of 10,000 transfers runs on a fresh clone of the same ledger, given room for the
+/// batch (both untimed). `UC_ACCOUNTS=N` as for `transfers`; `UC_NO_ROOM=1` skips the
+/// per-account room (the bench's `_no_room`).
+fn clone_batches(rounds: usize) {
+    const BATCH: usize = 10_000;
+    let accounts: u64 = std::env::var("UC_ACCOUNTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let room = !std::env::var("UC_NO_ROOM").is_ok_and(|v| v == "1");
+    let base = warm_ledger(accounts as usize, 10);
+    let mut busy = std::time::Duration::ZERO;
+    for r in 0..rounds {
+        let mut ledger = base.clone();
+        ledger.reserve(BATCH);
+        if room {
+            ledger.reserve_per_account(2 * BATCH / accounts as usize);
+        }
+        let cmds = random_transfers(BATCH, accounts, (r as u64 + 1) * BATCH as u64, r as u64);
+        let mut out = Vec::with_capacity(BATCH);
+        let t = Instant::now();
+        run_batch(&mut ledger, &cmds, &mut out);
+        busy += t.elapsed();
+        std::hint::black_box((&ledger, &out));
+    }
+    println!(
+        "{:.0} transfers/s",
+        (rounds * BATCH) as f64 / busy.as_secs_f64()
+    );
+    std::process::exit(0);
+}
+
+/// The measured part of `clone` (for `--toggle-collect='*run_batch*'`).
+#[inline(never)]
+fn run_batch(
+    ledger: &mut Ledger,
+    cmds: &[ultracore_core::ledger::Command],
+    out: &mut Vec<ultracore_core::event::Envelope<ultracore_core::ledger::LedgerEvent>>,
+) {
+    execute_windows(ledger, cmds, ultracore_core::ledger::WARM_WINDOW, 1, out);
 }
 
 fn replay(rounds: usize) {
