@@ -138,6 +138,22 @@ impl Points {
         }
     }
 
+    /// Appends the running sum `last + x` (`last` the last running sum, zero when there is
+    /// none) if the points are narrow and it stays narrow, as [`Points::push`] of the same sum
+    /// would, and returns it; otherwise changes nothing and returns `None`. Appending a
+    /// posted-only change, the common case, thus takes no `i128` arithmetic.
+    #[inline]
+    pub(crate) fn push_narrow(&mut self, key: TimelineKey, x: i64) -> Option<i64> {
+        let Points::Narrow(v) = self else {
+            return None;
+        };
+        let last = v.last().map_or(0, |p| p.1);
+        // `narrow` never gives `i64::MIN`, so a narrow running sum may not be it either.
+        let cum = last.checked_add(x).filter(|&c| c != i64::MIN)?;
+        v.push((key, cum));
+        Some(cum)
+    }
+
     #[inline]
     pub(crate) fn push(&mut self, key: TimelineKey, cum: Deltas) {
         match (&mut *self, narrow(&cum)) {
@@ -231,6 +247,7 @@ mod tests {
     #[derive(Clone, Debug)]
     enum Op {
         Push(Deltas),
+        PushNarrow(i64),
         Insert(usize, Deltas),
         Remove(usize),
         Shift(usize, Deltas),
@@ -241,6 +258,7 @@ mod tests {
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             4 => deltas().prop_map(Op::Push),
+            2 => prop_oneof![any::<i64>(), -1000i64..1000].prop_map(Op::PushNarrow),
             2 => (any::<usize>(), deltas()).prop_map(|(i, d)| Op::Insert(i, d)),
             1 => any::<usize>().prop_map(Op::Remove),
             2 => (any::<usize>(), deltas()).prop_map(|(i, d)| Op::Shift(i, d)),
@@ -274,6 +292,21 @@ mod tests {
                         let k = key(&mut next_key);
                         points.push(k, d);
                         plain.push((k, d));
+                    }
+                    Op::PushNarrow(x) => {
+                        let k = key(&mut next_key);
+                        let last = plain.last().map_or(Deltas::ZERO, |p| p.1);
+                        let sum = last.posted.checked_add(i128::from(x)).map(|p| {
+                            Deltas::new(p, last.pending_debit, last.pending_credit)
+                        });
+                        let got = points.push_narrow(k, x);
+                        match sum.filter(|s| narrow(s).is_some()) {
+                            Some(s) if matches!(points, Points::Narrow(_)) => {
+                                prop_assert_eq!(got, narrow(&s));
+                                plain.push((k, s));
+                            }
+                            _ => prop_assert_eq!(got, None),
+                        }
                     }
                     Op::Insert(i, d) => {
                         let i = i % (plain.len() + 1);

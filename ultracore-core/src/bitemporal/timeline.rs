@@ -50,6 +50,7 @@
 
 use std::cmp::Ordering;
 
+use super::log::narrow;
 use super::points::Points;
 
 /// A point on the valid-time axis: (effective_at in microseconds since the Unix epoch,
@@ -372,6 +373,14 @@ impl Chunk {
     }
 
     fn push(&mut self, key: TimelineKey, d: Deltas) {
+        // A posted-only change to a narrow chunk whose sum stays narrow: that sum is both its
+        // series (no pending amounts), so the extrema move in `i64` too.
+        if let Some(cum) = narrow(&d).and_then(|x| self.points.push_narrow(key, x)) {
+            let cum = i128::from(cum);
+            self.min_lower = self.min_lower.min(cum);
+            self.max_upper = self.max_upper.max(cum);
+            return;
+        }
         let cum = self.sum().plus(d);
         self.points.push(key, cum);
         self.min_lower = self.min_lower.min(cum.lower_series());
