@@ -44,16 +44,9 @@ fn transfers(c: &mut Criterion) {
                 || {
                     round += 1;
                     let mut ledger = base.clone();
-                    // Map growth is amortised over a ledger's life; a clone would pay a whole
-                    // rehash inside every measured batch (reported separately in BENCHMARKS.md).
-                    ledger.reserve(BATCH);
-                    // Likewise each account's vectors: a live ledger's have room from their
-                    // amortised growth, a clone's have none, so without this every account's
-                    // first posting of the batch would reallocate them (`_no_room` measures
-                    // that). Room for the batch's postings per account, on average.
-                    if room {
-                        ledger.reserve_per_account(2 * BATCH / accounts as usize);
-                    }
+                    // Room in the maps and (but for `_no_room`) each account's vectors, as a
+                    // live ledger has from amortised growth (see `room_for_batch`).
+                    room_for_batch(&mut ledger, BATCH, accounts, room);
                     (
                         ledger,
                         random_transfers(BATCH, accounts, round * BATCH as u64, round),

@@ -94,6 +94,19 @@ pub fn execute_windows(
     }
 }
 
+/// Gives a clone of a ledger over `accounts` accounts the room a live ledger has for a batch
+/// of `batch` transfers: in its entry maps (a clone would pay a whole rehash inside the batch)
+/// and, unless `per_account` is false, in each account's balance index (a clone's vectors have
+/// no room, so every account's first posting of the batch would reallocate them). Map and
+/// vector growth are amortised over a live ledger's life; this is the benches' untimed setup.
+pub fn room_for_batch(ledger: &mut Ledger, batch: usize, accounts: u64, per_account: bool) {
+    ledger.reserve(batch);
+    if per_account {
+        // The batch's postings per account, on average.
+        ledger.reserve_per_account(2 * batch / accounts.max(1) as usize);
+    }
+}
+
 /// `ledger_with_accounts(n)` plus `per_account` warm-up transfers per account, so benches
 /// measure the steady state (accounts with history) rather than every account's first posting.
 pub fn warm_ledger(n: usize, per_account: usize) -> Ledger {

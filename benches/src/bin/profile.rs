@@ -113,10 +113,7 @@ fn clone_batches(rounds: usize) {
     let mut busy = std::time::Duration::ZERO;
     for r in 0..rounds {
         let mut ledger = base.clone();
-        ledger.reserve(BATCH);
-        if room {
-            ledger.reserve_per_account(2 * BATCH / accounts as usize);
-        }
+        room_for_batch(&mut ledger, BATCH, accounts, room);
         let cmds = random_transfers(BATCH, accounts, (r as u64 + 1) * BATCH as u64, r as u64);
         let mut out = Vec::with_capacity(BATCH);
         let t = Instant::now();

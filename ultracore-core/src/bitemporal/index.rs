@@ -307,9 +307,6 @@ impl BitemporalIndex {
         Ok(())
     }
 
-    /// Reads, for every index of `indexes`, the ends of the timeline and the change log that
-    /// an append reads, stage by stage over all of them (see `Ledger::warm`); returns
-    /// something derived from what it read.
     /// Reserves room for `additional` more changes appended live (the change log's tail and
     /// the timeline's last chunk), so that they do not reallocate either. Changes no answer.
     pub fn reserve(&mut self, additional: usize) {
@@ -317,6 +314,9 @@ impl BitemporalIndex {
         self.log.reserve(additional);
     }
 
+    /// Reads, for every index of `indexes`, the ends of the timeline and the change log that
+    /// an append reads, stage by stage over all of them (see `Ledger::warm`); returns
+    /// something derived from what it read.
     pub(crate) fn warm(indexes: &[&BitemporalIndex]) -> u64 {
         let timelines: smallvec::SmallVec<[&Timeline; 128]> =
             indexes.iter().map(|i| &i.current).collect();

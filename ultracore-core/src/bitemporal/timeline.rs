@@ -884,9 +884,12 @@ impl Timeline {
     }
 
     /// Reserves room for `additional` more points appended after the last key, as far as the
-    /// last chunk holds them (a full chunk starts a new one, sized for a whole chunk). Changes
-    /// no value.
+    /// last chunk holds them (a full chunk starts a new one, sized for a whole chunk). An empty
+    /// timeline gets none: its first append starts a chunk of its own. Changes no value.
     pub fn reserve(&mut self, additional: usize) {
+        if self.tail.is_empty() {
+            return;
+        }
         let room = self.chunk_len_max.saturating_sub(self.tail.len());
         self.tail.points.reserve(additional.min(room));
     }
