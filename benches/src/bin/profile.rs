@@ -101,7 +101,7 @@ fn run_transfers(
 /// The criterion bench `decide_apply_transfer/uniform_10000_accounts` as a plain loop: each
 /// batch of 10,000 transfers runs on a fresh clone of the same ledger, given room for the
 /// batch (both untimed). `UC_ACCOUNTS=N` as for `transfers`; `UC_NO_ROOM=1` skips the
-/// per-account room (the bench's `_no_room`).
+/// per-account room (the bench's `_no_room`); `UC_SPLIT=1` also prints the time spent warming.
 fn clone_batches(rounds: usize) {
     const BATCH: usize = 10_000;
     let accounts: u64 = std::env::var("UC_ACCOUNTS")
@@ -111,13 +111,27 @@ fn clone_batches(rounds: usize) {
     let room = !std::env::var("UC_NO_ROOM").is_ok_and(|v| v == "1");
     let base = warm_ledger(accounts as usize, 10);
     let mut busy = std::time::Duration::ZERO;
+    // `UC_SPLIT=1`: also say how much of the time went to warming (`Ledger::warm`).
+    let split = std::env::var_os("UC_SPLIT").is_some();
+    let mut warm_t = std::time::Duration::ZERO;
     for r in 0..rounds {
         let mut ledger = base.clone();
         room_for_batch(&mut ledger, BATCH, accounts, room);
         let cmds = random_transfers(BATCH, accounts, (r as u64 + 1) * BATCH as u64, r as u64);
         let mut out = Vec::with_capacity(BATCH);
         let t = Instant::now();
-        run_batch(&mut ledger, &cmds, &mut out);
+        if split {
+            // The same as `run_batch`, with the time spent warming each window counted apart.
+            let w = ultracore_core::ledger::WARM_WINDOW;
+            for (k, part) in cmds.chunks(w).enumerate() {
+                let t0 = Instant::now();
+                ledger.warm(part);
+                warm_t += t0.elapsed();
+                execute_windows(&mut ledger, part, 0, 1 + (k * w) as i64, &mut out);
+            }
+        } else {
+            run_batch(&mut ledger, &cmds, &mut out);
+        }
         busy += t.elapsed();
         std::hint::black_box((&ledger, &out));
     }
@@ -125,6 +139,13 @@ fn clone_batches(rounds: usize) {
         "{:.0} transfers/s",
         (rounds * BATCH) as f64 / busy.as_secs_f64()
     );
+    if split {
+        eprintln!(
+            "warm {:.0} ns/transfer, total {:.0} ns/transfer",
+            warm_t.as_nanos() as f64 / (rounds * BATCH) as f64,
+            busy.as_nanos() as f64 / (rounds * BATCH) as f64
+        );
+    }
     std::process::exit(0);
 }
 

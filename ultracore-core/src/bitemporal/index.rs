@@ -154,15 +154,26 @@ struct Level {
 ///
 /// Calling protocol: `apply` each change in log order (positions non-decreasing; several changes
 /// may share a position); query at any time. See the module docs for structure and costs.
+///
+/// Laid out (`repr(C)`) so that what an append reads and writes lies in 128 bytes from
+/// [`BitemporalIndex::HOT_OFFSET`]: the timeline's tail chunk and lengths (its last fields),
+/// the block length, then the change log's tail and length (its first fields).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[repr(C)]
 pub struct BitemporalIndex {
     current: Timeline,
+    block_len: usize,
+    fanout: usize,
     #[serde(with = "change_log")]
     log: ChangeLog,
     levels: Vec<Level>,
-    block_len: usize,
-    fanout: usize,
 }
+
+// What an append touches spans two lines from `HOT_OFFSET` (see `BitemporalIndex`).
+const _: () = assert!(
+    std::mem::offset_of!(BitemporalIndex, log) + ChangeLog::HOT_END
+        <= BitemporalIndex::HOT_OFFSET + 128
+);
 
 impl Default for BitemporalIndex {
     fn default() -> Self {
@@ -171,6 +182,11 @@ impl Default for BitemporalIndex {
 }
 
 impl BitemporalIndex {
+    /// Offset of the first byte an append touches: the timeline's tail chunk. An embedding
+    /// struct aligns it to a cache line (see the layout note on the type).
+    pub(crate) const HOT_OFFSET: usize =
+        std::mem::offset_of!(BitemporalIndex, current) + Timeline::HOT_OFFSET;
+
     /// An empty index with the default block sizes.
     pub fn new() -> Self {
         Self::with_block_len(SUMMARY_BLOCK_LEN_DEFAULT, SUMMARY_FANOUT_DEFAULT)

@@ -79,12 +79,16 @@ impl Run {
 /// stores each change once, in the block its buffer was sorted into, instead of copying it
 /// into each account's vector and growing that vector (a `realloc`, a copy and a `free` of
 /// memory out of cache, per account per buffer).
+///
+/// `repr(C)`, with what an append of a narrow change touches (`tail`, `in_runs`) first, so
+/// that a struct embedding it can put them on a cache line with its own hot fields.
 #[derive(Clone, Default)]
+#[repr(C)]
 pub struct ChangeLog {
-    runs: Vec<Run>,
+    tail: Vec<Packed>,
     /// Number of changes in `runs`.
     in_runs: usize,
-    tail: Vec<Packed>,
+    runs: Vec<Run>,
     /// (index in the log, amounts) of each wide change, in index order.
     wide: Vec<(u32, Deltas)>,
 }
@@ -105,6 +109,9 @@ impl std::fmt::Debug for ChangeLog {
 }
 
 impl ChangeLog {
+    /// End of the fields a narrow append touches (`tail`, `in_runs`).
+    pub(crate) const HOT_END: usize = std::mem::offset_of!(ChangeLog, in_runs) + size_of::<usize>();
+
     /// Number of changes.
     pub fn len(&self) -> usize {
         self.in_runs + self.tail.len()

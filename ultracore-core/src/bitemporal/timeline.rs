@@ -616,20 +616,27 @@ type Pos = (usize, usize);
 /// The current valid-time index of one account: an ordered map [`TimelineKey`] → [`Deltas`]
 /// (zero values are never stored) with fast prefix sums and bound checks. See the module docs for
 /// the structure and the cost of each operation.
+///
+/// `repr(C)`, with what an append touches (`tail`, `len`, `chunk_len_max`) last, so that a
+/// struct embedding it can put those fields and its own hot ones on shared cache lines.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[repr(C)]
 pub struct Timeline {
     /// Every chunk but the last.
     body: Vec<Chunk>,
+    /// First key of each chunk, kept apart so the binary search touches one dense array.
+    firsts: Vec<TimelineKey>,
+    tree: Tree,
     /// The last chunk, where appends go, kept inline so that an append reaches it without
     /// first reading the body's buffer: one heap block fewer per append. Empty exactly when
     /// the timeline is.
     tail: Chunk,
-    /// First key of each chunk, kept apart so the binary search touches one dense array.
-    firsts: Vec<TimelineKey>,
-    tree: Tree,
     len: usize,
     chunk_len_max: usize,
 }
+
+// The fields an append touches are the last 80 bytes.
+const _: () = assert!(Timeline::HOT_OFFSET + size_of::<Chunk>() + 16 == size_of::<Timeline>());
 
 impl Default for Timeline {
     fn default() -> Self {
@@ -638,6 +645,10 @@ impl Default for Timeline {
 }
 
 impl Timeline {
+    /// Offset of the first field an append touches (the tail chunk; then `len` and
+    /// `chunk_len_max`, to the end).
+    pub(crate) const HOT_OFFSET: usize = std::mem::offset_of!(Timeline, tail);
+
     /// An empty timeline with the default chunk size.
     pub fn new() -> Self {
         Self::with_chunk_len_max(CHUNK_LEN_MAX_DEFAULT)

@@ -111,16 +111,31 @@ pub struct InvariantViolated(pub String);
 
 /// One account with its bitemporal balance index. Snapshots write the index apart from the
 /// rest (see `snapshot`), so it is skipped here.
+///
+/// Laid out (`repr(C)`, each on a cache line of its own) so that a posting reads and writes
+/// few of the record's ten lines: the account's status, currency and valid-from time and the
+/// bounds share one or two, and [`BitemporalIndex`] puts what an append touches (the
+/// timeline's tail chunk, lengths, block length, the change log's tail) on the two lines that
+/// start [`BitemporalIndex::HOT_OFFSET`] bytes into it, which the `index` field's offset
+/// (32 past a line) aligns. With the default layout a transfer touched about seven lines of
+/// each of its two accounts' records, each a cache miss once accounts outnumber what the
+/// core's own cache holds. The serialised fields (`account`, `bounds`, `position`) keep
+/// their order, which is the snapshot format's.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[repr(C, align(64))]
 pub(crate) struct AccountState {
     pub(crate) account: Account,
-    #[serde(skip)]
-    pub(crate) index: BitemporalIndex,
     /// (lower, upper) bounds on the index's series, from the constraints.
     pub(crate) bounds: (Option<i128>, Option<i128>),
     /// Log position of the account's latest own event.
     pub(crate) position: u64,
+    #[serde(skip)]
+    pub(crate) index: BitemporalIndex,
 }
+
+// The index's hot lines start on a line boundary.
+const _: () =
+    assert!((std::mem::offset_of!(AccountState, index) + BitemporalIndex::HOT_OFFSET) % 64 == 0);
 
 /// What the ledger remembers about each log position (for statements, diffs and `known_at`):
 /// 16 bytes, one per event, so it names the entry by its index and the type by its code.
@@ -156,11 +171,6 @@ impl PositionMeta {
 pub struct Ledger {
     config: LedgerConfig,
     pub(crate) accounts: Vec<AccountState>,
-    /// Each account's currency, by index (`accounts[i].account.currency`), apart from the
-    /// 464-byte records: the test of "plain transfer" of a decided entry reads this dense
-    /// array (10 bytes per account, in cache) instead of a cache miss on each posted
-    /// account's record. (A replay reads them from the id index's slots instead.)
-    pub(crate) currencies: Vec<crate::money::Currency>,
     pub(crate) account_ix: stored::AccountIndex,
     /// Fingerprint of each account's opening request (idempotent re-opening).
     pub(crate) open_fingerprints: IdMap<AccountId, u64>,
@@ -320,7 +330,6 @@ impl Ledger {
         let h = foldhash::fast::FixedState::with_seed(config.hash_seed);
         Ledger {
             accounts: Vec::new(),
-            currencies: Vec::new(),
             account_ix: stored::AccountIndex::new(h.clone()),
             open_fingerprints: HashMap::with_hasher(h.clone()),
             entries: Vec::new(),
@@ -498,15 +507,13 @@ impl Ledger {
             .get_or_insert_with(|| Deferred::new(DEFERRED_CHANGES_MAX, entries));
     }
 
-    /// Adds an account at the next index (its currency to [`Ledger::currencies`] too).
+    /// Adds an account at the next index.
     pub(crate) fn push_account(&mut self, st: AccountState) {
-        self.currencies.push(st.account.currency);
         self.accounts.push(st);
     }
 
-    /// Replaces every account (and [`Ledger::currencies`] with theirs).
+    /// Replaces every account.
     pub(crate) fn set_accounts(&mut self, accounts: Vec<AccountState>) {
-        self.currencies = accounts.iter().map(|a| a.account.currency).collect();
         self.accounts = accounts;
     }
 
@@ -941,12 +948,16 @@ impl Ledger {
                 // A plain transfer is stored compact. It is recognised from its postings'
                 // account indexes: those of its two index changes when the decision handed
                 // them over (one change per account, in posting order, when the accounts
-                // differ), otherwise looked up, with the accounts' currencies from the same
-                // slots (a replay, see `stored::AccountIndex`).
+                // differ), with the accounts' currencies from their records (on the line
+                // the decision read their status from, see `AccountState`); otherwise looked
+                // up, with the currencies from the same slots (a replay, see
+                // `stored::AccountIndex`).
                 let transfer = match precomputed.map(|c| c.as_slice()) {
                     _ if reversal_of.is_some() || !metadata.is_empty() => None,
                     Some([(d, ..), (c, ..)]) => {
-                        stored::compact_transfer(postings, [*d, *c], &self.currencies)
+                        stored::compact_transfer(postings, [*d, *c], |ix| {
+                            self.accounts.get(ix as usize).map(|a| a.account.currency)
+                        })
                     }
                     _ => self
                         .posting_accounts(postings)
@@ -980,7 +991,6 @@ impl Ledger {
                 if let Some(of) = reversal_of {
                     self.entry_mut(of)?.reversed_by = Some(id.clone());
                 }
-                debug_assert_eq!(self.currencies.len(), self.accounts.len());
                 let kind = match reversal_of {
                     Some(of) => EntryKind::Reversal { of: of.clone() },
                     None => EntryKind::Posted,
@@ -1284,7 +1294,7 @@ impl Ledger {
     fn posting_accounts(&self, postings: &[Posting]) -> Option<[(u32, crate::money::Currency); 2]> {
         let find = |p: &Posting| match self.account_ix.get_with_currency(&p.account)? {
             (ix, Some(currency)) => Some((ix, currency)),
-            (ix, None) => Some((ix, *self.currencies.get(ix as usize)?)),
+            (ix, None) => Some((ix, self.accounts.get(ix as usize)?.account.currency)),
         };
         match postings {
             [a, b] => Some([find(a)?, find(b)?]),

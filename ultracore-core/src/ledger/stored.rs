@@ -29,7 +29,7 @@ use super::{IdMap, Ledger};
 /// The slot also names the account's currency (which never changes), as a number into
 /// [`AccountIndex::currencies`], the ledger's distinct currencies (a few, in cache): replay's
 /// test of a plain transfer reads it from the slot it has just found, instead of waiting on a
-/// second read whose address depends on the first ([`Ledger::currencies`]`[ix]`). The number
+/// second read whose address depends on the first (the account's record). The number
 /// is 2 bytes so that a slot stays 32 bytes (with the currency itself, 40-byte slots made
 /// decide + apply 5 % slower).
 #[derive(Clone)]
@@ -327,9 +327,8 @@ impl Transfer {
 pub(crate) fn compact_transfer(
     postings: &[Posting],
     ixs: [u32; 2],
-    currencies: &[Currency],
+    currency: impl Fn(u32) -> Option<Currency>,
 ) -> Option<Transfer> {
-    let currency = |ix: u32| currencies.get(ix as usize).copied();
     compact_transfer_in(
         postings,
         [(ixs[0], currency(ixs[0])?), (ixs[1], currency(ixs[1])?)],
