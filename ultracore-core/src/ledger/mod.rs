@@ -134,8 +134,9 @@ pub(crate) struct AccountState {
 }
 
 // The index's hot lines start on a line boundary.
-const _: () =
-    assert!((std::mem::offset_of!(AccountState, index) + BitemporalIndex::HOT_OFFSET) % 64 == 0);
+const _: () = assert!(
+    (std::mem::offset_of!(AccountState, index) + BitemporalIndex::HOT_OFFSET).is_multiple_of(64)
+);
 
 /// What the ledger remembers about each log position (for statements, diffs and `known_at`):
 /// 16 bytes, one per event, so it names the entry by its index and the type by its code.
