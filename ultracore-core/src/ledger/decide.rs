@@ -448,11 +448,17 @@ impl Ledger {
 
     /// Checks every constrained account touched by `changes` along its whole timeline.
     fn check_limits(&self, changes: &Changes) -> Result<(), Rejection> {
+        // A transfer (the common case): one change to each of two accounts.
+        if let [(a, ka, da), (b, kb, db)] = changes.as_slice() {
+            if a != b {
+                self.check_account(*a, &[(*ka, *da)])?;
+                return self.check_account(*b, &[(*kb, *db)]);
+            }
+        }
         for (i, &(acc, _, _)) in changes.iter().enumerate() {
             if changes[..i].iter().any(|c| c.0 == acc) {
                 continue; // this account was checked with its first change
             }
-            let st = &self.accounts[acc as usize];
             // The common case (one change per account) borrows that change, with no list built.
             let one = [(changes[i].1, changes[i].2)];
             let many: smallvec::SmallVec<[(TimelineKey, Deltas); 4]>;
@@ -466,23 +472,28 @@ impl Ledger {
                     .collect();
                 &many
             };
-            if !st.index.can_apply(mine) {
-                return Err(Rejection::Overflow);
-            }
-            let (lower, upper) = st.bounds;
-            if lower.is_none() && upper.is_none() {
-                continue;
-            }
-            if let Err(v) = st.index.check(mine, lower, upper) {
-                return Err(Rejection::LimitExceeded {
-                    account: st.account.id.clone(),
-                    at: Timestamp::from_micros(v.at.0).unwrap_or(Timestamp::MIN),
-                    balance: v.value,
-                    bound: v.bound,
-                });
-            }
+            self.check_account(acc, mine)?;
         }
         Ok(())
+    }
+
+    /// [`Ledger::check_limits`] for one account and all its changes.
+    #[inline]
+    fn check_account(&self, acc: u32, mine: &[(TimelineKey, Deltas)]) -> Result<(), Rejection> {
+        let st = &self.accounts[acc as usize];
+        if !st.index.can_apply(mine) {
+            return Err(Rejection::Overflow);
+        }
+        let (lower, upper) = st.bounds;
+        if lower.is_none() && upper.is_none() {
+            return Ok(());
+        }
+        st.index.check(mine, lower, upper).map_err(|v| Rejection::LimitExceeded {
+            account: st.account.id.clone(),
+            at: Timestamp::from_micros(v.at.0).unwrap_or(Timestamp::MIN),
+            balance: v.value,
+            bound: v.bound,
+        })
     }
 
     fn decide_post(
