@@ -80,14 +80,16 @@ pub fn execute_windows(
     out: &mut Vec<Envelope<LedgerEvent>>,
 ) {
     for (w, part) in cmds.chunks(window.max(1)).enumerate() {
-        if window > 0 {
-            ledger.warm(part);
-        }
+        let warmed = if window > 0 {
+            ledger.warm(part)
+        } else {
+            Default::default()
+        };
         for (j, cmd) in part.iter().enumerate() {
             let i = (w * window.max(1) + j) as i64;
             let now = start().saturating_add_micros(first_micros + i);
             let r = ledger
-                .execute(cmd, &Trace::default(), now, 0, out)
+                .execute_hinted(cmd, warmed.hints(j, cmd), &Trace::default(), now, 0, out)
                 .expect("no invariant breaks");
             debug_assert!(r.is_ok());
         }

@@ -34,7 +34,7 @@ use crate::ledger::{
     Command, InvariantViolated, Ledger, LedgerConfig, LedgerEvent, Outcome, Rejection,
 };
 use crate::ledger::{
-    SavedSnapshot, SnapshotAbandoned, SnapshotJob, SNAPSHOT_DELTA_SCHEMA, SNAPSHOT_SCHEMA,
+    SavedSnapshot, SnapshotAbandoned, SnapshotJob, Warmed, SNAPSHOT_DELTA_SCHEMA, SNAPSHOT_SCHEMA,
     WARM_WINDOW,
 };
 use crate::limits::{COMMANDS_PER_BATCH_MAX, EVENTS_PER_READ_MAX};
@@ -856,22 +856,31 @@ impl<S: EventStore<LedgerEvent>> Engine<S> {
                 return Err((batch, e.into()));
             }
         }
-        for (i, p) in batch.iter().enumerate() {
-            let mut out = Vec::with_capacity(p.commands.len());
-            for (j, (cmd, trace)) in p.commands.iter().enumerate() {
-                if commands.is_multiple_of(WARM_WINDOW as u64) {
-                    // The next window of the batch, across requests.
-                    let rest = batch[i + 1..].iter().flat_map(|p| &p.commands);
-                    let window = p.commands[j..].iter().chain(rest);
-                    state.warm(window.take(WARM_WINDOW).map(|(c, _)| c));
+        // Executes the batch, each window warmed first; a broken invariant stops it.
+        let log_id = self.config.log_id;
+        let executed: Result<(), InvariantViolated> = (|| {
+            let mut warmed = Warmed::default();
+            for (i, p) in batch.iter().enumerate() {
+                let mut out = Vec::with_capacity(p.commands.len());
+                for (j, (cmd, trace)) in p.commands.iter().enumerate() {
+                    let k = (commands % WARM_WINDOW as u64) as usize;
+                    if k == 0 {
+                        // The next window of the batch, across requests.
+                        let rest = batch[i + 1..].iter().flat_map(|p| &p.commands);
+                        let window = p.commands[j..].iter().chain(rest);
+                        warmed = state.warm(window.take(WARM_WINDOW).map(|(c, _)| c));
+                    }
+                    commands += 1;
+                    let hints = warmed.hints(k, cmd);
+                    let r = state.execute_hinted(cmd, hints, trace, now, log_id, &mut events)?;
+                    out.push(r.map_err(EngineError::Rejected));
                 }
-                commands += 1;
-                match state.execute(cmd, trace, now, self.config.log_id, &mut events) {
-                    Ok(r) => out.push(r.map_err(EngineError::Rejected)),
-                    Err(e) => return Err((batch, e.into())),
-                }
+                results.push(out);
             }
-            results.push(out);
+            Ok(())
+        })();
+        if let Err(e) = executed {
+            return Err((batch, EngineError::from(e)));
         }
         let n = events.len() as u64;
         let append = (!events.is_empty()).then(|| {

@@ -19,7 +19,7 @@ use super::event::LedgerEvent;
 use super::model::{validate_text, AccountStatus, Direction, EntryKind, Metadata, Posting};
 use super::{
     hold_place_changes, hold_resolve_changes, posting_changes_at, posting_changes_into, share,
-    AccountIxs, Changes, Ledger, Rejection,
+    AccountIxs, Changes, Hints, Ledger, Rejection,
 };
 
 /// What `decide` needs from outside the state.
@@ -80,7 +80,8 @@ impl From<Decided> for Decision {
 impl Ledger {
     /// Decides `command` against the current state. Pure.
     pub fn decide(&self, command: &Command, ctx: &Context) -> Decision {
-        self.decide_with_changes(command, ctx, &mut None).into()
+        self.decide_with_changes(command, ctx, None, &mut None)
+            .into()
     }
 
     /// [`Ledger::decide`], plus the balance-index changes of the first accepted event when
@@ -92,10 +93,12 @@ impl Ledger {
         &self,
         command: &Command,
         ctx: &Context,
+        hints: Option<&Hints>,
         changes: &mut Option<Changes>,
     ) -> Decided {
         *changes = None;
-        let fingerprint = command.fingerprint();
+        let fingerprint = Hints::fingerprint(hints).unwrap_or_else(|| command.fingerprint());
+        debug_assert_eq!(fingerprint, command.fingerprint());
         if let Some(id) = command.entry_id() {
             if let Some(d) = self.check_entry_id(id, fingerprint, command) {
                 return d;
@@ -113,7 +116,7 @@ impl Ledger {
             Command::SetAccountMetadata { account, metadata } => {
                 self.decide_metadata(account, metadata)
             }
-            Command::PostEntry(c) => self.decide_post(c, ctx, fingerprint, changes),
+            Command::PostEntry(c) => self.decide_post(c, ctx, fingerprint, hints, changes),
             Command::PlaceHold(c) => self.decide_hold(c, ctx, fingerprint),
             Command::PostHold(c) => self.decide_resolve(&c.hold, Some(c), None, ctx, fingerprint),
             Command::VoidHold(c) => self.decide_resolve(&c.hold, None, Some(c), ctx, fingerprint),
@@ -332,10 +335,12 @@ impl Ledger {
     /// balance per currency.
     /// Returns the postings' account indexes, in posting order, so callers need not look the
     /// accounts up again.
+    /// `hints` may give postings' account indexes (see [`Hints`]).
     fn validate_postings(
         &self,
         postings: &[Posting],
         effective_at: EffectiveAt,
+        hints: Option<&Hints>,
     ) -> Result<AccountIxs, Rejection> {
         if postings.len() < 2 || postings.len() > POSTINGS_PER_ENTRY_MAX {
             return Err(Rejection::PostingCount {
@@ -344,14 +349,18 @@ impl Ledger {
             });
         }
         let mut ixs = AccountIxs::new();
-        for p in postings {
+        for (i, p) in postings.iter().enumerate() {
             if p.amount.is_zero() {
                 return Err(Rejection::ZeroAmount);
             }
             if p.amount.minor() > POSTING_AMOUNT_MINOR_MAX {
                 return Err(Rejection::Overflow);
             }
-            let ix = self.account_index(&p.account)?;
+            let ix = match Hints::account(hints, i) {
+                Some(ix) => ix,
+                None => self.account_index(&p.account)?,
+            };
+            debug_assert_eq!(self.account_ix.get(&p.account), Some(&ix));
             ixs.push(ix);
             let st = &self.accounts[ix as usize];
             self.check_usable(st, effective_at)?;
@@ -488,12 +497,14 @@ impl Ledger {
         if lower.is_none() && upper.is_none() {
             return Ok(());
         }
-        st.index.check(mine, lower, upper).map_err(|v| Rejection::LimitExceeded {
-            account: st.account.id.clone(),
-            at: Timestamp::from_micros(v.at.0).unwrap_or(Timestamp::MIN),
-            balance: v.value,
-            bound: v.bound,
-        })
+        st.index
+            .check(mine, lower, upper)
+            .map_err(|v| Rejection::LimitExceeded {
+                account: st.account.id.clone(),
+                at: Timestamp::from_micros(v.at.0).unwrap_or(Timestamp::MIN),
+                balance: v.value,
+                bound: v.bound,
+            })
     }
 
     fn decide_post(
@@ -501,10 +512,11 @@ impl Ledger {
         c: &PostEntry,
         ctx: &Context,
         fingerprint: u64,
+        hints: Option<&Hints>,
         changes: &mut Option<Changes>,
     ) -> Result<Events, Rejection> {
         let effective_at = self.effective(c.effective_at, ctx)?;
-        let ixs = self.validate_postings(&c.postings, effective_at)?;
+        let ixs = self.validate_postings(&c.postings, effective_at, hints)?;
         c.metadata.validate()?;
         let changes = changes.insert(Changes::new());
         posting_changes_into(
@@ -543,7 +555,7 @@ impl Ledger {
             }
         }
         let postings = c.postings();
-        self.validate_postings(&postings, effective_at)?;
+        self.validate_postings(&postings, effective_at, None)?;
         c.metadata.validate()?;
         let debit = self.account_ix[&c.debit_account];
         let credit = self.account_ix[&c.credit_account];
@@ -735,7 +747,7 @@ impl Ledger {
                 ..p.clone()
             })
             .collect();
-        let ixs = self.validate_postings(&postings, effective_at)?;
+        let ixs = self.validate_postings(&postings, effective_at, None)?;
         let changes = posting_changes_at(&postings, &ixs, effective_at, ctx.next_position, 1)?;
         self.check_limits(&changes)?;
         Ok(smallvec::smallvec![LedgerEvent::EntryPosted {
@@ -801,7 +813,7 @@ impl Ledger {
             if postings.as_slice() == &*cur.postings && effective_at == cur.effective_at {
                 return Err(invalid("the correction changes nothing"));
             }
-            self.validate_postings(&postings, effective_at)?;
+            self.validate_postings(&postings, effective_at, None)?;
             (postings, effective_at)
         };
         // Taking the old postings back moves money on their accounts too: they must be usable

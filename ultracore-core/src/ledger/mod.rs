@@ -14,7 +14,10 @@
 //!
 //! Optional, for throughput: before deciding a window of commands, `ledger.warm(window)`
 //! reads the state they will touch, so their cache misses overlap (the engine does this for
-//! every [`WARM_WINDOW`] commands of a batch); it changes no answer.
+//! every [`WARM_WINDOW`] commands of a batch); it changes no answer. What it looked up on the
+//! way (each plain entry's fingerprint and account indexes) it hands back as a [`Warmed`];
+//! executing the window's `i`th command with `ledger.execute_hinted(cmd,
+//! warmed.hints(i, cmd), …)` skips those lookups, with the same answers as `execute`.
 //!
 //! State layout (what a two-posting transfer costs in memory, beside its two balance-index
 //! changes): the entry itself, a `stored::StoredEntry` inline in a dense `Vec` in recording
@@ -171,6 +174,9 @@ impl PositionMeta {
 #[derive(Clone, Debug)]
 pub struct Ledger {
     config: LedgerConfig,
+    /// Which ledger this is, among every one in the process (a clone is another): what a
+    /// [`Hints`] was learned from, so that it is used on that ledger only.
+    instance: Instance,
     pub(crate) accounts: Vec<AccountState>,
     pub(crate) account_ix: stored::AccountIndex,
     /// Fingerprint of each account's opening request (idempotent re-opening).
@@ -319,6 +325,81 @@ pub const WARM_WINDOW: usize = 32;
 /// reserved pages cost no memory).
 const IDS_RESERVED_BYTES_PER_ENTRY: usize = 16;
 
+/// A number no other ledger in the process has; a clone gets a new one (see [`Hints`]).
+#[derive(Debug)]
+struct Instance(u64);
+
+impl Instance {
+    fn new() -> Instance {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Instance(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+impl Clone for Instance {
+    /// A clone is another ledger: its accounts may later be opened in another order.
+    fn clone(&self) -> Instance {
+        Instance::new()
+    }
+}
+
+/// What [`Ledger::warm`] learned about one plain entry (`PostEntry`) on its way, so that
+/// deciding it need not learn it again: its fingerprint and its first two postings'
+/// account indexes. Valid for that command on that ledger only: [`Warmed::hints`] hands it
+/// out for the very command it was learned from (the same object, which the `Warmed` keeps
+/// borrowed, so unchanged), and [`Ledger::execute_hinted`] ignores it on any other ledger
+/// (each has its own [`Instance`]; an account's index never changes within one).
+#[derive(Clone, Copy, Debug)]
+pub struct Hints {
+    instance: u64,
+    fingerprint: u64,
+    /// Index of the account of posting 0 and 1, or [`Hints::UNKNOWN`].
+    accounts: [u32; 2],
+}
+
+impl Hints {
+    /// No such account (yet): decide looks the id up itself.
+    const UNKNOWN: u32 = u32::MAX;
+
+    /// The index of posting `i`'s account, if known.
+    pub(crate) fn account(hints: Option<&Hints>, i: usize) -> Option<u32> {
+        let ix = *hints?.accounts.get(i)?;
+        (ix != Hints::UNKNOWN).then_some(ix)
+    }
+
+    /// The command's fingerprint, if known.
+    pub(crate) fn fingerprint(hints: Option<&Hints>) -> Option<u64> {
+        hints.map(|h| h.fingerprint)
+    }
+}
+
+/// The window [`Ledger::warm`] read, with the [`Hints`] it learned for each command.
+#[derive(Debug, Default)]
+pub struct Warmed<'a> {
+    commands: smallvec::SmallVec<[(&'a Command, Option<Hints>); WARM_WINDOW]>,
+}
+
+impl<'a> Warmed<'a> {
+    /// The hints for `command` if it is the `i`th command warmed (the same object, not an
+    /// equal one); `None` otherwise, or if none were learned (not a plain entry).
+    pub fn hints(&self, i: usize, command: &Command) -> Option<&Hints> {
+        match self.commands.get(i) {
+            Some((c, h)) if std::ptr::eq(*c, command) => h.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Commands warmed.
+    pub fn len(&self) -> usize {
+        self.commands.len()
+    }
+
+    /// Whether no command was warmed.
+    pub fn is_empty(&self) -> bool {
+        self.commands.is_empty()
+    }
+}
+
 impl Default for Ledger {
     fn default() -> Self {
         Ledger::new(LedgerConfig::default())
@@ -343,6 +424,7 @@ impl Ledger {
             hold_deadlines: BTreeSet::new(),
             positions: Vec::new(),
             deferred: None,
+            instance: Instance::new(),
             cuts: snapshot::Cuts::default(),
             links: snapshot::Links::default(),
             config,
@@ -406,22 +488,34 @@ impl Ledger {
     /// on another: ids to indexes, then the account records, then the ends of their balance
     /// indexes. Changes no answer; the engine calls it on each window of [`WARM_WINDOW`]
     /// commands of a batch before executing them. Only plain entries (`PostEntry`, the hot
-    /// path) are warmed; other commands are skipped.
-    pub fn warm<'a>(&self, commands: impl IntoIterator<Item = &'a Command>) {
+    /// path) are warmed; other commands are skipped. Returns what it learned on the way
+    /// about each plain entry (see [`Hints`]).
+    pub fn warm<'a>(&self, commands: impl IntoIterator<Item = &'a Command>) -> Warmed<'a> {
         let mut acc = 0u64;
+        let mut warmed = Warmed::default();
         let mut ixs: smallvec::SmallVec<[u32; 128]> = smallvec::SmallVec::new();
         for command in commands {
             let Command::PostEntry(c) = command else {
+                warmed.commands.push((command, None));
                 continue;
             };
             if let Some(e) = self.stored_entry(&c.id) {
                 acc = acc.wrapping_add(e.fingerprint);
             }
-            ixs.extend(
-                c.postings
-                    .iter()
-                    .filter_map(|p| self.account_ix.get(&p.account).copied()),
-            );
+            let mut hints = Hints {
+                instance: self.instance.0,
+                fingerprint: command.fingerprint(),
+                accounts: [Hints::UNKNOWN; 2],
+            };
+            for (i, p) in c.postings.iter().enumerate() {
+                if let Some(&ix) = self.account_ix.get(&p.account) {
+                    ixs.push(ix);
+                    if let Some(h) = hints.accounts.get_mut(i) {
+                        *h = ix;
+                    }
+                }
+            }
+            warmed.commands.push((command, Some(hints)));
         }
         let found: smallvec::SmallVec<[&BitemporalIndex; 128]> = ixs
             .iter()
@@ -434,6 +528,7 @@ impl Ledger {
             .collect();
         acc = acc.wrapping_add(BitemporalIndex::warm(&found));
         std::hint::black_box(acc);
+        warmed
     }
 
     /// Reserves room for `entries` more entries (and their log positions), so a bulk load or
@@ -513,9 +608,11 @@ impl Ledger {
         self.accounts.push(st);
     }
 
-    /// Replaces every account.
+    /// Replaces every account (hints learned before name other account indexes, so this is
+    /// another ledger for them).
     pub(crate) fn set_accounts(&mut self, accounts: Vec<AccountState>) {
         self.accounts = accounts;
+        self.instance = Instance::new();
     }
 
     /// Whether every entry recorded is in the id index (always, except within a bulk replay
@@ -655,12 +752,28 @@ impl Ledger {
         log_id: u64,
         out: &mut Vec<Envelope<LedgerEvent>>,
     ) -> Result<Result<Outcome, Rejection>, InvariantViolated> {
+        self.execute_hinted(command, None, trace, now, log_id, out)
+    }
+
+    /// [`Ledger::execute`], given what [`Ledger::warm`] learned about `command` (from
+    /// [`Warmed::hints`]), so that its decision skips those lookups. Hints learned on another
+    /// ledger are ignored. Same answers, events and state as `execute`.
+    pub fn execute_hinted(
+        &mut self,
+        command: &Command,
+        hints: Option<&Hints>,
+        trace: &Trace,
+        now: Timestamp,
+        log_id: u64,
+        out: &mut Vec<Envelope<LedgerEvent>>,
+    ) -> Result<Result<Outcome, Rejection>, InvariantViolated> {
         let ctx = Context {
             now,
             next_position: self.position() + 1,
         };
+        let hints = hints.filter(|h| h.instance == self.instance.0);
         let mut changes = None;
-        let decision = self.decide_with_changes(command, &ctx, &mut changes);
+        let decision = self.decide_with_changes(command, &ctx, hints, &mut changes);
         // Where and when the last event was recorded: a new entry's receipt is built from it,
         // not read back from the state just written.
         let mut recorded = None;

@@ -1090,8 +1090,9 @@ fn stored_entries_agree_with_their_full_view_under_random_workloads() {
     }
 }
 
-/// `warm` before each window of commands (as the engine does) changes no answer and no
-/// event, on random workloads with every command type, retries and refusals.
+/// `warm` before each window of commands, each executed with the hints it learned (as the
+/// engine does), changes no answer and no event, on random workloads with every command
+/// type, retries and refusals.
 #[test]
 fn warming_windows_changes_nothing() {
     for seed in 0..16 {
@@ -1119,12 +1120,16 @@ fn warming_windows_changes_nothing() {
         let mut warmed = Ledger::default();
         let mut warmed_log = Vec::new();
         let mut warmed_answers = Vec::new();
+        let mut hinted = 0;
         for window in commands.chunks(7) {
-            warmed.warm(window.iter().map(|(c, _)| c));
-            for (cmd, now) in window {
+            let w = warmed.warm(window.iter().map(|(c, _)| c));
+            for (i, (cmd, now)) in window.iter().enumerate() {
+                let hints = w.hints(i, cmd);
+                hinted += usize::from(hints.is_some());
                 let answer = warmed
-                    .execute(
+                    .execute_hinted(
                         cmd,
+                        hints,
                         &crate::event::Trace::default(),
                         *now,
                         0,
@@ -1136,7 +1141,74 @@ fn warming_windows_changes_nothing() {
         }
         assert_eq!(warmed_answers, answers, "seed {seed}");
         assert_eq!(warmed_log, plain_log, "seed {seed}");
+        assert!(hinted > 50, "seed {seed}: most commands are plain entries");
     }
+}
+
+/// Hints are for the command and the ledger they were learned from: another command (even
+/// an equal one) gets none, and a ledger whose accounts lie at other indexes (here a clone
+/// that opened the same accounts in the other order) ignores them, posting to the accounts
+/// the command names.
+#[test]
+fn hints_apply_to_their_command_on_their_ledger_only() {
+    let mut a = Ledger::default();
+    let mut b = a.clone();
+    let mut log = Vec::new();
+    let trace = crate::event::Trace::default();
+    for id in ["x", "y"] {
+        let cmd = open(id, AccountKind::Liability, Constraints::default());
+        a.execute(&cmd, &trace, day(1), 0, &mut log)
+            .unwrap()
+            .unwrap();
+    }
+    for id in ["y", "x"] {
+        let cmd = open(id, AccountKind::Liability, Constraints::default());
+        b.execute(&cmd, &trace, day(1), 0, &mut log)
+            .unwrap()
+            .unwrap();
+    }
+    let cmd = transfer("t1", "x", "y", "5.00", None);
+    let window = [cmd.clone()];
+    let warmed = a.warm(&window);
+    assert!(warmed.hints(0, &window[0]).is_some());
+    assert!(
+        warmed.hints(0, &cmd).is_none(),
+        "an equal command elsewhere"
+    );
+    assert!(
+        warmed.hints(1, &window[0]).is_none(),
+        "another place in the window"
+    );
+    // Learned on `a` (x at 0, y at 1), used on `b` (y at 0, x at 1).
+    b.execute_hinted(
+        &window[0],
+        warmed.hints(0, &window[0]),
+        &trace,
+        day(2),
+        0,
+        &mut log,
+    )
+    .unwrap()
+    .unwrap();
+    let bal = |l: &Ledger, id: &str| {
+        let b = l.balance(&acc(id), day(3), KnownAt::Now).unwrap();
+        b.posted.to_string()
+    };
+    assert_eq!(bal(&b, "x"), "-5.00");
+    assert_eq!(bal(&b, "y"), "5.00");
+    // A clone of `a` is another ledger too.
+    let mut c = a.clone();
+    c.execute_hinted(
+        &window[0],
+        warmed.hints(0, &window[0]),
+        &trace,
+        day(2),
+        0,
+        &mut log,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(bal(&c, "x"), "-5.00");
 }
 
 /// A bulk replay's flush sorts its buffer into blocks of about `RUN_BLOCK_CHANGES` changes;
