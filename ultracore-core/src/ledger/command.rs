@@ -373,6 +373,29 @@ pub(crate) fn stable_hash(bytes: &[u8]) -> u64 {
 /// compiler or platform. Not cryptographic: a client can only collide its own ids.
 struct Fingerprinter(u64);
 
+/// `rest` (1 to 7 bytes) as the little-endian word that copying it into eight zero bytes
+/// gives, read with overlapping loads: bytes `0..4` and `n-4..n` for 4 to 7, the first,
+/// middle and last for 1 to 3 (a copy of a variable length was a call to `memcpy` per id).
+/// Overlapping bytes are equal, so or-ing them is exact.
+#[inline]
+fn tail_word(rest: &[u8]) -> u64 {
+    let n = rest.len();
+    let u32_at = |i: usize| {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(&rest[i..i + 4]);
+        u64::from(u32::from_le_bytes(w))
+    };
+    match n {
+        4..=7 => u32_at(0) | u32_at(n - 4) << (8 * (n - 4)),
+        1..=3 => {
+            u64::from(rest[0])
+                | u64::from(rest[n / 2]) << (8 * (n / 2))
+                | u64::from(rest[n - 1]) << (8 * (n - 1))
+        }
+        _ => 0,
+    }
+}
+
 impl Fingerprinter {
     fn new() -> Fingerprinter {
         Fingerprinter(0xcbf2_9ce4_8422_2325)
@@ -391,9 +414,7 @@ impl Fingerprinter {
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.word(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+            self.word(tail_word(rest) ^ ((rest.len() as u64) << 59));
         }
     }
     /// Same as `bytes(&[x])` (a one-byte remainder word), without the slice walk.
@@ -537,3 +558,18 @@ pub enum Outcome {
 
 /// Shared postings, cheap to clone into events and state.
 pub type Postings = Arc<[Posting]>;
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        /// `tail_word` is the zero-padded copy it replaced, for every length from 1 to 7.
+        #[test]
+        fn tail_word_is_the_padded_copy(rest in proptest::collection::vec(any::<u8>(), 1..8)) {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(&rest);
+            prop_assert_eq!(super::tail_word(&rest), u64::from_le_bytes(w));
+        }
+    }
+}
