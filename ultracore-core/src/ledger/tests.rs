@@ -1179,35 +1179,23 @@ fn hints_apply_to_their_command_on_their_ledger_only() {
         warmed.hints(1, &window[0]).is_none(),
         "another place in the window"
     );
-    // Learned on `a` (x at 0, y at 1), used on `b` (y at 0, x at 1).
-    b.execute_hinted(
-        &window[0],
-        warmed.hints(0, &window[0]),
-        &trace,
-        day(2),
-        0,
-        &mut log,
-    )
-    .unwrap()
-    .unwrap();
+    let post = |l: &mut Ledger, log: &mut Vec<_>| {
+        let hints = warmed.hints(0, &window[0]);
+        l.execute_hinted(&window[0], hints, &trace, day(2), 0, log)
+            .unwrap()
+            .unwrap();
+    };
     let bal = |l: &Ledger, id: &str| {
         let b = l.balance(&acc(id), day(3), KnownAt::Now).unwrap();
         b.posted.to_string()
     };
+    // Learned on `a` (x at 0, y at 1), used on `b` (y at 0, x at 1).
+    post(&mut b, &mut log);
     assert_eq!(bal(&b, "x"), "-5.00");
     assert_eq!(bal(&b, "y"), "5.00");
     // A clone of `a` is another ledger too.
     let mut c = a.clone();
-    c.execute_hinted(
-        &window[0],
-        warmed.hints(0, &window[0]),
-        &trace,
-        day(2),
-        0,
-        &mut log,
-    )
-    .unwrap()
-    .unwrap();
+    post(&mut c, &mut log);
     assert_eq!(bal(&c, "x"), "-5.00");
 }
 
