@@ -156,7 +156,7 @@ struct Level {
 /// may share a position); query at any time. See the module docs for structure and costs.
 ///
 /// Laid out (`repr(C)`) so that what an append reads and writes lies in 128 bytes from
-/// [`BitemporalIndex::HOT_OFFSET`]: the timeline's tail chunk and lengths (its last fields),
+/// `BitemporalIndex::HOT_OFFSET`: the timeline's tail chunk and lengths (its last fields),
 /// the block length, then the change log's tail and length (its first fields).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 #[repr(C)]

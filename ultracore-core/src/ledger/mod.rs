@@ -348,7 +348,7 @@ impl Clone for Instance {
 /// account indexes. Valid for that command on that ledger only: [`Warmed::hints`] hands it
 /// out for the very command it was learned from (the same object, which the `Warmed` keeps
 /// borrowed, so unchanged), and [`Ledger::execute_hinted`] ignores it on any other ledger
-/// (each has its own [`Instance`]; an account's index never changes within one).
+/// (each has its own instance number; an account's index never changes within one).
 #[derive(Clone, Copy, Debug)]
 pub struct Hints {
     instance: u64,
