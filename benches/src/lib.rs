@@ -12,7 +12,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use ultracore_core::event::{Envelope, Trace};
 use ultracore_core::ledger::{
     AccountKind, Command, Constraints, Ledger, LedgerConfig, LedgerEvent, Metadata, OpenAccount,
-    PostEntry,
+    PostEntry, Warmed,
 };
 use ultracore_core::money::{Amount, Currency};
 use ultracore_core::time::{EffectiveAt, Timestamp};
@@ -83,16 +83,29 @@ pub fn execute_windows(
         let warmed = if window > 0 {
             ledger.warm(part)
         } else {
-            Default::default()
+            Warmed::default()
         };
-        for (j, cmd) in part.iter().enumerate() {
-            let i = (w * window.max(1) + j) as i64;
-            let now = start().saturating_add_micros(first_micros + i);
-            let r = ledger
-                .execute_hinted(cmd, warmed.hints(j, cmd), &Trace::default(), now, 0, out)
-                .expect("no invariant breaks");
-            debug_assert!(r.is_ok());
-        }
+        let first = first_micros + (w * window.max(1)) as i64;
+        execute_warmed(ledger, part, &warmed, first, out);
+    }
+}
+
+/// Executes one window `part` with the hints `warmed` holds for it (none if it was not
+/// warmed), command `j` at `start() + first_micros + j`. Panics on a broken invariant; debug
+/// builds also on a refusal.
+pub fn execute_warmed(
+    ledger: &mut Ledger,
+    part: &[Command],
+    warmed: &Warmed<'_>,
+    first_micros: i64,
+    out: &mut Vec<Envelope<LedgerEvent>>,
+) {
+    for (j, cmd) in part.iter().enumerate() {
+        let now = start().saturating_add_micros(first_micros + j as i64);
+        let r = ledger
+            .execute_hinted(cmd, warmed.hints(j, cmd), &Trace::default(), now, 0, out)
+            .expect("no invariant breaks");
+        debug_assert!(r.is_ok());
     }
 }
 

@@ -127,14 +127,7 @@ fn clone_batches(rounds: usize) {
                 let t0 = Instant::now();
                 let warmed = ledger.warm(part);
                 warm_t += t0.elapsed();
-                for (j, cmd) in part.iter().enumerate() {
-                    let now =
-                        ultracore_benches::start().saturating_add_micros(1 + (k * w + j) as i64);
-                    let hints = warmed.hints(j, cmd);
-                    let r =
-                        ledger.execute_hinted(cmd, hints, &Default::default(), now, 0, &mut out);
-                    r.expect("no invariant breaks").expect("accepted");
-                }
+                execute_warmed(&mut ledger, part, &warmed, 1 + (k * w) as i64, &mut out);
             }
         } else {
             run_batch(&mut ledger, &cmds, &mut out);

@@ -115,8 +115,8 @@ pub struct InvariantViolated(pub String);
 /// One account with its bitemporal balance index. Snapshots write the index apart from the
 /// rest (see `snapshot`), so it is skipped here.
 ///
-/// Laid out (`repr(C)`, each on a cache line of its own) so that a posting reads and writes
-/// few of the record's ten lines: the account's status, currency and valid-from time and the
+/// Laid out (`repr(C)`, each record starting on a cache line) so that a posting reads and
+/// writes few of the record's ten lines: the account's status, currency and valid-from time and the
 /// bounds share one or two, and [`BitemporalIndex`] puts what an append touches (the
 /// timeline's tail chunk, lengths, block length, the change log's tail) on the two lines that
 /// start [`BitemporalIndex::HOT_OFFSET`] bytes into it, which the `index` field's offset
@@ -388,16 +388,6 @@ impl<'a> Warmed<'a> {
             _ => None,
         }
     }
-
-    /// Commands warmed.
-    pub fn len(&self) -> usize {
-        self.commands.len()
-    }
-
-    /// Whether no command was warmed.
-    pub fn is_empty(&self) -> bool {
-        self.commands.is_empty()
-    }
 }
 
 impl Default for Ledger {
@@ -601,11 +591,6 @@ impl Ledger {
         let entries = self.entries_recorded();
         self.deferred
             .get_or_insert_with(|| Deferred::new(DEFERRED_CHANGES_MAX, entries));
-    }
-
-    /// Adds an account at the next index.
-    pub(crate) fn push_account(&mut self, st: AccountState) {
-        self.accounts.push(st);
     }
 
     /// Replaces every account (hints learned before name other account indexes, so this is
@@ -1029,7 +1014,7 @@ impl Ledger {
                 };
                 let ix = u32::try_from(self.accounts.len())
                     .map_err(|_| InvariantViolated("too many accounts".into()))?;
-                self.push_account(AccountState {
+                self.accounts.push(AccountState {
                     bounds: constraints.bounds(*kind),
                     account,
                     index: BitemporalIndex::new(),

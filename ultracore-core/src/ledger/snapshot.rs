@@ -1133,7 +1133,7 @@ impl Ledger {
                     {
                         return Err(inconsistent(&format!("account {} twice", st.account.id)));
                     }
-                    self.push_account(st.clone());
+                    self.accounts.push(st.clone());
                 }
                 let first_new = first_entry;
                 if u32::try_from(first_new + new_count).is_err() {
