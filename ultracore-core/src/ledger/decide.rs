@@ -100,7 +100,9 @@ impl Ledger {
         let fingerprint = Hints::fingerprint(hints).unwrap_or_else(|| command.fingerprint());
         debug_assert_eq!(fingerprint, command.fingerprint());
         if let Some(id) = command.entry_id() {
-            if let Some(d) = self.check_entry_id(id, fingerprint, command) {
+            let hash = Hints::entry_hash(hints).unwrap_or_else(|| self.entry_ix.hash(id.as_str()));
+            debug_assert_eq!(hash, self.entry_ix.hash(id.as_str()));
+            if let Some(d) = self.check_entry_id(id, hash, fingerprint, command) {
                 return d;
             }
         }
@@ -140,8 +142,15 @@ impl Ledger {
         }
     }
 
-    /// Idempotency: the id's earlier fate decides, if it has one.
-    fn check_entry_id(&self, id: &EntryId, fingerprint: u64, command: &Command) -> Option<Decided> {
+    /// Idempotency: the id's earlier fate decides, if it has one. `hash` is the id's hash in
+    /// the entry-id index.
+    fn check_entry_id(
+        &self,
+        id: &EntryId,
+        hash: u64,
+        fingerprint: u64,
+        command: &Command,
+    ) -> Option<Decided> {
         let conflict = || Decided::Reject {
             rejection: Rejection::IdConflict { id: id.clone() },
             record: None,
@@ -163,7 +172,11 @@ impl Ledger {
         let corrections = (!self.corrections.is_empty())
             .then(|| self.corrections.get(id))
             .flatten();
-        let same = match (self.stored_entry(id), corrections) {
+        let stored = self
+            .entry_ix
+            .get_hashed(hash, id.as_str(), self.keys())
+            .map(|i| &self.entries[i as usize]);
+        let same = match (stored, corrections) {
             (Some(e), _) => {
                 Some(e.fingerprint == fingerprint && !matches!(command, Command::Correct(_)))
             }

@@ -35,6 +35,7 @@
 mod command;
 mod decide;
 mod event;
+mod lines;
 mod model;
 mod query;
 mod rejection;
@@ -344,15 +345,23 @@ impl Clone for Instance {
 }
 
 /// What [`Ledger::warm`] learned about one plain entry (`PostEntry`) on its way, so that
-/// deciding it need not learn it again: its fingerprint and its first two postings'
-/// account indexes. Valid for that command on that ledger only: [`Warmed::hints`] hands it
-/// out for the very command it was learned from (the same object, which the `Warmed` keeps
-/// borrowed, so unchanged), and [`Ledger::execute_hinted`] ignores it on any other ledger
-/// (each has its own instance number; an account's index never changes within one).
-#[derive(Clone, Copy, Debug)]
+/// deciding it need not learn it again: its fingerprint, its id's hash and its first two
+/// postings' account indexes. Valid for that command on that ledger only: [`Warmed::hints`]
+/// lends it out for the very command it was learned from (the same object, which the
+/// `Warmed` keeps borrowed, so unchanged), and [`Ledger::execute_hinted`] ignores it for any
+/// other command (it names its command's address, and cannot be copied out of the `Warmed`)
+/// and on any other ledger (each has its own instance number; an account's index never
+/// changes within one).
+#[derive(Debug)]
 pub struct Hints {
     instance: u64,
+    /// The address of the command it was learned from: [`Ledger::execute_hinted`] uses it for
+    /// that command only. While a `&Hints` lives, the [`Warmed`] that lent it keeps that
+    /// command borrowed, so no other command can be at that address.
+    command: usize,
     fingerprint: u64,
+    /// The hash of the entry's id in the entry-id index.
+    entry_hash: u64,
     /// Index of the account of posting 0 and 1, or [`Hints::UNKNOWN`].
     accounts: [u32; 2],
 }
@@ -370,6 +379,11 @@ impl Hints {
     /// The command's fingerprint, if known.
     pub(crate) fn fingerprint(hints: Option<&Hints>) -> Option<u64> {
         hints.map(|h| h.fingerprint)
+    }
+
+    /// The hash of the entry's id in the entry-id index, if known.
+    pub(crate) fn entry_hash(hints: Option<&Hints>) -> Option<u64> {
+        hints.map(|h| h.entry_hash)
     }
 }
 
@@ -475,39 +489,79 @@ impl Ledger {
     /// the chains of different commands are independent, so touching a window of commands
     /// first lets their misses overlap, and the decisions that follow find the lines in cache.
     /// It runs in stages, each over the whole window, so that within a stage no load waits
-    /// on another: ids to indexes, then the account records, then the ends of their balance
-    /// indexes. Changes no answer; the engine calls it on each window of [`WARM_WINDOW`]
+    /// on another: the commands' postings; then, reading no state, the fingerprints and the
+    /// ids' hashes; then ids to indexes; then the account records; then the ends of their
+    /// balance indexes. Changes no answer; the engine calls it on each window of [`WARM_WINDOW`]
     /// commands of a batch before executing them. Only plain entries (`PostEntry`, the hot
     /// path) are warmed; other commands are skipped. Returns what it learned on the way
     /// about each plain entry (see [`Hints`]).
     pub fn warm<'a>(&self, commands: impl IntoIterator<Item = &'a Command>) -> Warmed<'a> {
         let mut acc = 0u64;
         let mut warmed = Warmed::default();
-        let mut ixs: smallvec::SmallVec<[u32; 128]> = smallvec::SmallVec::new();
+        // Stage 0: the commands' postings, each a block of its own on the heap. Read here
+        // with nothing else between the reads, so that those that missed the cache are
+        // fetched together, not one at a time as the next stage reaches each.
+        let commands: smallvec::SmallVec<[&'a Command; WARM_WINDOW]> =
+            commands.into_iter().collect();
+        for command in &commands {
+            if let Command::PostEntry(c) = command {
+                for p in c.postings.iter() {
+                    acc = acc.wrapping_add(p.account.as_str().len() as u64);
+                }
+            }
+        }
+        // Stage 1, computing only (the commands' own memory, read in order): each plain
+        // entry's fingerprint, its id's hash and its accounts' keys and hashes. None of it
+        // reads the state, so it is kept out of the stage that does: there, the few
+        // instructions between one lookup and the next let the processor have the lookups of
+        // several commands in flight at once (with the hashing in between, it had about one).
+        let mut entry_hashes: smallvec::SmallVec<[u64; WARM_WINDOW]> = smallvec::SmallVec::new();
+        let mut probes: smallvec::SmallVec<[(stored::Probe, &AccountId); 2 * WARM_WINDOW]> =
+            smallvec::SmallVec::new();
         for command in commands {
             let Command::PostEntry(c) = command else {
                 warmed.commands.push((command, None));
                 continue;
             };
-            if let Some(e) = self.stored_entry(&c.id) {
-                acc = acc.wrapping_add(e.fingerprint);
+            let entry_hash = self.entry_ix.hash(c.id.as_str());
+            entry_hashes.push(entry_hash);
+            for p in c.postings.iter() {
+                probes.push((self.account_ix.probe(&p.account), &p.account));
             }
-            let mut hints = Hints {
+            let hints = Hints {
                 instance: self.instance.0,
+                command: std::ptr::from_ref(command).addr(),
                 fingerprint: command.fingerprint(),
+                entry_hash,
                 accounts: [Hints::UNKNOWN; 2],
             };
-            for (i, p) in c.postings.iter().enumerate() {
-                if let Some(&ix) = self.account_ix.get(&p.account) {
+            warmed.commands.push((command, Some(hints)));
+        }
+        // Stage 2: the lookups, ids to indexes.
+        let keys = self.keys();
+        let mut next = probes.iter();
+        let mut ixs: smallvec::SmallVec<[u32; 2 * WARM_WINDOW]> = smallvec::SmallVec::new();
+        let plain = warmed.commands.iter_mut().filter_map(|(command, hints)| {
+            let (Command::PostEntry(c), Some(h)) = (command, hints) else {
+                return None;
+            };
+            Some((c, h))
+        });
+        for ((c, hints), &hash) in plain.zip(&entry_hashes) {
+            if let Some(e) = self.entry_ix.get_hashed(hash, c.id.as_str(), keys) {
+                acc = acc.wrapping_add(u64::from(e));
+            }
+            for (i, (probe, id)) in next.by_ref().take(c.postings.len()).enumerate() {
+                if let Some(ix) = self.account_ix.get_probed(probe, id) {
                     ixs.push(ix);
                     if let Some(h) = hints.accounts.get_mut(i) {
                         *h = ix;
                     }
                 }
             }
-            warmed.commands.push((command, Some(hints)));
         }
-        let found: smallvec::SmallVec<[&BitemporalIndex; 128]> = ixs
+        // Stage 3: the account records.
+        let found: smallvec::SmallVec<[&BitemporalIndex; 2 * WARM_WINDOW]> = ixs
             .iter()
             .map(|&ix| {
                 let st = &self.accounts[ix as usize];
@@ -516,6 +570,7 @@ impl Ledger {
                 &st.index
             })
             .collect();
+        // Stage 4: the ends of their balance indexes.
         acc = acc.wrapping_add(BitemporalIndex::warm(&found));
         std::hint::black_box(acc);
         warmed
@@ -741,8 +796,8 @@ impl Ledger {
     }
 
     /// [`Ledger::execute`], given what [`Ledger::warm`] learned about `command` (from
-    /// [`Warmed::hints`]), so that its decision skips those lookups. Hints learned on another
-    /// ledger are ignored. Same answers, events and state as `execute`.
+    /// [`Warmed::hints`]), so that its decision skips those lookups. Hints learned for another
+    /// command or on another ledger are ignored. Same answers, events and state as `execute`.
     pub fn execute_hinted(
         &mut self,
         command: &Command,
@@ -756,7 +811,9 @@ impl Ledger {
             now,
             next_position: self.position() + 1,
         };
-        let hints = hints.filter(|h| h.instance == self.instance.0);
+        let hints = hints.filter(|h| {
+            h.instance == self.instance.0 && h.command == std::ptr::from_ref(command).addr()
+        });
         let mut changes = None;
         let decision = self.decide_with_changes(command, &ctx, hints, &mut changes);
         // Where and when the last event was recorded: a new entry's receipt is built from it,
@@ -777,8 +834,12 @@ impl Ledger {
             out.push(self.envelope(payload, trace, now, log_id));
             let env = out.last().expect("just pushed");
             // Only the first event can use changes computed by the decision (at its position).
-            let decided = if i == 0 { changes.as_ref() } else { None };
-            entry = match self.apply_with(env, decided) {
+            // And only it records the command's entry, whose id's hash warm may have taken.
+            let (decided, id_hash) = match i {
+                0 => (changes.as_ref(), Hints::entry_hash(hints)),
+                _ => (None, None),
+            };
+            entry = match self.apply_with(env, decided, id_hash) {
                 Ok(entry) => entry,
                 Err(e) => {
                     // Not applied, so not the caller's to append.
@@ -874,16 +935,18 @@ impl Ledger {
     /// Fails only on a broken invariant (a bug, or an event that `decide` would never have
     /// produced); the ledger is then unusable and must be rebuilt from the log.
     pub fn apply(&mut self, env: &Envelope<LedgerEvent>) -> Result<(), InvariantViolated> {
-        self.apply_with(env, None).map(|_| ())
+        self.apply_with(env, None, None).map(|_| ())
     }
 
     /// [`Ledger::apply`], given the event's balance-index changes when `decide` already
-    /// computed them against this same state (see [`Ledger::decide_with_changes`]).
+    /// computed them against this same state (see [`Ledger::decide_with_changes`]), and the
+    /// hash of the id of the entry it records when already known (`id_hash`, see [`Hints`]).
     /// Returns the index in [`Ledger::entries`] of the entry the event recorded or changed.
     fn apply_with(
         &mut self,
         env: &Envelope<LedgerEvent>,
         changes: Option<&Changes>,
+        id_hash: Option<u64>,
     ) -> Result<Option<u32>, InvariantViolated> {
         let expected = self.position() + 1;
         if env.position != expected {
@@ -897,7 +960,7 @@ impl Ledger {
                 return Err(InvariantViolated("recorded_at did not increase".into()));
             }
         }
-        let entry = self.apply_payload(env, changes)?;
+        let entry = self.apply_payload(env, changes, id_hash)?;
         self.positions.push(PositionMeta {
             recorded_at: env.recorded_at.0.as_micros(),
             // `insert_entry` keeps indexes below u32::MAX, so 1 + index fits.
@@ -968,6 +1031,7 @@ impl Ledger {
         &mut self,
         env: &Envelope<LedgerEvent>,
         precomputed: Option<&Changes>,
+        id_hash: Option<u64>,
     ) -> Result<Option<u32>, InvariantViolated> {
         let pos = env.position;
         // During a bulk replay, entries are indexed by id in runs; an event that may look one
@@ -1094,7 +1158,7 @@ impl Ledger {
                     Some(of) => EntryKind::Reversal { of: of.clone() },
                     None => EntryKind::Posted,
                 };
-                let ix = self.insert_entry(id, |r| match transfer {
+                let ix = self.insert_entry(id, id_hash, |r| match transfer {
                     Some(t) => StoredEntry::transfer(r, *fingerprint, *effective_at, pos, t),
                     None => StoredEntry::cold(
                         r,
@@ -1152,7 +1216,7 @@ impl Ledger {
                     1,
                 );
                 Ok(Some(
-                    self.insert_entry(id, |r| StoredEntry::cold(r, entry))?,
+                    self.insert_entry(id, None, |r| StoredEntry::cold(r, entry))?,
                 ))
             }
             LedgerEvent::HoldPosted {
@@ -1281,10 +1345,12 @@ impl Ledger {
     }
 
     /// Records a new entry with id `id` at the end of `entries`, built by `entry` from where
-    /// its id lies in the arena; returns its index.
+    /// its id lies in the arena; returns its index. `hash` is the id's hash in the entry-id
+    /// index, if known.
     fn insert_entry(
         &mut self,
         id: &EntryId,
+        hash: Option<u64>,
         entry: impl FnOnce(stored::IdRef) -> StoredEntry,
     ) -> Result<u32, InvariantViolated> {
         // Positions store 1 + the index in a u32.
@@ -1298,22 +1364,23 @@ impl Ledger {
             self.entries.push(entry(r));
             return Ok(ix);
         }
-        // One hash and one probe to refuse a duplicate, the same hash to insert.
-        let hash = self.entry_ix.hash(id.as_str());
-        if self
-            .entry_ix
-            .get_hashed(hash, id.as_str(), self.keys())
-            .is_some()
-        {
-            return Err(InvariantViolated(format!("entry {id} recorded twice")));
-        }
+        // One hash and one probe both to refuse a duplicate and to insert: the entry is
+        // recorded first (the index compares the ids the entries hold) and taken back if its
+        // id is there already.
+        let hash = hash.unwrap_or_else(|| self.entry_ix.hash(id.as_str()));
+        debug_assert_eq!(hash, self.entry_ix.hash(id.as_str()));
+        let ids_len = self.ids.len();
         let r = self.ids.push(id.as_str());
         self.entries.push(entry(r));
         let keys = stored::Keys {
             entries: &self.entries,
             ids: &self.ids,
         };
-        self.entry_ix.insert_new(hash, ix, keys);
+        if self.entry_ix.insert_if_absent(hash, ix, keys).is_err() {
+            self.entries.pop();
+            self.ids.truncate(ids_len);
+            return Err(InvariantViolated(format!("entry {id} recorded twice")));
+        }
         Ok(ix)
     }
 

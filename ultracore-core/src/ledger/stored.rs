@@ -16,6 +16,7 @@ use crate::ids::{AccountId, EntryId};
 use crate::money::{Amount, Currency};
 use crate::time::{EffectiveAt, RecordedAt, Timestamp};
 
+use super::lines::LineTable;
 use super::model::{Direction, Entry, EntryKind, Metadata, Posting};
 use super::{IdMap, Ledger};
 
@@ -116,6 +117,15 @@ struct Slot {
     len: u8,
 }
 
+/// An account id's key and hash ([`AccountIndex::probe`]); `len` 0 for an id too long for a
+/// short key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Probe {
+    words: [u64; 3],
+    len: u8,
+    hash: u64,
+}
+
 /// [`Slot::currency`] of an account whose currency came after `u16::MAX` others (never, in
 /// practice): its currency is then looked up by account index.
 const NO_CURRENCY_NUMBER: u16 = u16::MAX;
@@ -144,6 +154,39 @@ impl AccountIndex {
 
     pub(crate) fn get(&self, id: &AccountId) -> Option<&u32> {
         self.slot(id).map(|s| &s.ix)
+    }
+
+    /// The first half of a lookup of `id`: its key and hash, computed without reading the
+    /// table. [`Ledger::warm`] computes these for a whole window first, so that the probes
+    /// that follow ([`AccountIndex::get_probed`]) are short and their cache misses overlap.
+    #[inline]
+    pub(crate) fn probe(&self, id: &AccountId) -> Probe {
+        match short_key(id.as_str()) {
+            Some((words, len)) => Probe {
+                words,
+                len,
+                hash: short_hash(&self.hasher, &words, len),
+            },
+            None => Probe {
+                words: [0; 3],
+                len: 0,
+                hash: 0,
+            },
+        }
+    }
+
+    /// The second half of a lookup: the index of `id`, whose [`AccountIndex::probe`] is
+    /// `probe`.
+    #[inline]
+    pub(crate) fn get_probed(&self, probe: &Probe, id: &AccountId) -> Option<u32> {
+        debug_assert_eq!(*probe, self.probe(id));
+        match probe.len {
+            0 => self.long.get(id.as_str()).map(|s| s.ix),
+            len => self
+                .short
+                .find(probe.hash, |s| s.words == probe.words && s.len == len)
+                .map(|s| s.ix),
+        }
     }
 
     /// The account's index and, unless its currency came after `u16::MAX` others, its
@@ -292,6 +335,11 @@ impl IdArena {
     /// Its length in bytes.
     pub(crate) fn len(&self) -> usize {
         self.0.len()
+    }
+
+    /// Drops the ids pushed since its length was `len`.
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.0.truncate(len);
     }
 }
 
@@ -442,8 +490,10 @@ impl StoredEntry {
 }
 
 /// Entry id → index in `Ledger::entries`: hash tables of bare `u32` indexes that hash and
-/// compare the ids the entries hold, so a slot is 4 bytes (plus a control byte) where an
-/// (id, index) map slot is 24, and the id is not shared a second time.
+/// compare the ids the entries hold, so a slot is 4 bytes (plus a tag byte) where an
+/// (id, index) map slot is 24, and the id is not shared a second time. The tables keep a
+/// slot's tag and index on one cache line ([`LineTable`]), so that recording a new entry
+/// writes the line its lookup read.
 ///
 /// The ids are spread over [`ENTRY_INDEX_SHARDS`] tables by bits of their hash that the
 /// tables themselves do not use: a table that grows rehashes a sixteenth of the entries
@@ -451,16 +501,15 @@ impl StoredEntry {
 /// two threads, each filling half of the tables ([`EntryIndex::insert_all`]).
 #[derive(Clone)]
 pub(crate) struct EntryIndex {
-    tables: Box<[hashbrown::HashTable<u32>; ENTRY_INDEX_SHARDS]>,
+    tables: Box<[LineTable; ENTRY_INDEX_SHARDS]>,
     hasher: foldhash::fast::FixedState,
 }
 
 /// Tables in an [`EntryIndex`].
 pub(crate) const ENTRY_INDEX_SHARDS: usize = 16;
 
-/// Which table of an [`EntryIndex`] a hash goes to: bits 48 to 51, which hashbrown uses
-/// neither for the bucket (low bits) nor for the control byte (top 7 bits) below 2^48
-/// buckets.
+/// Which table of an [`EntryIndex`] a hash goes to: bits 48 to 51, which a [`LineTable`]
+/// uses neither for the bucket (the low 32 bits) nor for the tag (the top 7 bits).
 fn shard(hash: u64) -> usize {
     (hash >> 48) as usize % ENTRY_INDEX_SHARDS
 }
@@ -477,7 +526,7 @@ impl EntryIndex {
     /// An empty index hashing with `hasher`.
     pub(crate) fn new(hasher: foldhash::fast::FixedState) -> EntryIndex {
         EntryIndex {
-            tables: Box::new(std::array::from_fn(|_| hashbrown::HashTable::new())),
+            tables: Box::new(std::array::from_fn(|_| LineTable::new())),
             hasher,
         }
     }
@@ -494,16 +543,20 @@ impl EntryIndex {
 
     /// [`EntryIndex::get`] with the id's hash already known.
     pub(crate) fn get_hashed(&self, hash: u64, id: &str, keys: Keys<'_>) -> Option<u32> {
-        self.tables[shard(hash)]
-            .find(hash, |&i| keys.id(i) == id)
-            .copied()
+        self.tables[shard(hash)].find(hash, |i| keys.id(i) == id)
     }
 
-    /// Adds entry `ix`, whose id hashes to `hash` and is not in the index (checked by the
-    /// caller with [`EntryIndex::get_hashed`]).
-    pub(crate) fn insert_new(&mut self, hash: u64, ix: u32, keys: Keys<'_>) {
+    /// Adds entry `ix`, whose id hashes to `hash`, unless an entry with its id is there:
+    /// then returns that one's index and adds nothing. `keys` must hold entry `ix`.
+    pub(crate) fn insert_if_absent(
+        &mut self,
+        hash: u64,
+        ix: u32,
+        keys: Keys<'_>,
+    ) -> Result<(), u32> {
+        let id = keys.id(ix);
         let rehash = rehasher(&self.hasher, keys);
-        self.tables[shard(hash)].insert_unique(hash, ix, rehash);
+        self.tables[shard(hash)].insert_if_absent(hash, ix, |i| keys.id(i) == id, rehash)
     }
 
     /// Adds the entries `from..to` (none indexed yet), on two threads when there are many;
@@ -550,27 +603,47 @@ impl EntryIndex {
 /// entry that repeats it.
 fn fill(
     hasher: &foldhash::fast::FixedState,
-    tables: &mut [hashbrown::HashTable<u32>],
+    tables: &mut [LineTable],
     first: usize,
     range: std::ops::Range<u32>,
     keys: Keys<'_>,
 ) -> Result<(), u32> {
     let rehash = rehasher(hasher, keys);
-    for ix in range {
-        let id = keys.id(ix);
-        let hash = std::hash::BuildHasher::hash_one(hasher, id);
-        let Some(table) = shard(hash)
-            .checked_sub(first)
-            .and_then(|s| tables.get_mut(s))
-        else {
-            continue;
-        };
-        match table.entry(hash, |&i| keys.id(i) == id, &rehash) {
-            hashbrown::hash_table::Entry::Occupied(_) => return Err(ix),
-            hashbrown::hash_table::Entry::Vacant(v) => {
-                v.insert(ix);
+    // In steps of `STEP` ids: their hashes, then a read of each one's bucket with nothing
+    // else between the reads (so that the cache misses of a step overlap, instead of each
+    // insert waiting on its own), then the inserts.
+    const STEP: u32 = 32;
+    let mut hashes = [0u64; STEP as usize];
+    let mut start = range.start;
+    while start < range.end {
+        let end = range.end.min(start.saturating_add(STEP));
+        let step = start..end;
+        for (h, ix) in hashes.iter_mut().zip(step.clone()) {
+            *h = std::hash::BuildHasher::hash_one(hasher, keys.id(ix));
+        }
+        let mut touched = 0u64;
+        for (&hash, _) in hashes.iter().zip(step.clone()) {
+            if let Some(table) = shard(hash).checked_sub(first).and_then(|s| tables.get(s)) {
+                touched = touched.wrapping_add(table.touch(hash));
             }
         }
+        std::hint::black_box(touched);
+        for (&hash, ix) in hashes.iter().zip(step) {
+            let Some(table) = shard(hash)
+                .checked_sub(first)
+                .and_then(|s| tables.get_mut(s))
+            else {
+                continue;
+            };
+            let id = keys.id(ix);
+            if table
+                .insert_if_absent(hash, ix, |i| keys.id(i) == id, &rehash)
+                .is_err()
+            {
+                return Err(ix);
+            }
+        }
+        start = end;
     }
     Ok(())
 }
@@ -579,8 +652,8 @@ fn fill(
 fn rehasher<'a>(
     hasher: &'a foldhash::fast::FixedState,
     keys: Keys<'a>,
-) -> impl Fn(&u32) -> u64 + 'a {
-    move |&i| std::hash::BuildHasher::hash_one(hasher, keys.id(i))
+) -> impl Fn(u32) -> u64 + 'a {
+    move |i| std::hash::BuildHasher::hash_one(hasher, keys.id(i))
 }
 
 /// What [`EntryIndex`] hashes: the ids of the entries, where they lie.

@@ -1197,6 +1197,27 @@ fn hints_apply_to_their_command_on_their_ledger_only() {
     let mut c = a.clone();
     post(&mut c, &mut log);
     assert_eq!(bal(&c, "x"), "-5.00");
+    // On `a` itself, hints lent for one command and given with another are not used: the
+    // other command is decided on its own (its accounts, its id, its fingerprint).
+    let two = [
+        transfer("t2", "x", "y", "1.00", None),
+        transfer("t3", "y", "x", "7.00", None),
+    ];
+    let warmed = a.warm(&two);
+    a.execute_hinted(
+        &two[1],
+        warmed.hints(0, &two[0]),
+        &trace,
+        day(2),
+        0,
+        &mut log,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(bal(&a, "x"), "7.00");
+    assert_eq!(bal(&a, "y"), "-7.00");
+    assert!(a.entry_record(&"t3".parse().unwrap()).is_some());
+    assert!(a.entry_record(&"t2".parse().unwrap()).is_none());
 }
 
 /// A bulk replay's flush sorts its buffer into blocks of about `RUN_BLOCK_CHANGES` changes;
