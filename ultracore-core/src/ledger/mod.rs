@@ -322,6 +322,12 @@ const RUN_BLOCK_CHANGES: usize = 2048;
 /// 8, 32 and 64 (`UC_WARM=N profile transfers`, docs/BENCHMARKS.md).
 pub const WARM_WINDOW: usize = 32;
 
+/// The fewest accounts for which [`Ledger::warm`] reads ahead: 1,024 account records are
+/// 640 KiB, with their balance indexes' ends more than this machine's L2 of 1 MiB; below it
+/// the cache holds the state, and reading ahead only costs instructions
+/// (docs/BENCHMARKS.md, 2026-11-29, "The entry-id index in cache-line buckets").
+pub const READ_AHEAD_ACCOUNTS_MIN: usize = 1024;
+
 /// Bytes of id arena [`Ledger::reserve`] sets aside per entry (a typical id's length; untouched
 /// reserved pages cost no memory).
 const IDS_RESERVED_BYTES_PER_ENTRY: usize = 16;
@@ -491,11 +497,26 @@ impl Ledger {
     /// It runs in stages, each over the whole window, so that within a stage no load waits
     /// on another: the commands' postings; then, reading no state, the fingerprints and the
     /// ids' hashes; then ids to indexes; then the account records; then the ends of their
-    /// balance indexes. Changes no answer; the engine calls it on each window of [`WARM_WINDOW`]
-    /// commands of a batch before executing them. Only plain entries (`PostEntry`, the hot
-    /// path) are warmed; other commands are skipped. Returns what it learned on the way
-    /// about each plain entry (see [`Hints`]).
+    /// balance indexes. A ledger of fewer than [`READ_AHEAD_ACCOUNTS_MIN`] accounts, whose
+    /// state the cache holds, is not read ahead: only the hints are learned, in one pass
+    /// (the stages cost it 5–7 % of a transfer's time and saved it nothing). Changes no
+    /// answer; the engine calls it on each window of [`WARM_WINDOW`] commands of a batch
+    /// before executing them. Only plain entries (`PostEntry`, the hot path) are warmed;
+    /// other commands are skipped. Returns what it learned on the way about each plain entry
+    /// (see [`Hints`]).
     pub fn warm<'a>(&self, commands: impl IntoIterator<Item = &'a Command>) -> Warmed<'a> {
+        self.warm_with(commands, self.accounts.len() >= READ_AHEAD_ACCOUNTS_MIN)
+    }
+
+    /// [`Ledger::warm`], reading ahead or only learning the hints as `read_ahead` says.
+    pub(crate) fn warm_with<'a>(
+        &self,
+        commands: impl IntoIterator<Item = &'a Command>,
+        read_ahead: bool,
+    ) -> Warmed<'a> {
+        if !read_ahead {
+            return self.learn_hints(commands);
+        }
         let mut acc = 0u64;
         let mut warmed = Warmed::default();
         // Stage 0: the commands' postings, each a block of its own on the heap. Read here
@@ -573,6 +594,32 @@ impl Ledger {
         // Stage 4: the ends of their balance indexes.
         acc = acc.wrapping_add(BitemporalIndex::warm(&found));
         std::hint::black_box(acc);
+        warmed
+    }
+
+    /// The hints of [`Ledger::warm`] without its reads ahead: for a ledger whose state is in
+    /// the cache.
+    fn learn_hints<'a>(&self, commands: impl IntoIterator<Item = &'a Command>) -> Warmed<'a> {
+        let mut warmed = Warmed::default();
+        for command in commands {
+            let Command::PostEntry(c) = command else {
+                warmed.commands.push((command, None));
+                continue;
+            };
+            let mut hints = Hints {
+                instance: self.instance.0,
+                command: std::ptr::from_ref(command).addr(),
+                fingerprint: command.fingerprint(),
+                entry_hash: self.entry_ix.hash(c.id.as_str()),
+                accounts: [Hints::UNKNOWN; 2],
+            };
+            for (h, p) in hints.accounts.iter_mut().zip(c.postings.iter()) {
+                if let Some(&ix) = self.account_ix.get(&p.account) {
+                    *h = ix;
+                }
+            }
+            warmed.commands.push((command, Some(hints)));
+        }
         warmed
     }
 

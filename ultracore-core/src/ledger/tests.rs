@@ -1117,31 +1117,40 @@ fn warming_windows_changes_nothing() {
             answers.push(answer);
             now = now.saturating_add_micros(workload.advance_micros());
         }
-        let mut warmed = Ledger::default();
-        let mut warmed_log = Vec::new();
-        let mut warmed_answers = Vec::new();
-        let mut hinted = 0;
-        for window in commands.chunks(7) {
-            let w = warmed.warm(window.iter().map(|(c, _)| c));
-            for (i, (cmd, now)) in window.iter().enumerate() {
-                let hints = w.hints(i, cmd);
-                hinted += usize::from(hints.is_some());
-                let answer = warmed
-                    .execute_hinted(
-                        cmd,
-                        hints,
-                        &crate::event::Trace::default(),
-                        *now,
-                        0,
-                        &mut warmed_log,
-                    )
-                    .expect("no invariant breaks");
-                warmed_answers.push(answer);
+        // Both ways of warming: reading ahead (a ledger of many accounts) and not.
+        for read_ahead in [true, false] {
+            let mut warmed = Ledger::default();
+            let mut warmed_log = Vec::new();
+            let mut warmed_answers = Vec::new();
+            let mut hinted = 0;
+            for window in commands.chunks(7) {
+                let w = warmed.warm_with(window.iter().map(|(c, _)| c), read_ahead);
+                for (i, (cmd, now)) in window.iter().enumerate() {
+                    let hints = w.hints(i, cmd);
+                    hinted += usize::from(hints.is_some());
+                    let answer = warmed
+                        .execute_hinted(
+                            cmd,
+                            hints,
+                            &crate::event::Trace::default(),
+                            *now,
+                            0,
+                            &mut warmed_log,
+                        )
+                        .expect("no invariant breaks");
+                    warmed_answers.push(answer);
+                }
             }
+            assert_eq!(
+                warmed_answers, answers,
+                "seed {seed}, read ahead {read_ahead}"
+            );
+            assert_eq!(
+                warmed_log, plain_log,
+                "seed {seed}, read ahead {read_ahead}"
+            );
+            assert!(hinted > 50, "seed {seed}: most commands are plain entries");
         }
-        assert_eq!(warmed_answers, answers, "seed {seed}");
-        assert_eq!(warmed_log, plain_log, "seed {seed}");
-        assert!(hinted > 50, "seed {seed}: most commands are plain entries");
     }
 }
 
