@@ -173,8 +173,7 @@ impl Ledger {
             .then(|| self.corrections.get(id))
             .flatten();
         let stored = self
-            .entry_ix
-            .get_hashed(hash, id.as_str(), self.keys())
+            .entry_position_hashed(id, hash)
             .map(|i| &self.entries[i as usize]);
         let same = match (stored, corrections) {
             (Some(e), _) => {

@@ -544,18 +544,11 @@ impl Ledger {
                 warmed.commands.push((command, None));
                 continue;
             };
-            let entry_hash = self.entry_ix.hash(c.id.as_str());
-            entry_hashes.push(entry_hash);
+            let hints = self.hints_for(command, c);
+            entry_hashes.push(hints.entry_hash);
             for p in c.postings.iter() {
                 probes.push((self.account_ix.probe(&p.account), &p.account));
             }
-            let hints = Hints {
-                instance: self.instance.0,
-                command: std::ptr::from_ref(command).addr(),
-                fingerprint: command.fingerprint(),
-                entry_hash,
-                accounts: [Hints::UNKNOWN; 2],
-            };
             warmed.commands.push((command, Some(hints)));
         }
         // Stage 2: the lookups, ids to indexes.
@@ -606,13 +599,7 @@ impl Ledger {
                 warmed.commands.push((command, None));
                 continue;
             };
-            let mut hints = Hints {
-                instance: self.instance.0,
-                command: std::ptr::from_ref(command).addr(),
-                fingerprint: command.fingerprint(),
-                entry_hash: self.entry_ix.hash(c.id.as_str()),
-                accounts: [Hints::UNKNOWN; 2],
-            };
+            let mut hints = self.hints_for(command, c);
             for (h, p) in hints.accounts.iter_mut().zip(c.postings.iter()) {
                 if let Some(&ix) = self.account_ix.get(&p.account) {
                     *h = ix;
@@ -621,6 +608,19 @@ impl Ledger {
             warmed.commands.push((command, Some(hints)));
         }
         warmed
+    }
+
+    /// The hints of the plain entry `command` (whose body is `c`) that need no lookup: all
+    /// but its account indexes, which the caller fills in.
+    #[inline(always)]
+    fn hints_for(&self, command: &Command, c: &PostEntry) -> Hints {
+        Hints {
+            instance: self.instance.0,
+            command: std::ptr::from_ref(command).addr(),
+            fingerprint: command.fingerprint(),
+            entry_hash: self.entry_ix.hash(c.id.as_str()),
+            accounts: [Hints::UNKNOWN; 2],
+        }
     }
 
     /// Reserves room for `entries` more entries (and their log positions), so a bulk load or
